@@ -1,0 +1,145 @@
+// Package config owns meshd's configuration file: its schema (CONTRACTS.md),
+// its defaults, and validation that names every bad key with its value.
+//
+// Decoding walks the YAML tree itself rather than relying on yaml.v3's
+// KnownFields, so that an operator sees "zookeeper.session_timeout: bad
+// value "10" (line 4): want a Go duration such as 10s" instead of a type
+// error that names no key; and it reports every problem at once, not only
+// the first.
+package config
+
+import (
+	"bytes"
+	"fmt"
+
+	"gopkg.in/yaml.v3"
+	"net/netip"
+	"time"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Mesh          string     `yaml:"mesh"`
+	ZooKeeper     ZooKeeper  `yaml:"zookeeper"`
+	Identity      Identity   `yaml:"identity"`
+	Interface     Interface  `yaml:"interface"`
+	Overlay       Overlay    `yaml:"overlay"`
+	Links         [][]string `yaml:"links"`
+	Firewall      Firewall   `yaml:"firewall"`
+	Tuning        Tuning     `yaml:"tuning"`
+	StateDir      string     `yaml:"state_dir"`
+	AdminSocket   string     `yaml:"admin_socket"`
+	MetricsListen string     `yaml:"metrics_listen"`
+	LogLevel      string     `yaml:"log_level"`
+}
+
+// ZooKeeper says where the registry lives and how to reach it.
+type ZooKeeper struct {
+	Servers          []string      `yaml:"servers"`
+	SessionTimeout   time.Duration `yaml:"session_timeout"`
+	DigestSecretFile string        `yaml:"digest_secret_file"`
+	TLS              TLS           `yaml:"tls"`
+}
+
+// TLS configures the secure client port. An empty CAFile means plain TCP.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether the connection to ZooKeeper is to use TLS.
+func (t TLS) Enabled() bool { return t.CAFile != "" }
+
+// Identity says who this host is. With source ec2, empty fields are filled
+// from instance metadata and given fields override it.
+type Identity struct {
+	Source     string     `yaml:"source"`
+	InstanceID string     `yaml:"instance_id"`
+	Network    string     `yaml:"network"`
+	PrivateIP  netip.Addr `yaml:"private_ip"`
+	PublicIP   netip.Addr `yaml:"public_ip"`
+	Groups     []string   `yaml:"groups"`
+}
+
+// Interface is the WireGuard interface meshd creates.
+type Interface struct {
+	Name       string `yaml:"name"`
+	ListenPort int    `yaml:"listen_port"`
+	MTU        int    `yaml:"mtu"`
+}
+
+// Overlay is the address pool overlay addresses are leased from.
+type Overlay struct {
+	CIDR netip.Prefix `yaml:"cidr"`
+}
+
+// Firewall selects how the allowlists are enforced.
+type Firewall struct {
+	Mode              string         `yaml:"mode"`
+	BreakglassSSHFrom []netip.Prefix `yaml:"breakglass_ssh_from"`
+}
+
+// Tuning holds the timers of the reconciler. Operators rarely change
+// them; tests shorten them.
+type Tuning struct {
+	// HandshakeTimeout is how long a path may try to handshake before the
+	// next candidate endpoint is tried.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// HoldDown is how long a peer whose record vanished stays in the device.
+	HoldDown time.Duration `yaml:"hold_down"`
+	// MaxRemovals is how many removals the mass-removal breaker lets
+	// through within BreakerWindow before it holds the rest; 0 = 10% of
+	// the fleet, at least 5.
+	MaxRemovals   int           `yaml:"max_removals"`
+	BreakerWindow time.Duration `yaml:"breaker_window"`
+	// Quarantine is how long a decommissioned address stays unused.
+	Quarantine time.Duration `yaml:"quarantine"`
+}
+
+// Firewall modes.
+const (
+	ModeEnforce = "enforce"
+	ModeShadow  = "shadow"
+	ModeOff     = "off"
+)
+
+// Identity sources.
+const (
+	SourceStatic = "static"
+	SourceEC2    = "ec2"
+)
+
+// Default returns the configuration that applies to every key the file
+// leaves out.
+func Default() Config {
+	return Config{
+		ZooKeeper: ZooKeeper{SessionTimeout: 10 * time.Second},
+		Identity:  Identity{Source: SourceStatic},
+		Interface: Interface{Name: "mesh0", ListenPort: 51820},
+		Overlay:   Overlay{CIDR: netip.MustParsePrefix("100.100.0.0/16")},
+		Firewall:  Firewall{Mode: ModeEnforce},
+		Tuning: Tuning{
+			HandshakeTimeout: 5 * time.Second,
+			HoldDown:         30 * time.Second,
+			BreakerWindow:    time.Minute,
+			Quarantine:       24 * time.Hour,
+		},
+		StateDir:      "/var/lib/meshd",
+		AdminSocket:   "/run/meshd/meshd.sock",
+		MetricsListen: "127.0.0.1:9474",
+		LogLevel:      "info",
+	}
+}
+
+// Marshal renders the effective configuration, defaults included, as YAML.
+func (c Config) Marshal() []byte {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		// Every field type is marshalable; failing here is a programming error.
+		panic(fmt.Sprintf("marshal config: %v", err))
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,129 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseValidFile(t *testing.T) {
+	data, err := os.ReadFile("testdata/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		t.Fatalf("valid file rejected:\n%v", err)
+	}
+	if cfg.Identity.PrivateIP != netip.MustParseAddr("198.18.2.11") || cfg.ZooKeeper.SessionTimeout != 10*time.Second {
+		t.Errorf("decoded wrong: %+v", cfg)
+	}
+	if len(cfg.Links) != 1 || cfg.Links[0][1] != "dc" {
+		t.Errorf("links = %v", cfg.Links)
+	}
+	// Defaults fill what the file leaves out.
+	if cfg.Tuning.HandshakeTimeout != 5*time.Second || cfg.LogLevel != "info" {
+		t.Errorf("defaults not applied: %+v", cfg.Tuning)
+	}
+}
+
+func TestMinimalFileGetsDefaults(t *testing.T) {
+	cfg, err := Parse([]byte("mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	if cfg.Interface != want.Interface || cfg.Overlay != want.Overlay || cfg.StateDir != want.StateDir || cfg.Firewall.Mode != "enforce" {
+		t.Errorf("defaults: got %+v", cfg)
+	}
+}
+
+// Each bad input must be reported with the key that is wrong.
+func TestParseNamesBadKey(t *testing.T) {
+	base := "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n"
+	cases := []struct{ name, yaml, want string }{
+		{"unknown top key", base + "colour: blue\n", "colour: unknown key (line 4)"},
+		{"unknown nested key", base + "interface: {nam: x}\n", "interface.nam: unknown key"},
+		{"typo in zookeeper", "mesh: m\nzookeeper: {server: [\"127.0.0.1:2181\"]}\n", "zookeeper.server: unknown key"},
+		{"bad duration", base + "tuning: {hold_down: soon}\n", `tuning.hold_down: bad value "soon" (line 4): want a Go duration`},
+		{"duration without unit", "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"], session_timeout: 10}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n", "zookeeper.session_timeout"},
+		{"bad ip", "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.300}\n", `identity.private_ip: bad value "198.18.1.300"`},
+		{"bad cidr", base + "overlay: {cidr: 100.100.0.1/16}\n", "overlay.cidr: bad value \"100.100.0.1/16\": host bits set; did you mean 100.100.0.0/16?"},
+		{"ipv6 pool", base + "overlay: {cidr: \"fd00::/64\"}\n", "overlay.cidr: bad value \"fd00::/64\": must be an IPv4 prefix"},
+		{"port out of range", base + "interface: {listen_port: 70000}\n", `interface.listen_port: bad value "70000": must be 1-65535`},
+		{"port not a number", base + "interface: {listen_port: high}\n", `interface.listen_port: bad value "high" (line 4): want a whole number`},
+		{"mtu too small", base + "interface: {mtu: 500}\n", "interface.mtu"},
+		{"ifname too long", base + "interface: {name: averyverylongname0}\n", "interface.name"},
+		{"mode", base + "firewall: {mode: permissive}\n", `firewall.mode: bad value "permissive": want enforce, shadow or off`},
+		{"breakglass", base + "firewall: {breakglass_ssh_from: [nonsense]}\n", "firewall.breakglass_ssh_from"},
+		{"link of three", base + "links: [[a, b, c]]\n", "links[0]"},
+		{"link to itself", base + "links: [[a, a]]\n", "links[0]: bad value \"[a a]\": a link joins two different networks"},
+		{"no servers", "mesh: m\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n", "zookeeper.servers: missing"},
+		{"server without port", "mesh: m\nzookeeper: {servers: [zk1]}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n", `zookeeper.servers[0]: bad value "zk1": want host:port`},
+		{"no mesh", "zookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n", "mesh: missing"},
+		{"static without id", "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {network: n, private_ip: 198.18.1.2}\n", "identity.instance_id: missing"},
+		{"bad source", "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {source: gcp}\n", `identity.source: bad value "gcp": want static or ec2`},
+		{"duplicate key", base + "mesh: n\n", "mesh"},
+		{"relative state dir", base + "state_dir: var/lib\n", `state_dir: bad value "var/lib": must be an absolute path`},
+		{"metrics", base + "metrics_listen: everywhere\n", "metrics_listen"},
+		{"cert without key", "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"], tls: {ca_file: /ca, cert_file: /c}}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n", "cert_file and key_file go together"},
+		{"not yaml", "mesh: [\n", "not valid YAML"},
+		{"scalar for mapping", base + "interface: mesh0\n", "interface: want a mapping of keys (line 4)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.yaml))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", c.yaml)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error does not name the problem\n got: %v\nwant: %s", err, c.want)
+			}
+		})
+	}
+}
+
+func TestSemanticErrorsAllReported(t *testing.T) {
+	_, err := Parse([]byte("mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"], tls: {cert_file: /c}}\nidentity: {source: gcp}\nfirewall: {mode: x}\n"))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) < 3 {
+		t.Fatalf("want every problem reported, got %v", err)
+	}
+	for _, want := range []string{"identity.source", "firewall.mode", "cert_file and key_file go together"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}
+
+func TestEC2SourceNeedsNoStaticIdentity(t *testing.T) {
+	if _, err := Parse([]byte("mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {source: ec2}\n")); err != nil {
+		t.Fatalf("ec2 identity is filled at start, want accepted: %v", err)
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	data, _ := os.ReadFile("testdata/valid.yaml")
+	cfg, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(cfg.Marshal())
+	if err != nil {
+		t.Fatalf("effective config does not parse back:\n%s\n%v", cfg.Marshal(), err)
+	}
+	if string(again.Marshal()) != string(cfg.Marshal()) {
+		t.Errorf("round trip changed the config")
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("want error naming the file, got %v", err)
+	}
+}
