@@ -1,0 +1,188 @@
+package mesh
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Observation is what the device reports about one peer.
+type Observation struct {
+	Endpoint      netip.AddrPort
+	LastHandshake time.Time
+	RxBytes       uint64
+	TxBytes       uint64
+}
+
+// PathTimers are the bounds of path selection.
+type PathTimers struct {
+	// Handshake is how long a candidate may try before it is given up.
+	Handshake time.Duration
+	// FirstRetry is how long a fallen-back peer waits before it tries the
+	// better path again; each failed trial doubles it up to MaxRetry.
+	FirstRetry, MaxRetry time.Duration
+}
+
+// DefaultPathTimers are used where the config does not say otherwise.
+var DefaultPathTimers = PathTimers{Handshake: 5 * time.Second, FirstRetry: 30 * time.Second, MaxRetry: 5 * time.Minute}
+
+// pathState chooses one peer's endpoint among its candidates. It is driven
+// by observations of the device and the clock only, so it is tested without
+// a device.
+type pathState struct {
+	cands []Candidate
+	cur   int // index of the candidate in use
+
+	trying   bool      // a handshake on cands[cur] is awaited
+	tryStart time.Time // when the attempt started
+	probing  bool      // the attempt is a trial of a better candidate
+	fallback int       // where to return when the trial fails
+
+	fellBack  string    // reason words when cur is not the best candidate
+	nextTrial time.Time // when a fallen-back peer next tries cands[0]
+	backoff   time.Duration
+
+	exhausted bool // every candidate failed since the last success
+
+	lastTx, lastRx uint64
+	silentSince    time.Time // tx growing, rx not, since
+	changedAt      time.Time // when the endpoint was last set by us
+}
+
+// action is what the reconciler must do to the device after a step.
+type action struct {
+	setEndpoint bool // configure cands[cur] as the peer's endpoint
+	handshake   bool // initiate a handshake now
+}
+
+func newPathState(cands []Candidate, now time.Time, t PathTimers) *pathState {
+	s := &pathState{cands: cands, backoff: t.FirstRetry}
+	s.begin(0, now)
+	return s
+}
+
+// begin starts an attempt on candidate i.
+func (s *pathState) begin(i int, now time.Time) {
+	s.cur, s.trying, s.tryStart, s.changedAt = i, true, now, now
+	s.silentSince = time.Time{}
+}
+
+// current is the candidate in use, if any.
+func (s *pathState) current() (Candidate, bool) {
+	if s == nil || len(s.cands) == 0 {
+		return Candidate{}, false
+	}
+	return s.cands[s.cur], true
+}
+
+// reason says why the current candidate is in use.
+func (s *pathState) reason() string {
+	if s.fellBack != "" && s.cur > 0 && !s.probing {
+		return s.fellBack
+	}
+	c, _ := s.current()
+	return c.Reason
+}
+
+// reset replaces the candidates (the peer moved, or links changed). The
+// attempt restarts on the best candidate, unless the endpoint in use is
+// still a candidate and proven: then nothing moves.
+func (s *pathState) reset(cands []Candidate, obs Observation, now time.Time, t PathTimers) action {
+	prev, had := s.current()
+	*s = pathState{cands: cands, backoff: t.FirstRetry, lastTx: obs.TxBytes, lastRx: obs.RxBytes}
+	if len(cands) == 0 {
+		return action{}
+	}
+	if had && prev == cands[0] {
+		s.changedAt = now
+		return action{}
+	}
+	s.begin(0, now)
+	return action{setEndpoint: true, handshake: true}
+}
+
+// step advances the state machine with one observation of the device.
+func (s *pathState) step(obs Observation, now time.Time, t PathTimers) action {
+	if len(s.cands) == 0 {
+		return action{}
+	}
+	defer func() { s.lastTx, s.lastRx = obs.TxBytes, obs.RxBytes }()
+
+	// The peer may prove a better candidate up by handshaking from it:
+	// WireGuard roams our endpoint to where its packets came from.
+	if !s.trying || s.probing {
+		for i := 0; i < s.cur || (s.probing && i < s.fallback); i++ {
+			if obs.Endpoint == s.cands[i].Endpoint && obs.LastHandshake.After(s.changedAt) {
+				s.adopt(i, now, t)
+				return action{}
+			}
+		}
+	}
+
+	if s.trying {
+		if obs.LastHandshake.After(s.tryStart) {
+			s.trying = false
+			if s.probing || s.cur == 0 {
+				s.adopt(s.cur, now, t)
+			}
+			return action{}
+		}
+		if now.Sub(s.tryStart) < t.Handshake {
+			return action{}
+		}
+		failed := s.cands[s.cur]
+		if s.probing {
+			// The better path is still down: back to the one that works,
+			// and wait longer before the next trial.
+			s.probing = false
+			s.begin(s.fallback, now)
+			s.trying = false
+			s.backoff = min(2*s.backoff, t.MaxRetry)
+			s.nextTrial = now.Add(s.backoff)
+			return action{setEndpoint: true, handshake: true}
+		}
+		next := (s.cur + 1) % len(s.cands)
+		s.fellBack = fmt.Sprintf("fell back: no handshake on %s for %s", failed.Path, t.Handshake.Round(time.Second))
+		s.begin(next, now)
+		if next == 0 {
+			// Every candidate failed; start over from the best one.
+			s.fellBack, s.exhausted = "", true
+		}
+		s.nextTrial = now.Add(s.backoff)
+		return action{setEndpoint: true, handshake: true}
+	}
+
+	// Liveness: we keep sending and hear nothing back. WireGuard itself
+	// would only notice at the next rekey, minutes later; try a handshake
+	// now and fall back if it does not complete.
+	if obs.TxBytes > s.lastTx && obs.RxBytes == s.lastRx {
+		if s.silentSince.IsZero() {
+			s.silentSince = now
+		}
+		if now.Sub(s.silentSince) >= t.Handshake {
+			s.trying, s.tryStart = true, now
+			s.silentSince = time.Time{}
+			return action{handshake: true}
+		}
+	} else if obs.RxBytes != s.lastRx {
+		s.silentSince = time.Time{}
+	}
+
+	if s.cur > 0 && !s.nextTrial.IsZero() && !now.Before(s.nextTrial) {
+		s.fallback = s.cur
+		s.probing = true
+		s.begin(0, now)
+		return action{setEndpoint: true, handshake: true}
+	}
+	return action{}
+}
+
+// adopt settles on candidate i as proven.
+func (s *pathState) adopt(i int, now time.Time, t PathTimers) {
+	s.cur, s.trying, s.probing, s.exhausted = i, false, false, false
+	s.changedAt = now
+	if i == 0 {
+		s.fellBack, s.nextTrial, s.backoff = "", time.Time{}, t.FirstRetry
+	}
+}
+
