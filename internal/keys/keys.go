@@ -1,0 +1,100 @@
+// Package keys owns this host's WireGuard private key on disk: generated
+// once, kept 0600 in the state directory, and refused when it could have
+// been read by anyone else.
+package keys
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// FileName is the key's file name inside the state directory.
+const FileName = "private.key"
+
+// LoadOrCreate returns the private key kept in stateDir, creating it on
+// first start. A key file that is group- or world-accessible, or that does
+// not hold a base64 WireGuard key, is an error: meshd must not run with a
+// key that may have leaked or been damaged, and must never replace one.
+func LoadOrCreate(stateDir string) (wgtypes.Key, error) {
+	path := filepath.Join(stateDir, FileName)
+	key, err := Load(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	key, err = wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("generate private key: %w", err)
+	}
+	if err := writeAtomic(path, []byte(key.String()+"\n")); err != nil {
+		return wgtypes.Key{}, fmt.Errorf("save private key %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// Load reads a private key file, checking its permissions first.
+func Load(path string) (wgtypes.Key, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return wgtypes.Key{}, fmt.Errorf("private key %s has mode %04o: it must not be readable by group or others; fix with chmod 600 %s", path, perm, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	text := strings.TrimSpace(string(data))
+	if text == "" {
+		return wgtypes.Key{}, fmt.Errorf("private key %s is empty; restore it from backup, or remove it to give this host a new identity", path)
+	}
+	key, err := wgtypes.ParseKey(text)
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("private key %s is malformed (want 32 bytes of base64, as wg genkey writes): %v", path, err)
+	}
+	return key, nil
+}
+
+// writeAtomic writes data so that a crash leaves either no file or the
+// whole file: temp file, fsync, rename, fsync of the directory.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".private.key.*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
