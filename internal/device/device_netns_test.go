@@ -1,0 +1,286 @@
+package device
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// The device must be created by a process inside the host's namespace (the
+// TUN device and the UDP socket belong to the namespace of the thread that
+// creates them), so each test host is this test binary re-executed with
+// `ip netns exec`, driven over stdin/stdout with JSON lines.
+
+const helperEnv = "MESHD_DEVICE_HELPER"
+
+type helperReq struct {
+	Op    string      `json:"op"` // apply, stats, handshake, close
+	Delta *Delta      `json:"delta,omitempty"`
+	Key   wgtypes.Key `json:"key"`
+}
+
+type helperResp struct {
+	Err       string               `json:"err,omitempty"`
+	PublicKey wgtypes.Key          `json:"public_key"`
+	Stats     map[string]PeerStats `json:"stats,omitempty"`
+}
+
+func TestHelperDevice(t *testing.T) {
+	spec := os.Getenv(helperEnv)
+	if spec == "" {
+		t.Skip("helper process for the netns tests")
+	}
+	var cfg Config
+	if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	out := json.NewEncoder(os.Stdout)
+	d, err := New(cfg)
+	if err != nil {
+		out.Encode(helperResp{Err: err.Error()})
+		return
+	}
+	out.Encode(helperResp{PublicKey: d.PublicKey()})
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var req helperReq
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			out.Encode(helperResp{Err: err.Error()})
+			continue
+		}
+		var resp helperResp
+		switch req.Op {
+		case "apply":
+			if err := d.Apply(*req.Delta); err != nil {
+				resp.Err = err.Error()
+			}
+		case "stats":
+			st, err := d.Stats()
+			if err != nil {
+				resp.Err = err.Error()
+			}
+			resp.Stats = map[string]PeerStats{}
+			for k, v := range st {
+				resp.Stats[k.String()] = v
+			}
+		case "handshake":
+			if err := d.Handshake(req.Key); err != nil {
+				resp.Err = err.Error()
+			}
+		case "close":
+			if err := d.Close(); err != nil {
+				resp.Err = err.Error()
+			}
+			out.Encode(resp)
+			return
+		}
+		out.Encode(resp)
+	}
+	d.Close()
+}
+
+// nsHost is one namespace with a device running in a helper process.
+type nsHost struct {
+	t      *testing.T
+	ns     string
+	ifname string
+	under  netip.Addr
+	over   netip.Addr
+	key    wgtypes.Key
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *json.Decoder
+}
+
+func (h *nsHost) call(req helperReq) helperResp {
+	h.t.Helper()
+	b, _ := json.Marshal(req)
+	if _, err := h.in.Write(append(b, '\n')); err != nil {
+		h.t.Fatalf("%s: write to helper: %v", h.ns, err)
+	}
+	var resp helperResp
+	if err := h.out.Decode(&resp); err != nil {
+		h.t.Fatalf("%s: read from helper: %v", h.ns, err)
+	}
+	if resp.Err != "" {
+		h.t.Fatalf("%s: %s: %s", h.ns, req.Op, resp.Err)
+	}
+	return resp
+}
+
+func (h *nsHost) stats(peer wgtypes.Key) PeerStats {
+	return h.call(helperReq{Op: "stats"}).Stats[peer.String()]
+}
+
+func (h *nsHost) peer(o *nsHost) Peer {
+	return Peer{PublicKey: o.key, Endpoint: netip.AddrPortFrom(o.under, 51820), AllowedIPs: []netip.Prefix{netip.PrefixFrom(o.over, 32)}}
+}
+
+func (h *nsHost) exec(name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", h.ns, name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// lan builds n namespaces on one bridge (in its own namespace), each with a
+// device: underlay 198.18.77.x/24, overlay 100.100.77.x/16.
+func lan(t *testing.T, n int) []*nsHost {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP-ROOT: needs root to create network namespaces and TUN devices")
+	}
+	suffix := make([]byte, 2)
+	rand.Read(suffix)
+	id := "dv" + hex.EncodeToString(suffix)
+	sw := id + "-sw"
+	run(t, "ip", "netns", "add", sw)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", sw).Run() })
+	run(t, "ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+	run(t, "ip", "-n", sw, "link", "set", "br0", "up")
+	var hosts []*nsHost
+	for i := 1; i <= n; i++ {
+		h := &nsHost{t: t, ns: fmt.Sprintf("%s-h%d", id, i), ifname: fmt.Sprintf("%sw%d", id, i),
+			under: netip.MustParseAddr(fmt.Sprintf("198.18.77.%d", i)), over: netip.MustParseAddr(fmt.Sprintf("100.100.77.%d", i))}
+		run(t, "ip", "netns", "add", h.ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", h.ns).Run() })
+		run(t, "ip", "link", "add", "eth0", "netns", h.ns, "type", "veth", "peer", fmt.Sprintf("p%d", i), "netns", sw)
+		run(t, "ip", "-n", sw, "link", "set", fmt.Sprintf("p%d", i), "master", "br0", "up")
+		run(t, "ip", "-n", h.ns, "addr", "add", h.under.String()+"/24", "dev", "eth0")
+		run(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
+		run(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
+		key, _ := wgtypes.GeneratePrivateKey()
+		spec, _ := json.Marshal(Config{Name: h.ifname, PrivateKey: key, ListenPort: 51820, Address: netip.PrefixFrom(h.over, 16)})
+		h.cmd = exec.Command("ip", "netns", "exec", h.ns, os.Args[0], "-test.run=^TestHelperDevice$")
+		h.cmd.Env = append(os.Environ(), helperEnv+"="+string(spec))
+		h.cmd.Stderr = &prefixWriter{t: t, prefix: h.ns}
+		h.in, _ = h.cmd.StdinPipe()
+		stdout, _ := h.cmd.StdoutPipe()
+		h.out = json.NewDecoder(stdout)
+		if err := h.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.cmd.Process.Kill(); h.cmd.Wait() })
+		var hello helperResp
+		if err := h.out.Decode(&hello); err != nil || hello.Err != "" {
+			t.Fatalf("%s: device did not start: %v %s", h.ns, err, hello.Err)
+		}
+		h.key = hello.PublicKey
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+type prefixWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		fmt.Fprintf(os.Stderr, "[%s] %s", w.prefix, p)
+	}
+	return len(p), nil
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestDeviceDeltasInNamespaces(t *testing.T) {
+	hs := lan(t, 3)
+	a, b, c := hs[0], hs[1], hs[2]
+	a.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{a.peer(b), a.peer(c)}}})
+	b.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{b.peer(a)}}})
+	c.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{c.peer(a)}}})
+
+	for _, o := range []*nsHost{b, c} {
+		if out, err := a.exec("ping", "-c", "2", "-i", "0.2", "-W", "2", o.over.String()); err != nil {
+			t.Fatalf("ping %s over the overlay: %v\n%s", o.over, err, out)
+		}
+	}
+	// wg show reads the device through its UAPI socket.
+	out, err := a.exec("wg", "show", a.ifname)
+	if err != nil {
+		t.Fatalf("wg show: %v\n%s", err, out)
+	}
+	for _, o := range []*nsHost{b, c} {
+		if !strings.Contains(out, "peer: "+o.key.String()) || !strings.Contains(out, "latest handshake") {
+			t.Errorf("wg show does not list peer %s with a handshake:\n%s", o.key, out)
+		}
+	}
+	if out, _ := a.exec("ip", "-4", "route", "show", "100.100.0.0/16"); strings.Count(out, "dev "+a.ifname) != 1 {
+		t.Errorf("want exactly one overlay route via %s, got %q", a.ifname, out)
+	}
+
+	// Removing c leaves b's session alone: a ping to b running meanwhile
+	// loses nothing and b's handshake time does not move.
+	before := a.stats(b.key)
+	ping := exec.Command("ip", "netns", "exec", a.ns, "ping", "-c", "20", "-i", "0.1", "-W", "1", b.over.String())
+	var pingOut strings.Builder
+	ping.Stdout = &pingOut
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rx0 := before.RxBytes
+	waitFor(t, 5*time.Second, "the ping to be answered", func() bool { return a.stats(b.key).RxBytes > rx0 })
+	a.call(helperReq{Op: "apply", Delta: &Delta{Remove: []wgtypes.Key{c.key}}})
+	if err := ping.Wait(); err != nil || !strings.Contains(pingOut.String(), " 0% packet loss") {
+		t.Errorf("ping to the kept peer across the removal: %v\n%s", err, pingOut.String())
+	}
+	after := a.call(helperReq{Op: "stats"}).Stats
+	if _, ok := after[c.key.String()]; ok {
+		t.Errorf("removed peer still on the device")
+	}
+	if !after[b.key.String()].LastHandshake.Equal(before.LastHandshake) {
+		t.Errorf("kept peer re-handshook: %v -> %v", before.LastHandshake, after[b.key.String()].LastHandshake)
+	}
+
+	// An endpoint update keeps the session too.
+	p := a.peer(b)
+	a.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{p}}})
+	if got := a.stats(b.key); !got.LastHandshake.Equal(before.LastHandshake) || got.RxBytes < before.RxBytes {
+		t.Errorf("re-upserting a peer reset it: %+v -> %+v", before, got)
+	}
+
+	// Handshake on demand.
+	hs0 := a.stats(b.key).LastHandshake
+	// WireGuard sends at most one initiation per RekeyTimeout (5s); the
+	// protocol's timer, not a race, so wait it out.
+	time.Sleep(time.Until(hs0.Add(5*time.Second + 100*time.Millisecond)))
+	a.call(helperReq{Op: "handshake", Key: b.key})
+	waitFor(t, 7*time.Second, "a handshake on demand", func() bool { return a.stats(b.key).LastHandshake.After(hs0) })
+
+	// Close removes the interface and the socket.
+	a.call(helperReq{Op: "close"})
+	if out, _ := a.exec("ip", "link", "show", a.ifname); !strings.Contains(out, "does not exist") {
+		t.Errorf("interface still there after close: %s", out)
+	}
+	if _, err := os.Stat("/var/run/wireguard/" + a.ifname + ".sock"); !os.IsNotExist(err) {
+		t.Errorf("UAPI socket still there after close: %v", err)
+	}
+}
