@@ -1,0 +1,37 @@
+// Package registry is meshd's view of the fleet, kept in ZooKeeper: it
+// leases each host its overlay address for life, publishes the host's
+// record while it runs, reports every other host's changes as events, and
+// keeps a snapshot on disk so meshd starts and runs while ZooKeeper is
+// unreachable. Nothing outside this package imports the ZooKeeper client.
+//
+// Layout under /meshd/<mesh>:
+//
+//	hosts/<bb>/<instance-id>#<seq>  ephemeral+sequential, JSON host record;
+//	                                <bb> is one of 64 hash buckets
+//	leases/<overlay-ip>             persistent, data: owner instance id, or
+//	                                "~quarantined:<unix>" after decommission
+//	owners/<instance-id>            persistent, data: its overlay ip
+//	policy, links                   persistent JSON documents
+//
+// Leases. A lease and its owner node are created together in one multi, so
+// an address never has two owners and an owner never two addresses; the
+// owner node makes the lookup of an existing lease one read. New addresses
+// are tried at random with a bounded number of attempts, then by a
+// deterministic scan of the lease list (only when the pool is nearly full).
+// A decommissioned address stays quarantined for Options.Quarantine.
+//
+// Records are immutable: an update creates a new sequential node and
+// deletes the old one, so a child watch sees every change and no data watch
+// per host is needed. go-zookeeper/zk v1.0.4 has no persistent recursive
+// watch (ZooKeeper's addWatch) and the fork that has it is not available
+// from the module proxy here, so each host keeps one child watch per
+// bucket: 64 watches per host, O(N) for the fleet instead of the O(N^2) of a
+// data watch on every record. A change costs each host one child listing
+// of one bucket (about N/64 names) and one read of the changed record; with
+// ephemeral records a host that dies vanishes without anyone's help.
+//
+// Every listing is compared with what the package last saw, so the same
+// code that handles a change also resyncs after a reconnect or a session
+// expiry: it emits exactly the adds, updates and removals that happened.
+// While ZooKeeper is unreachable nothing is listed and nothing is removed.
+package registry

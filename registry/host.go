@@ -1,0 +1,149 @@
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Schema is the host record version this build writes and reads.
+const Schema = 1
+
+// Host is one host's record.
+type Host struct {
+	Schema        int
+	InstanceID    string
+	OverlayIP     netip.Addr
+	PublicKey     wgtypes.Key
+	NextPublicKey *wgtypes.Key // published before a key rotation takes effect
+	Network       string
+	PrivateIP     netip.Addr
+	PublicIP      netip.Addr // zero: no public address
+	ListenPort    uint16
+	Groups        []string
+	Version       string
+	StartTime     time.Time
+}
+
+type hostJSON struct {
+	Schema        int        `json:"schema"`
+	InstanceID    string     `json:"instance_id"`
+	OverlayIP     netip.Addr `json:"overlay_ip"`
+	PublicKey     string     `json:"public_key"`
+	NextPublicKey string     `json:"next_public_key,omitempty"`
+	Network       string     `json:"network"`
+	PrivateIP     netip.Addr `json:"private_ip"`
+	PublicIP      string     `json:"public_ip,omitempty"`
+	ListenPort    uint16     `json:"listen_port"`
+	Groups        []string   `json:"groups,omitempty"`
+	Version       string     `json:"version,omitempty"`
+	StartTime     time.Time  `json:"start_time"`
+}
+
+// MarshalJSON writes the record in its wire form.
+func (h Host) MarshalJSON() ([]byte, error) {
+	j := hostJSON{Schema: h.Schema, InstanceID: h.InstanceID, OverlayIP: h.OverlayIP, PublicKey: h.PublicKey.String(),
+		Network: h.Network, PrivateIP: h.PrivateIP, ListenPort: h.ListenPort, Groups: h.Groups, Version: h.Version, StartTime: h.StartTime}
+	if j.Schema == 0 {
+		j.Schema = Schema
+	}
+	if h.NextPublicKey != nil {
+		j.NextPublicKey = h.NextPublicKey.String()
+	}
+	if h.PublicIP.IsValid() {
+		j.PublicIP = h.PublicIP.String()
+	}
+	return json.Marshal(j)
+}
+
+// BadRecord is why a record was skipped.
+type BadRecord struct {
+	Reason string // short, bounded set: used as a metric label
+	Detail string
+}
+
+func (b *BadRecord) Error() string { return b.Reason + ": " + b.Detail }
+
+func bad(reason, format string, args ...any) error {
+	return &BadRecord{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// DecodeHost parses and checks a record. pool bounds the overlay address;
+// every failure is a *BadRecord.
+func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
+	var j hostJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return Host{}, bad("decode", "%v", err)
+	}
+	if j.Schema != Schema {
+		return Host{}, bad("schema", "unknown schema %d (this meshd reads %d)", j.Schema, Schema)
+	}
+	h := Host{Schema: j.Schema, InstanceID: j.InstanceID, OverlayIP: j.OverlayIP, Network: j.Network, PrivateIP: j.PrivateIP,
+		ListenPort: j.ListenPort, Groups: j.Groups, Version: j.Version, StartTime: j.StartTime}
+	if !validName(h.InstanceID) {
+		return Host{}, bad("instance_id", "bad instance id %q", h.InstanceID)
+	}
+	if !h.OverlayIP.Is4() || !pool.Contains(h.OverlayIP) {
+		return Host{}, bad("overlay_ip", "overlay address %s outside the pool %s", h.OverlayIP, pool)
+	}
+	var err error
+	if h.PublicKey, err = parseKey(j.PublicKey); err != nil {
+		return Host{}, bad("public_key", "public key: %v", err)
+	}
+	if j.NextPublicKey != "" {
+		k, err := parseKey(j.NextPublicKey)
+		if err != nil {
+			return Host{}, bad("public_key", "next public key: %v", err)
+		}
+		h.NextPublicKey = &k
+	}
+	if !validName(h.Network) {
+		return Host{}, bad("network", "bad network %q", h.Network)
+	}
+	if !h.PrivateIP.Is4() {
+		return Host{}, bad("address", "private address %v is not IPv4", h.PrivateIP)
+	}
+	if j.PublicIP != "" {
+		if h.PublicIP, err = netip.ParseAddr(j.PublicIP); err != nil || !h.PublicIP.Is4() {
+			return Host{}, bad("address", "public address %q is not IPv4", j.PublicIP)
+		}
+	}
+	if h.ListenPort == 0 {
+		return Host{}, bad("listen_port", "listen port 0")
+	}
+	for _, g := range h.Groups {
+		if !validName(g) {
+			return Host{}, bad("groups", "bad group %q", g)
+		}
+	}
+	return h, nil
+}
+
+func parseKey(s string) (wgtypes.Key, error) {
+	k, err := wgtypes.ParseKey(s)
+	if err != nil {
+		return k, errors.New("not 32 bytes of base64")
+	}
+	if k == (wgtypes.Key{}) {
+		return k, errors.New("all zero")
+	}
+	return k, nil
+}
+
+// validName matches what config accepts for ids, networks and groups.
+func validName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i, c := range s {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || (i > 0 && (c == '.' || c == '_' || c == '-'))
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,362 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// randomTries bounds how many random addresses are tried before the pool is
+// scanned in order; a scan lists every lease, so it is kept for a pool that
+// is nearly full.
+const randomTries = 16
+
+const quarantinePrefix = "~quarantined:"
+
+func (r *Registry) leasePath(ip netip.Addr) string { return path.Join(r.root, "leases", ip.String()) }
+func (r *Registry) ownerPath(id string) string     { return path.Join(r.root, "owners", id) }
+
+// ErrPoolFull is returned when no address is free.
+var ErrPoolFull = errors.New("overlay pool full")
+
+// Lease returns the overlay address leased to id, claiming a free one the
+// first time. An existing lease is always reused: a host keeps its address
+// across restarts, session expiry and re-homing.
+func (r *Registry) Lease(ctx context.Context, id string) (netip.Addr, error) {
+	if err := r.ensurePath(path.Join(r.root, "leases")); err != nil {
+		return netip.Addr{}, err
+	}
+	if err := r.ensurePath(path.Join(r.root, "owners")); err != nil {
+		return netip.Addr{}, err
+	}
+	if ip, err := r.existingLease(id); err == nil || !errors.Is(err, zk.ErrNoNode) {
+		return ip, err
+	}
+	first, last := poolRange(r.o.Pool)
+	size := int(last - first + 1)
+	for i := 0; i < randomTries; i++ {
+		if err := ctx.Err(); err != nil {
+			return netip.Addr{}, err
+		}
+		ip := u32ToAddr(first + uint32(rand.IntN(size)))
+		if got, err := r.claim(id, ip); err == nil {
+			return got, nil
+		} else if !errors.Is(err, errTaken) {
+			return netip.Addr{}, err
+		}
+	}
+	// Nearly full: one listing, then the free addresses in order.
+	r.stats.Requests.Add(1)
+	taken, _, err := r.conn.Children(path.Join(r.root, "leases"))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("lease for %s: list leases: %w", id, err)
+	}
+	used := make(map[string]bool, len(taken))
+	for _, t := range taken {
+		used[t] = true
+	}
+	for a := first; a <= last; a++ {
+		ip := u32ToAddr(a)
+		if used[ip.String()] && !r.quarantineOver(ip) {
+			continue
+		}
+		if got, err := r.claim(id, ip); err == nil {
+			return got, nil
+		} else if !errors.Is(err, errTaken) {
+			return netip.Addr{}, err
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("lease for %s: %w: all %d addresses of %s are leased or quarantined", id, ErrPoolFull, size, r.o.Pool)
+}
+
+var errTaken = errors.New("address taken")
+
+// existingLease reads id's owner node and checks the lease agrees.
+func (r *Registry) existingLease(id string) (netip.Addr, error) {
+	r.stats.Requests.Add(1)
+	data, _, err := r.conn.Get(r.ownerPath(id))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	ip, err := netip.ParseAddr(string(data))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("lease for %s: owner node holds %q, not an address", id, data)
+	}
+	r.stats.Requests.Add(1)
+	owner, _, err := r.conn.Get(r.leasePath(ip))
+	switch {
+	case err == nil && string(owner) == id:
+		return ip, nil
+	case err == nil:
+		return netip.Addr{}, fmt.Errorf("lease %s for %s: node exists, owned by %s", ip, id, owner)
+	case errors.Is(err, zk.ErrNoNode):
+		// Half of a lease (an operator deleted the other half): repair it.
+		if _, err := r.conn.Create(r.leasePath(ip), []byte(id), 0, r.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return netip.Addr{}, fmt.Errorf("lease %s for %s: repair: %w", ip, id, err)
+		}
+		return r.existingLease(id)
+	default:
+		return netip.Addr{}, fmt.Errorf("lease for %s: read %s: %w", id, r.leasePath(ip), err)
+	}
+}
+
+// claim takes ip for id in one multi: lease and owner node together.
+func (r *Registry) claim(id string, ip netip.Addr) (netip.Addr, error) {
+	ops := []any{
+		&zk.CreateRequest{Path: r.leasePath(ip), Data: []byte(id), Acl: r.acl},
+		&zk.CreateRequest{Path: r.ownerPath(id), Data: []byte(ip.String()), Acl: r.acl},
+	}
+	// A quarantined address whose time is over is taken over in the same
+	// multi, guarded by the quarantine node's version.
+	if ver, over := r.quarantineVersion(ip); over {
+		ops = append([]any{&zk.DeleteRequest{Path: r.leasePath(ip), Version: ver}}, ops...)
+	}
+	r.stats.Requests.Add(1)
+	res, err := r.conn.Multi(ops...)
+	if err == nil {
+		return ip, nil
+	}
+	if len(res) < 2 {
+		return netip.Addr{}, fmt.Errorf("lease %s for %s: %w", ip, id, err)
+	}
+	ownerErr := res[len(res)-1].Error
+	leaseErr := res[len(res)-2].Error
+	switch {
+	case errors.Is(ownerErr, zk.ErrNodeExists):
+		// The same id registered concurrently elsewhere: its lease wins.
+		return r.existingLease(id)
+	case errors.Is(leaseErr, zk.ErrNodeExists), errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode):
+		return netip.Addr{}, errTaken
+	case errors.Is(err, zk.ErrNodeExists):
+		return netip.Addr{}, errTaken
+	}
+	return netip.Addr{}, fmt.Errorf("lease %s for %s: %w", ip, id, err)
+}
+
+// quarantineVersion reports whether ip is quarantined with its time over,
+// and the lease node's version to guard the takeover.
+func (r *Registry) quarantineVersion(ip netip.Addr) (int32, bool) {
+	r.stats.Requests.Add(1)
+	data, st, err := r.conn.Get(r.leasePath(ip))
+	if err != nil || !strings.HasPrefix(string(data), quarantinePrefix) {
+		return 0, false
+	}
+	since, err := strconv.ParseInt(strings.TrimPrefix(string(data), quarantinePrefix), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return st.Version, time.Since(time.Unix(since, 0)) >= r.o.Quarantine
+}
+
+func (r *Registry) quarantineOver(ip netip.Addr) bool {
+	_, over := r.quarantineVersion(ip)
+	return over
+}
+
+// Decommission releases id's address into quarantine and removes its
+// record: the host is gone for good, and its address is not handed out
+// again until the quarantine is over.
+func (r *Registry) Decommission(ctx context.Context, id string) error {
+	r.stats.Requests.Add(1)
+	data, ost, err := r.conn.Get(r.ownerPath(id))
+	if errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("decommission %s: no such host (no lease)", id)
+	}
+	if err != nil {
+		return fmt.Errorf("decommission %s: %w", id, err)
+	}
+	ip, err := netip.ParseAddr(string(data))
+	if err != nil {
+		return fmt.Errorf("decommission %s: owner node holds %q", id, data)
+	}
+	_, lst, err := r.conn.Get(r.leasePath(ip))
+	if err != nil {
+		return fmt.Errorf("decommission %s: read lease %s: %w", id, ip, err)
+	}
+	mark := []byte(quarantinePrefix + strconv.FormatInt(time.Now().Unix(), 10))
+	ops := []any{
+		&zk.SetDataRequest{Path: r.leasePath(ip), Data: mark, Version: lst.Version},
+		&zk.DeleteRequest{Path: r.ownerPath(id), Version: ost.Version},
+	}
+	b := r.bucketPath(bucketOf(id))
+	children, _, err := r.conn.Children(b)
+	if err == nil {
+		for _, c := range children {
+			if cid, _, ok := splitName(c); ok && cid == id {
+				ops = append(ops, &zk.DeleteRequest{Path: path.Join(b, c), Version: -1})
+			}
+		}
+	}
+	if _, err := r.conn.Multi(ops...); err != nil {
+		return fmt.Errorf("decommission %s (%s): %w", id, ip, err)
+	}
+	r.log.Info("decommissioned", "host", id, "overlay_ip", ip, "quarantine", r.o.Quarantine)
+	return nil
+}
+
+func poolRange(p netip.Prefix) (first, last uint32) {
+	base := addrToU32(p.Masked().Addr())
+	size := uint32(1) << (32 - p.Bits())
+	// Skip the network and broadcast addresses.
+	return base + 1, base + size - 2
+}
+
+func addrToU32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func u32ToAddr(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Register leases the host's address and publishes its record, and keeps
+// it published across session expiries until Close. If ZooKeeper does not
+// answer within wait, the lease remembered in the snapshot is used and the
+// record is published once ZooKeeper is back.
+func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) (netip.Addr, error) {
+	lctx, cancel := context.WithTimeout(ctx, wait)
+	ip, err := r.leaseWhenConnected(lctx, self.InstanceID)
+	cancel()
+	if err != nil {
+		r.mu.Lock()
+		cached := r.selfLease
+		r.mu.Unlock()
+		if !cached.IsValid() || !errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return netip.Addr{}, fmt.Errorf("lease for %s: ZooKeeper %v not reachable within %s and no lease in the snapshot", self.InstanceID, r.o.Servers, wait)
+			}
+			return netip.Addr{}, err
+		}
+		r.log.Warn("ZooKeeper unreachable: using the lease from the snapshot", "overlay_ip", cached)
+		ip = cached
+	}
+	self.OverlayIP, self.Schema = ip, Schema
+	r.mu.Lock()
+	r.self, r.selfLease, r.dirty = &self, ip, true
+	r.mu.Unlock()
+	select {
+	case r.registered <- struct{}{}:
+	default:
+	}
+	return ip, nil
+}
+
+// leaseWhenConnected retries Lease while the connection is down.
+func (r *Registry) leaseWhenConnected(ctx context.Context, id string) (netip.Addr, error) {
+	for {
+		ip, err := r.Lease(ctx, id)
+		if err == nil || !retryable(err) {
+			return ip, err
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, zk.ErrNoServer) || errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrClosing)
+}
+
+// UpdateSelf republishes this host's record (new key, new addresses).
+func (r *Registry) UpdateSelf(h Host) {
+	r.mu.Lock()
+	h.OverlayIP, h.Schema = r.selfLease, Schema
+	r.self = &h
+	r.mu.Unlock()
+	select {
+	case r.registered <- struct{}{}:
+	default:
+	}
+}
+
+// keepRegistered publishes the own record whenever the session starts or
+// the record changes. Records are immutable: a new node, then the old one
+// goes. Nodes of this id left by an earlier process (kill -9: its session
+// lingers until timeout) are removed, so peers see an update, not a gap.
+func (r *Registry) keepRegistered() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.registered:
+		}
+		for r.ctx.Err() == nil {
+			err := r.publishSelf()
+			if err == nil {
+				break
+			}
+			r.log.Warn("publish own record", "err", err)
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (r *Registry) publishSelf() error {
+	r.mu.Lock()
+	if r.self == nil {
+		r.mu.Unlock()
+		return nil
+	}
+	self := *r.self
+	r.mu.Unlock()
+	if r.conn.State() != zk.StateHasSession {
+		return nil // the next session start pokes us again
+	}
+	data, err := json.Marshal(self)
+	if err != nil {
+		return err
+	}
+	b := r.bucketPath(bucketOf(self.InstanceID))
+	if err := r.ensurePath(b); err != nil {
+		return err
+	}
+	children, _, err := r.conn.Children(b)
+	if err != nil {
+		return err
+	}
+	session := r.conn.SessionID()
+	var mine []string
+	for _, c := range children {
+		id, _, ok := splitName(c)
+		if !ok || id != self.InstanceID {
+			continue
+		}
+		p := path.Join(b, c)
+		cur, st, err := r.conn.Get(p)
+		if err == nil && st.EphemeralOwner == session && string(cur) == string(data) {
+			return nil // already published by this session
+		}
+		mine = append(mine, p)
+	}
+	r.stats.Requests.Add(1)
+	created, err := r.conn.Create(path.Join(b, self.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, r.acl)
+	if err != nil {
+		return fmt.Errorf("create record for %s: %w", self.InstanceID, err)
+	}
+	for _, p := range mine {
+		r.conn.Delete(p, -1)
+	}
+	r.mu.Lock()
+	r.selfNode = created
+	r.mu.Unlock()
+	r.log.Info("registered", "host", self.InstanceID, "overlay_ip", self.OverlayIP, "node", created)
+	return nil
+}

@@ -1,0 +1,309 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// Buckets is how many parents host records are spread over.
+const Buckets = 64
+
+// Options configure a Registry.
+type Options struct {
+	Servers          []string
+	Mesh             string
+	SessionTimeout   time.Duration
+	Pool             netip.Prefix
+	Quarantine       time.Duration // a decommissioned address stays unused this long
+	DigestSecretFile string        // "user:password": digest ACL on every node meshd creates
+	TLS              *tls.Config   // nil: plain TCP
+	StateDir         string        // snapshot; "" keeps none
+	Logger           *slog.Logger
+}
+
+// State is the registry connection as operators see it.
+type State string
+
+// States.
+const (
+	Connected    State = "connected"
+	Disconnected State = "disconnected"
+	Expired      State = "expired" // disconnected longer than the session timeout
+)
+
+// EventKind says what happened to a host.
+type EventKind int
+
+// Event kinds.
+const (
+	Added EventKind = iota + 1
+	Updated
+	Removed
+)
+
+func (k EventKind) String() string {
+	return [...]string{"", "added", "updated", "removed"}[k]
+}
+
+// Event is one host's change; for Removed, Host is its last record.
+type Event struct {
+	Kind EventKind
+	Host Host
+}
+
+// Registry is one meshd's connection to the fleet's registry.
+type Registry struct {
+	o    Options
+	log  *slog.Logger
+	root string
+	acl  []zk.ACL
+	conn *zk.Conn
+
+	events chan Event
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu             sync.Mutex
+	hosts          map[string]Host   // the current view, by instance id
+	names          map[string]string // instance id -> record node name
+	state          State
+	lastSync       time.Time
+	disconnectedAt time.Time
+	self           *Host
+	selfNode       string
+	selfLease      netip.Addr
+	dirty          bool
+	registered     chan struct{} // poked when the session (re)starts
+
+	badSeen map[string]bool
+	stats   Stats
+	docs    docWatchers
+}
+
+// Stats count the registry's work, for metrics and the watch measurement.
+type Stats struct {
+	Requests   atomic.Int64
+	BytesIn    atomic.Int64
+	BadRecords sync.Map // reason -> *atomicInt
+}
+
+// BadRecordCounts returns skipped records by reason.
+func (s *Stats) BadRecordCounts() map[string]int64 {
+	out := map[string]int64{}
+	s.BadRecords.Range(func(k, v any) bool { out[k.(string)] = v.(*atomicInt).Load(); return true })
+	return out
+}
+
+// Open connects to ZooKeeper in the background and starts watching. It
+// does not wait for ZooKeeper: until it answers, the view is the snapshot.
+func Open(ctx context.Context, o Options) (*Registry, error) {
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if len(o.Servers) == 0 || o.Mesh == "" || !o.Pool.IsValid() {
+		return nil, fmt.Errorf("registry: servers, mesh and pool are required")
+	}
+	r := &Registry{
+		o: o, log: o.Logger.With("component", "registry"), root: "/meshd/" + o.Mesh,
+		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
+		hosts: map[string]Host{}, names: map[string]string{}, state: Disconnected,
+		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
+	}
+	var auth []byte
+	if o.DigestSecretFile != "" {
+		secret, err := os.ReadFile(o.DigestSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("registry: read digest secret: %w", err)
+		}
+		user, pass, ok := strings.Cut(strings.TrimSpace(string(secret)), ":")
+		if !ok || user == "" || pass == "" {
+			return nil, fmt.Errorf("registry: digest secret %s: want user:password", o.DigestSecretFile)
+		}
+		r.acl = zk.DigestACL(zk.PermAll, user, pass)
+		auth = []byte(user + ":" + pass)
+	}
+	snap, err := r.loadSnapshot()
+	if err != nil {
+		r.log.Warn("snapshot unreadable; starting without it", "err", err)
+	}
+	dialer := zk.Dialer(net.DialTimeout)
+	if o.TLS != nil {
+		dialer = tlsDialer(o.TLS)
+	}
+	conn, sessionEvents, err := zk.Connect(o.Servers, o.SessionTimeout,
+		zk.WithLogger(zkLogger{r.log}), zk.WithLogInfo(false), zk.WithDialer(dialer))
+	if err != nil {
+		return nil, fmt.Errorf("registry: connect %v: %w", o.Servers, err)
+	}
+	if auth != nil {
+		// AddAuth is queued and resent by the client after reconnects.
+		go func() {
+			if err := conn.AddAuth("digest", auth); err != nil {
+				r.log.Error("digest auth", "err", err)
+			}
+		}()
+	}
+	r.conn = conn
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	for _, h := range snap.Hosts {
+		r.hosts[h.InstanceID] = h
+		r.events <- Event{Kind: Added, Host: h}
+	}
+	if snap.Lease.IsValid() {
+		r.selfLease = snap.Lease
+	}
+	r.wg.Add(3)
+	go r.watchSession(sessionEvents)
+	go r.keepRegistered()
+	go r.saveLoop()
+	for b := 0; b < Buckets; b++ {
+		r.wg.Add(1)
+		go r.watchBucket(b)
+	}
+	r.startDocWatchers()
+	return r, nil
+}
+
+// tlsDialer wraps the client's TCP connection in TLS: hosts reach the
+// ensemble over public addresses.
+func tlsDialer(cfg *tls.Config) zk.Dialer {
+	return func(network, address string, timeout time.Duration) (net.Conn, error) {
+		c := cfg.Clone()
+		if c.ServerName == "" {
+			host, _, _ := net.SplitHostPort(address)
+			c.ServerName = host
+		}
+		d := &net.Dialer{Timeout: timeout}
+		conn, err := tls.DialWithDialer(d, network, address, c)
+		if err != nil {
+			return nil, fmt.Errorf("TLS to ZooKeeper %s: %w", address, err)
+		}
+		return conn, nil
+	}
+}
+
+// Events delivers host changes, starting with the snapshot's hosts.
+func (r *Registry) Events() <-chan Event { return r.events }
+
+// Hosts returns the current view.
+func (r *Registry) Hosts() []Host {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Host, 0, len(r.hosts))
+	for _, h := range r.hosts {
+		out = append(out, h)
+	}
+	return out
+}
+
+// State reports the connection and when the view was last in step.
+func (r *Registry) State() (State, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.state
+	// go-zookeeper learns of an expiry only on reconnect; judge by the
+	// clock, as the server would.
+	if st == Disconnected && !r.disconnectedAt.IsZero() && time.Since(r.disconnectedAt) > r.o.SessionTimeout {
+		st = Expired
+	}
+	return st, r.lastSync
+}
+
+// Stats returns the work counters.
+func (r *Registry) Stats() *Stats { return &r.stats }
+
+// watchSession follows the client's session state.
+func (r *Registry) watchSession(events <-chan zk.Event) {
+	defer r.wg.Done()
+	for ev := range events {
+		if ev.Type != zk.EventSession {
+			continue
+		}
+		r.mu.Lock()
+		switch ev.State {
+		case zk.StateHasSession:
+			r.state, r.disconnectedAt = Connected, time.Time{}
+			select {
+			case r.registered <- struct{}{}:
+			default:
+			}
+		case zk.StateDisconnected, zk.StateConnecting:
+			if r.state == Connected {
+				r.disconnectedAt = time.Now()
+			}
+			r.state = Disconnected
+		case zk.StateExpired:
+			r.state = Expired
+		case zk.StateAuthFailed:
+			r.log.Error("ZooKeeper authentication failed: check zookeeper.digest_secret_file")
+		}
+		st := r.state
+		r.mu.Unlock()
+		r.log.Info("registry session", "state", st, "zk_state", ev.State.String(), "server", ev.Server)
+	}
+}
+
+// Close removes this host's record and ends the session.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	node := r.selfNode
+	r.mu.Unlock()
+	if node != "" && r.conn.State() == zk.StateHasSession {
+		r.conn.Delete(node, -1)
+	}
+	r.cancel()
+	r.conn.Close()
+	r.wg.Wait()
+	r.saveSnapshot()
+	return nil
+}
+
+func (r *Registry) bucketPath(b int) string { return path.Join(r.root, "hosts", fmt.Sprintf("%02x", b)) }
+
+func bucketOf(id string) int {
+	// FNV-1a: stable across builds and machines.
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return int(h % Buckets)
+}
+
+// ensurePath creates path and its parents, ignoring those that exist.
+func (r *Registry) ensurePath(p string) error {
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	cur := ""
+	for _, part := range parts {
+		cur += "/" + part
+		r.stats.Requests.Add(1)
+		_, err := r.conn.Create(cur, nil, 0, r.acl)
+		if err != nil && err != zk.ErrNodeExists {
+			return fmt.Errorf("create %s: %w", cur, err)
+		}
+	}
+	return nil
+}
+
+// zkLogger sends the client's chatter to debug level.
+type zkLogger struct{ l *slog.Logger }
+
+func (z zkLogger) Printf(format string, args ...any) { z.l.Debug(fmt.Sprintf(format, args...)) }
+
+type atomicInt = atomic.Int64

@@ -1,0 +1,122 @@
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// SnapshotFile is the snapshot's name in the state directory.
+const SnapshotFile = "registry.json"
+
+// snapshot is the last known good view, and this host's own lease.
+type snapshot struct {
+	SavedAt time.Time  `json:"saved_at"`
+	Lease   netip.Addr `json:"lease"`
+	Hosts   []Host     `json:"hosts"`
+}
+
+func (r *Registry) snapshotPath() string {
+	if r.o.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(r.o.StateDir, SnapshotFile)
+}
+
+func (r *Registry) loadSnapshot() (snapshot, error) {
+	var s snapshot
+	p := r.snapshotPath()
+	if p == "" {
+		return s, nil
+	}
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, err
+	}
+	var raw struct {
+		SavedAt time.Time         `json:"saved_at"`
+		Lease   netip.Addr        `json:"lease"`
+		Hosts   []json.RawMessage `json:"hosts"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return s, fmt.Errorf("snapshot %s: %w", p, err)
+	}
+	s.SavedAt, s.Lease = raw.SavedAt, raw.Lease
+	for _, h := range raw.Hosts {
+		// The snapshot is checked like ZooKeeper's records: it may be old.
+		if host, err := DecodeHost(h, r.o.Pool); err == nil {
+			s.Hosts = append(s.Hosts, host)
+		}
+	}
+	r.log.Info("snapshot loaded", "path", p, "hosts", len(s.Hosts), "saved_at", s.SavedAt, "lease", s.Lease)
+	return s, nil
+}
+
+// saveLoop writes the snapshot at most once a second while the view changes.
+func (r *Registry) saveLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+			r.mu.Lock()
+			dirty := r.dirty
+			r.dirty = false
+			r.mu.Unlock()
+			if dirty {
+				if err := r.saveSnapshot(); err != nil {
+					r.log.Error("save snapshot", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// saveSnapshot writes atomically: temp file, fsync, rename.
+func (r *Registry) saveSnapshot() error {
+	p := r.snapshotPath()
+	if p == "" {
+		return nil
+	}
+	r.mu.Lock()
+	s := snapshot{SavedAt: time.Now().UTC(), Lease: r.selfLease}
+	for _, h := range r.hosts {
+		s.Hosts = append(s.Hosts, h)
+	}
+	r.mu.Unlock()
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), ".registry.json.*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), p)
+}
