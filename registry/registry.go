@@ -274,7 +274,9 @@ func (r *Registry) Close() error {
 	return nil
 }
 
-func (r *Registry) bucketPath(b int) string { return path.Join(r.root, "hosts", fmt.Sprintf("%02x", b)) }
+func (r *Registry) bucketPath(b int) string {
+	return path.Join(r.root, "hosts", fmt.Sprintf("%02x", b))
+}
 
 func bucketOf(id string) int {
 	// FNV-1a: stable across builds and machines.
