@@ -185,4 +185,3 @@ func (s *pathState) adopt(i int, now time.Time, t PathTimers) {
 		s.fellBack, s.nextTrial, s.backoff = "", time.Time{}, t.FirstRetry
 	}
 }
-

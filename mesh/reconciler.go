@@ -1,0 +1,373 @@
+package mesh
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/device"
+	"github.com/meshd/meshd/registry"
+)
+
+// Device is the WireGuard interface as the reconciler uses it. The real one
+// is internal/device; tests use a fake.
+type Device interface {
+	Apply(device.Delta) error
+	Stats() (map[wgtypes.Key]device.PeerStats, error)
+	Handshake(wgtypes.Key) error
+}
+
+// Members receives the firewall's share of the desired state: which overlay
+// addresses are members, their groups and their underlay addresses. Each
+// call carries one host's change only.
+type Members interface {
+	SetHost(h MemberHost) error
+	RemoveHost(id string) error
+}
+
+// MemberHost is one host as the firewall sees it.
+type MemberHost struct {
+	ID        string
+	OverlayIP netip.Addr
+	Groups    []string
+	Underlay  []netip.Addr // addresses its WireGuard packets may come from
+}
+
+// Config assembles a Reconciler.
+type Config struct {
+	Self     registry.Host
+	Links    Links
+	Timers   PathTimers
+	HoldDown time.Duration // a vanished host stays this long before removal
+	Breaker  BreakerConfig
+	// Tick is how often device statistics are read; 1s if zero.
+	Tick time.Duration
+	// Batch is how long events are gathered into one device update; 20ms
+	// if zero (the product bound is 50ms).
+	Batch  time.Duration
+	Logger *slog.Logger
+}
+
+// Reconciler keeps the device and firewall in step with the registry.
+type Reconciler struct {
+	cfg     Config
+	dev     Device
+	members Members
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	links    Links
+	peers    map[string]*peer // by instance id
+	breaker  *breaker
+	applied  uint64 // peer changes applied to the device
+	lastSync time.Time
+	now      func() time.Time
+	kick     chan struct{}
+}
+
+// peer is one remote host and what the reconciler decided for it.
+type peer struct {
+	host        registry.Host
+	path        *pathState
+	unreachable string    // why there is no candidate, if none
+	removeAt    time.Time // hold-down deadline after its record vanished
+	obs         Observation
+	inDevice    bool
+}
+
+// New returns a Reconciler; Run starts it. members may be nil (firewall off).
+func New(cfg Config, dev Device, members Members) *Reconciler {
+	if cfg.Tick == 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = 20 * time.Millisecond
+	}
+	if cfg.Timers == (PathTimers{}) {
+		cfg.Timers = DefaultPathTimers
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Reconciler{
+		cfg: cfg, dev: dev, members: members, log: cfg.Logger,
+		links:   cfg.Links,
+		peers:   map[string]*peer{},
+		breaker: newBreaker(cfg.Breaker),
+		now:     time.Now,
+		kick:    make(chan struct{}, 1),
+	}
+}
+
+// Run applies registry events until ctx ends. Events arriving within the
+// batch window go to the device in one update.
+func (r *Reconciler) Run(ctx context.Context, events <-chan registry.Event) error {
+	tick := time.NewTicker(r.cfg.Tick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return nil
+			}
+			batch := []registry.Event{ev}
+			timer := time.NewTimer(r.cfg.Batch)
+		gather:
+			for {
+				select {
+				case ev, ok := <-events:
+					if !ok {
+						break gather
+					}
+					batch = append(batch, ev)
+				case <-timer.C:
+					break gather
+				}
+			}
+			timer.Stop()
+			r.HandleEvents(batch)
+		case <-tick.C:
+			r.Tick()
+		case <-r.kick:
+			r.Tick()
+		}
+	}
+}
+
+// HandleEvents applies a batch of registry events: one device update for
+// the whole batch, one firewall change per host that changed.
+func (r *Reconciler) HandleEvents(batch []registry.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var delta device.Delta
+	var handshakes []wgtypes.Key
+	for _, ev := range batch {
+		h := ev.Host
+		if h.InstanceID == r.cfg.Self.InstanceID {
+			continue
+		}
+		switch ev.Kind {
+		case registry.Added, registry.Updated:
+			hs := r.upsert(h, now, &delta)
+			handshakes = append(handshakes, hs...)
+		case registry.Removed:
+			if p := r.peers[h.InstanceID]; p != nil && p.removeAt.IsZero() {
+				p.removeAt = now.Add(r.cfg.HoldDown)
+			}
+		}
+	}
+	r.lastSync = now
+	r.applyDevice(delta, handshakes)
+	if r.cfg.HoldDown == 0 {
+		r.expireLocked(now)
+	}
+}
+
+// upsert brings one host's peer to its new record. It adds to delta only
+// what changed for this host.
+func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta) (handshake []wgtypes.Key) {
+	p := r.peers[h.InstanceID]
+	if p == nil {
+		p = &peer{}
+		r.peers[h.InstanceID] = p
+	}
+	old := p.host
+	p.host, p.removeAt = h, time.Time{}
+	cands, why := Candidates(r.selfLocation(), location(h), r.links)
+	p.unreachable = why
+
+	if p.inDevice && old.PublicKey != h.PublicKey {
+		// A new key is a new WireGuard peer; the old one must go.
+		delta.Remove = append(delta.Remove, old.PublicKey)
+		p.inDevice = false
+	}
+	switch {
+	case len(cands) == 0:
+		if p.inDevice {
+			delta.Remove = append(delta.Remove, h.PublicKey)
+			p.inDevice = false
+		}
+		p.path = nil
+	case !p.inDevice:
+		p.path = newPathState(cands, now, r.cfg.Timers)
+		delta.Upsert = append(delta.Upsert, r.devicePeer(p))
+		p.inDevice = true
+		handshake = append(handshake, h.PublicKey)
+	default:
+		a := p.path.reset(cands, p.obs, now, r.cfg.Timers)
+		if a.setEndpoint || old.OverlayIP != h.OverlayIP {
+			delta.Upsert = append(delta.Upsert, r.devicePeer(p))
+		}
+		if a.handshake {
+			handshake = append(handshake, h.PublicKey)
+		}
+	}
+	if r.members != nil && !sameMember(old, h) {
+		if err := r.members.SetHost(memberOf(h)); err != nil {
+			r.log.Error("firewall: set member", "host", h.InstanceID, "err", err)
+		}
+	}
+	return handshake
+}
+
+// devicePeer renders a peer's device configuration from its current path.
+func (r *Reconciler) devicePeer(p *peer) device.Peer {
+	c, _ := p.path.current()
+	dp := device.Peer{
+		PublicKey:  p.host.PublicKey,
+		Endpoint:   c.Endpoint,
+		AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.host.OverlayIP, 32)},
+	}
+	// Only a public path crosses NAT, whose mappings expire when idle.
+	if c.Path == PathPublic {
+		dp.PersistentKeepalive = 25 * time.Second
+	}
+	return dp
+}
+
+// Tick reads the device's statistics once and advances every peer's path
+// state machine; it also removes peers whose hold-down expired.
+func (r *Reconciler) Tick() {
+	stats, err := r.dev.Stats()
+	if err != nil {
+		r.log.Error("device stats", "err", err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var delta device.Delta
+	var handshakes []wgtypes.Key
+	for _, p := range r.peers {
+		if !p.inDevice || p.path == nil {
+			continue
+		}
+		st := stats[p.host.PublicKey]
+		p.obs = Observation{Endpoint: st.Endpoint, LastHandshake: st.LastHandshake, RxBytes: st.RxBytes, TxBytes: st.TxBytes}
+		before, _ := p.path.current()
+		a := p.path.step(p.obs, now, r.cfg.Timers)
+		if after, _ := p.path.current(); after != before {
+			r.log.Info("path changed", "peer", p.host.InstanceID, "from", before.Endpoint, "to", after.Endpoint, "path", after.Path, "reason", p.path.reason())
+		}
+		if a.setEndpoint {
+			delta.Upsert = append(delta.Upsert, r.devicePeer(p))
+		}
+		if a.handshake {
+			handshakes = append(handshakes, p.host.PublicKey)
+		}
+	}
+	r.applyDevice(delta, handshakes)
+	r.expireLocked(now)
+}
+
+// expireLocked removes peers whose hold-down has run out, through the
+// mass-removal breaker.
+func (r *Reconciler) expireLocked(now time.Time) {
+	var due []string
+	for id, p := range r.peers {
+		if !p.removeAt.IsZero() && !now.Before(p.removeAt) {
+			due = append(due, id)
+		}
+	}
+	if len(due) == 0 {
+		return
+	}
+	allowed := r.breaker.admit(due, len(r.peers), now, r.log)
+	var delta device.Delta
+	for _, id := range allowed {
+		p := r.peers[id]
+		if p.inDevice {
+			delta.Remove = append(delta.Remove, p.host.PublicKey)
+		}
+		delete(r.peers, id)
+		if r.members != nil {
+			if err := r.members.RemoveHost(id); err != nil {
+				r.log.Error("firewall: remove member", "host", id, "err", err)
+			}
+		}
+		r.log.Info("peer removed", "peer", id)
+	}
+	r.applyDevice(delta, nil)
+}
+
+// applyDevice sends one delta to the device, then starts the handshakes:
+// a new or moved peer is handshaken at once rather than at the first packet,
+// so a restarted host is reachable again in both directions within a second.
+func (r *Reconciler) applyDevice(delta device.Delta, handshakes []wgtypes.Key) {
+	if len(delta.Upsert)+len(delta.Remove) > 0 {
+		if err := r.dev.Apply(delta); err != nil {
+			r.log.Error("device: apply peers", "upsert", len(delta.Upsert), "remove", len(delta.Remove), "err", err)
+			return
+		}
+		r.applied += uint64(len(delta.Upsert) + len(delta.Remove))
+	}
+	for _, k := range handshakes {
+		if err := r.dev.Handshake(k); err != nil {
+			r.log.Debug("device: handshake", "peer", k, "err", err)
+		}
+	}
+}
+
+// SetLinks replaces the direct-connect links; peers whose candidates change
+// move, the rest are untouched.
+func (r *Reconciler) SetLinks(l Links) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.links = l
+	now := r.now()
+	var delta device.Delta
+	var handshakes []wgtypes.Key
+	for _, p := range r.peers {
+		if p.removeAt.IsZero() {
+			handshakes = append(handshakes, r.upsert(p.host, now, &delta)...)
+		}
+	}
+	r.applyDevice(delta, handshakes)
+}
+
+// ReleaseBreaker lets held removals through at the next tick.
+func (r *Reconciler) ReleaseBreaker() int {
+	r.mu.Lock()
+	n := r.breaker.release()
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return n
+}
+
+func (r *Reconciler) selfLocation() Location { return location(r.cfg.Self) }
+
+func location(h registry.Host) Location {
+	return Location{Network: h.Network, PrivateIP: h.PrivateIP, PublicIP: h.PublicIP, Port: h.ListenPort}
+}
+
+func memberOf(h registry.Host) MemberHost {
+	m := MemberHost{ID: h.InstanceID, OverlayIP: h.OverlayIP, Groups: h.Groups}
+	for _, a := range []netip.Addr{h.PrivateIP, h.PublicIP} {
+		if a.IsValid() {
+			m.Underlay = append(m.Underlay, a)
+		}
+	}
+	return m
+}
+
+func sameMember(a, b registry.Host) bool {
+	if a.OverlayIP != b.OverlayIP || a.PrivateIP != b.PrivateIP || a.PublicIP != b.PublicIP || len(a.Groups) != len(b.Groups) {
+		return false
+	}
+	for i := range a.Groups {
+		if a.Groups[i] != b.Groups[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,170 @@
+package mesh
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/device"
+	"github.com/meshd/meshd/registry"
+)
+
+// fakeDevice records what the reconciler asks of the device.
+type fakeDevice struct {
+	applies    []device.Delta
+	peers      map[wgtypes.Key]device.Peer
+	stats      map[wgtypes.Key]device.PeerStats
+	handshakes []wgtypes.Key
+}
+
+func newFakeDevice() *fakeDevice {
+	return &fakeDevice{peers: map[wgtypes.Key]device.Peer{}, stats: map[wgtypes.Key]device.PeerStats{}}
+}
+
+func (f *fakeDevice) Apply(d device.Delta) error {
+	f.applies = append(f.applies, d)
+	for _, k := range d.Remove {
+		delete(f.peers, k)
+	}
+	for _, p := range d.Upsert {
+		f.peers[p.PublicKey] = p
+	}
+	return nil
+}
+func (f *fakeDevice) Stats() (map[wgtypes.Key]device.PeerStats, error) { return f.stats, nil }
+func (f *fakeDevice) Handshake(k wgtypes.Key) error                    { f.handshakes = append(f.handshakes, k); return nil }
+
+type fakeMembers struct{ set, removed []string }
+
+func (f *fakeMembers) SetHost(h MemberHost) error  { f.set = append(f.set, h.ID); return nil }
+func (f *fakeMembers) RemoveHost(id string) error { f.removed = append(f.removed, id); return nil }
+
+func rhost(id, network string, n byte) registry.Host {
+	k, _ := wgtypes.GeneratePrivateKey()
+	h := registry.Host{InstanceID: id, OverlayIP: netip.AddrFrom4([4]byte{100, 100, 0, n}), PublicKey: k.PublicKey(), Network: network,
+		ListenPort: 51820, Groups: []string{"web"}}
+	nets := map[string]byte{"classic": 1, "vpc": 2, "dc": 3}
+	h.PrivateIP = netip.AddrFrom4([4]byte{198, 18, nets[network], n})
+	h.PublicIP = netip.AddrFrom4([4]byte{198, 19, nets[network], n})
+	return h
+}
+
+func newTestReconciler(t *testing.T, hold time.Duration) (*Reconciler, *fakeDevice, *fakeMembers, *time.Time) {
+	dev, fw := newFakeDevice(), &fakeMembers{}
+	r := New(Config{Self: rhost("self", "vpc", 1), Links: NewLinks([][]string{{"vpc", "dc"}}), HoldDown: hold,
+		Breaker: BreakerConfig{MaxRemovals: 3, Window: time.Minute}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, dev, fw)
+	now := time.Unix(1_000_000, 0)
+	r.now = func() time.Time { return now }
+	return r, dev, fw, &now
+}
+
+func TestReconcilerAddsOnePeerPerChange(t *testing.T) {
+	r, dev, fw, _ := newTestReconciler(t, 0)
+	var batch []registry.Event
+	for i := 0; i < 100; i++ {
+		batch = append(batch, registry.Event{Kind: registry.Added, Host: rhost("h"+string(rune('a'+i%26))+string(rune('a'+i/26)), "classic", byte(10+i))})
+	}
+	batch = append(batch, registry.Event{Kind: registry.Added, Host: rhost("self", "vpc", 1)}) // own record: skipped
+	r.HandleEvents(batch)
+	if len(dev.applies) != 1 || len(dev.applies[0].Upsert) != 100 {
+		t.Fatalf("a batch of 100 adds must be one device update of 100 peers, got %d updates", len(dev.applies))
+	}
+	if len(dev.handshakes) != 100 || len(fw.set) != 100 {
+		t.Errorf("handshakes %d, firewall sets %d", len(dev.handshakes), len(fw.set))
+	}
+	// One more host: one peer in one update, nothing else touched.
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: rhost("new", "dc", 200)}})
+	last := dev.applies[len(dev.applies)-1]
+	if len(last.Upsert) != 1 || len(last.Remove) != 0 {
+		t.Fatalf("one join changed %d peers", len(last.Upsert)+len(last.Remove))
+	}
+	p := last.Upsert[0]
+	if p.Endpoint.String() != "198.18.3.200:51820" || p.PersistentKeepalive != 0 {
+		t.Errorf("vpc->dc over the link: endpoint %s keepalive %s", p.Endpoint, p.PersistentKeepalive)
+	}
+	if pub := dev.peers[batch[0].Host.PublicKey]; pub.Endpoint.String() != "198.19.1.10:51820" || pub.PersistentKeepalive != 25*time.Second {
+		t.Errorf("vpc->classic: %+v", pub)
+	}
+}
+
+func TestReconcilerMovedPeerAndNewKey(t *testing.T) {
+	r, dev, _, _ := newTestReconciler(t, 0)
+	h := rhost("mover", "classic", 5)
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+	moved := h
+	moved.Network, moved.PrivateIP, moved.PublicIP = "vpc", netip.MustParseAddr("198.18.2.50"), netip.MustParseAddr("198.19.2.50")
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: moved}})
+	last := dev.applies[len(dev.applies)-1]
+	if len(last.Upsert) != 1 || last.Upsert[0].Endpoint.String() != "198.18.2.50:51820" || len(last.Remove) != 0 {
+		t.Fatalf("moved host: %+v", last)
+	}
+	rekeyed := moved
+	k, _ := wgtypes.GeneratePrivateKey()
+	rekeyed.PublicKey = k.PublicKey()
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: rekeyed}})
+	last = dev.applies[len(dev.applies)-1]
+	if len(last.Remove) != 1 || last.Remove[0] != h.PublicKey || len(last.Upsert) != 1 || last.Upsert[0].PublicKey != rekeyed.PublicKey {
+		t.Fatalf("new key: %+v", last)
+	}
+	// A peer in another network without a public address is unreachable.
+	lonely := rhost("lonely", "classic", 6)
+	lonely.PublicIP = netip.Addr{}
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: lonely}})
+	for _, p := range r.Peers(true) {
+		if p.Name == "lonely" && (p.State != StateDown || p.Reason == "") {
+			t.Errorf("lonely peer: %+v", p)
+		}
+	}
+}
+
+func TestReconcilerHoldDownAndBreaker(t *testing.T) {
+	r, dev, fw, now := newTestReconciler(t, 10*time.Second)
+	var hosts []registry.Host
+	var added []registry.Event
+	for i := 0; i < 10; i++ {
+		h := rhost("p"+string(rune('0'+i)), "vpc", byte(20+i))
+		hosts = append(hosts, h)
+		added = append(added, registry.Event{Kind: registry.Added, Host: h})
+	}
+	r.HandleEvents(added)
+	// One removal: held for the hold-down, then removed.
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[0]}})
+	r.Tick()
+	if _, ok := dev.peers[hosts[0].PublicKey]; !ok {
+		t.Fatal("removed before the hold-down")
+	}
+	*now = now.Add(11 * time.Second)
+	r.Tick()
+	if _, ok := dev.peers[hosts[0].PublicKey]; ok || len(fw.removed) != 1 {
+		t.Fatal("not removed after the hold-down")
+	}
+	// Half the fleet vanishes: the breaker holds all of it.
+	var gone []registry.Event
+	for _, h := range hosts[1:6] {
+		gone = append(gone, registry.Event{Kind: registry.Removed, Host: h})
+	}
+	r.HandleEvents(gone)
+	*now = now.Add(11 * time.Second)
+	r.Tick()
+	if len(dev.peers) != 9 || !r.Summary().Breaker.Tripped || r.Summary().Breaker.Held != 5 {
+		t.Fatalf("breaker: %d peers left, %+v", len(dev.peers), r.Summary().Breaker)
+	}
+	// One comes back: no longer held.
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: hosts[1]}})
+	r.Tick()
+	if r.Summary().Breaker.Held != 4 {
+		t.Errorf("held after one came back: %+v", r.Summary().Breaker)
+	}
+	// The operator releases: the four go.
+	if n := r.ReleaseBreaker(); n != 4 {
+		t.Errorf("release reported %d", n)
+	}
+	r.Tick()
+	if len(dev.peers) != 5 || r.Summary().Breaker.Tripped {
+		t.Errorf("after release: %d peers, %+v", len(dev.peers), r.Summary().Breaker)
+	}
+}
