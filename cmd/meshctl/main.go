@@ -1,0 +1,109 @@
+// Command meshctl asks a running meshd, over its admin socket, what the
+// mesh looks like from this host.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/meshd/meshd/internal/admin"
+	"github.com/meshd/meshd/internal/version"
+)
+
+type globals struct {
+	Socket string `default:"/run/meshd/meshd.sock" type:"path" help:"meshd's admin socket (admin_socket in the config)."`
+}
+
+type cli struct {
+	globals
+	Peers   peersCmd   `cmd:"" help:"List peers: path, endpoint, handshake, traffic, state.\n\nExamples:\n  meshctl peers\n  meshctl peers -o json | jq '.[] | select(.state != \"up\")'"`
+	Status  statusCmd  `cmd:"" help:"Show this host: identity, registry connection, peer counts, breaker.\n\nExamples:\n  meshctl status\n  meshctl status -o json"`
+	Breaker breakerCmd `cmd:"" help:"The mass-removal breaker."`
+	Version versionCmd `cmd:"" help:"Print meshctl's version."`
+}
+
+type output struct {
+	Output string `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
+}
+
+type peersCmd struct{ output }
+
+func (c *peersCmd) Run(g *globals) error {
+	var peers []admin.Peer
+	if err := admin.Dial(g.Socket).Get(context.Background(), "/v1/peers", &peers); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return writeJSON(os.Stdout, peers)
+	}
+	writePeersTable(os.Stdout, peers, time.Now())
+	return nil
+}
+
+type statusCmd struct{ output }
+
+func (c *statusCmd) Run(g *globals) error {
+	var s admin.Status
+	if err := admin.Dial(g.Socket).Get(context.Background(), "/v1/status", &s); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return writeJSON(os.Stdout, s)
+	}
+	writeStatus(os.Stdout, s)
+	return nil
+}
+
+type breakerCmd struct {
+	Release breakerReleaseCmd `cmd:"" help:"Let the removals the breaker holds go through.\n\nExample:\n  meshctl breaker release"`
+}
+
+type breakerReleaseCmd struct{}
+
+func (breakerReleaseCmd) Run(g *globals) error {
+	var r map[string]int
+	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/breaker/release", &r); err != nil {
+		return err
+	}
+	fmt.Printf("released %d held removal(s)\n", r["released"])
+	return nil
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run() error {
+	fmt.Println("meshctl", version.Version)
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func main() {
+	var c cli
+	ctx := kong.Parse(&c,
+		kong.Name("meshctl"),
+		kong.Description("meshctl asks the local meshd about the mesh.\n\nExamples:\n  meshctl peers\n  meshctl status -o json\n  meshctl --socket /run/meshd/other.sock peers"),
+		kong.UsageOnError(),
+		kong.Bind(&c.globals),
+		kong.Exit(func(code int) {
+			if code != 0 {
+				code = 2 // usage error, as CONTRACTS.md says
+			}
+			os.Exit(code)
+		}),
+	)
+	if err := ctx.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "meshctl: %v\n", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,193 @@
+// Package admin is the admin API between meshd and meshctl: JSON over HTTP
+// on a unix socket that only root (or the meshd group) can reach. It owns
+// the wire types of CONTRACTS.md, the server and the client.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Peer is one row of `meshctl peers`; the JSON fields are a contract.
+type Peer struct {
+	Name          string   `json:"name"`
+	OverlayIP     string   `json:"overlay_ip"`
+	Network       string   `json:"network"`
+	Endpoint      string   `json:"endpoint"`
+	Path          string   `json:"path"`
+	Reason        string   `json:"reason"`
+	LastHandshake string   `json:"last_handshake"`
+	RxBytes       uint64   `json:"rx_bytes"`
+	TxBytes       uint64   `json:"tx_bytes"`
+	State         string   `json:"state"`
+	PublicKey     string   `json:"public_key"`
+	Groups        []string `json:"groups"`
+	RemovalHeld   bool     `json:"removal_held"`
+}
+
+// Status is `meshctl status`; the first fields are a contract.
+type Status struct {
+	Name         string           `json:"name"`
+	OverlayIP    string           `json:"overlay_ip"`
+	Network      string           `json:"network"`
+	PublicKey    string           `json:"public_key"`
+	Registry     string           `json:"registry"`
+	Peers        int              `json:"peers"`
+	LastSync     string           `json:"last_sync"`
+	PeersByState map[string]int   `json:"peers_by_state"`
+	PeersByPath  map[string]int   `json:"peers_by_path"`
+	Interface    string           `json:"interface"`
+	ListenPort   int              `json:"listen_port"`
+	MTU          int              `json:"mtu"`
+	Firewall     string           `json:"firewall"`
+	Breaker      Breaker          `json:"breaker"`
+	Links        [][]string       `json:"links"`
+	Version      string           `json:"version"`
+	Uptime       string           `json:"uptime"`
+	BadRecords   map[string]int64 `json:"bad_records"`
+}
+
+// Breaker is the mass-removal breaker's state.
+type Breaker struct {
+	Tripped bool `json:"tripped"`
+	Held    int  `json:"held"`
+	Limit   int  `json:"limit"`
+}
+
+// Source is what the server asks the daemon.
+type Source interface {
+	Peers(ctx context.Context) ([]Peer, error)
+	Status(ctx context.Context) (Status, error)
+	ReleaseBreaker(ctx context.Context) (int, error)
+}
+
+// Serve answers the admin API on socketPath until ctx ends. The socket is
+// 0660, owned by the meshd group when it exists, so only root and that
+// group reach it; a stale socket from a crashed run is replaced, a live one
+// (another meshd) is an error.
+func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger) error {
+	if err := os.MkdirAll(filepath.Dir(socketPath), 0o750); err != nil {
+		return fmt.Errorf("admin socket dir: %w", err)
+	}
+	if c, err := net.Dial("unix", socketPath); err == nil {
+		c.Close()
+		return fmt.Errorf("admin socket %s is in use: another meshd runs with this config", socketPath)
+	}
+	os.Remove(socketPath)
+	l, err := net.Listen("unix", socketPath)
+	if err != nil {
+		return fmt.Errorf("admin socket %s: %w", socketPath, err)
+	}
+	os.Chmod(socketPath, 0o660)
+	if g, err := user.LookupGroup("meshd"); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			os.Chown(socketPath, 0, gid)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/peers", func(w http.ResponseWriter, r *http.Request) {
+		p, err := src.Peers(r.Context())
+		reply(w, p, err)
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		s, err := src.Status(r.Context())
+		reply(w, s, err)
+	})
+	mux.HandleFunc("POST /v1/breaker/release", func(w http.ResponseWriter, r *http.Request) {
+		n, err := src.ReleaseBreaker(r.Context())
+		reply(w, map[string]int{"released": n}, err)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+		os.Remove(socketPath)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		json.NewEncoder(w).Encode(errorBody{err.Error()})
+		return
+	}
+	json.NewEncoder(w).Encode(v)
+}
+
+// Client talks to a meshd's admin socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// Dial returns a client for the socket; the first request connects.
+func Dial(socket string) *Client {
+	return &Client{socket: socket, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+// Get fetches one endpoint into v.
+func (c *Client) Get(ctx context.Context, path string, v any) error { return c.do(ctx, "GET", path, v) }
+
+// Post calls one action endpoint.
+func (c *Client) Post(ctx context.Context, path string, v any) error {
+	return c.do(ctx, "POST", path, v)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://meshd"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.explain(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		var e errorBody
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("meshd answered %s", resp.Status)
+	}
+	return json.Unmarshal(body, v)
+}
+
+// explain turns a connection failure into what the operator should do.
+func (c *Client) explain(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("meshd is not running (no socket at %s); start it with `systemctl start meshd`, or pass --socket", c.socket)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("cannot access %s: permission denied; run as root or as a member of the meshd group", c.socket)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("nothing answers on %s: meshd is not running (the socket is left from an earlier run); start it with `systemctl start meshd`", c.socket)
+	}
+	return fmt.Errorf("talk to meshd on %s: %w", c.socket, err)
+}

@@ -1,0 +1,70 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/meshd/meshd/internal/admin"
+	"github.com/meshd/meshd/internal/version"
+	"github.com/meshd/meshd/registry"
+)
+
+// The daemon answers the admin API from what its components report.
+var _ admin.Source = (*Daemon)(nil)
+
+func (d *Daemon) registryLive() (registry.State, time.Time) { return d.reg.State() }
+
+// Peers reports every peer in CONTRACTS.md's shape.
+func (d *Daemon) Peers(ctx context.Context) ([]admin.Peer, error) {
+	st, _ := d.registryLive()
+	ps := d.rec.Peers(st == registry.Connected)
+	out := make([]admin.Peer, 0, len(ps))
+	for _, p := range ps {
+		ap := admin.Peer{
+			Name: p.Name, OverlayIP: p.OverlayIP.String(), Network: p.Network, Path: string(p.Path), Reason: p.Reason,
+			RxBytes: p.RxBytes, TxBytes: p.TxBytes, State: p.State, PublicKey: p.PublicKey.String(), Groups: p.Groups,
+			RemovalHeld: p.RemovalHeld,
+		}
+		if ap.Groups == nil {
+			ap.Groups = []string{}
+		}
+		if p.Endpoint.IsValid() {
+			ap.Endpoint = p.Endpoint.String()
+		}
+		if !p.LastHandshake.IsZero() {
+			ap.LastHandshake = p.LastHandshake.UTC().Format(time.RFC3339)
+		}
+		out = append(out, ap)
+	}
+	return out, nil
+}
+
+// Status reports this host.
+func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
+	st, lastSync := d.registryLive()
+	peers, _ := d.Peers(ctx)
+	sum := d.rec.Summary()
+	s := admin.Status{
+		Name: d.self.InstanceID, OverlayIP: d.self.OverlayIP.String(), Network: d.self.Network,
+		PublicKey: d.self.PublicKey.String(), Registry: string(st), Peers: len(peers),
+		PeersByState: map[string]int{}, PeersByPath: map[string]int{},
+		Interface: d.dev.Name(), ListenPort: int(d.self.ListenPort), MTU: d.dev.MTU(),
+		Firewall: "off", Links: sum.Links, Version: version.Version,
+		Uptime:     time.Since(d.start).Round(time.Second).String(),
+		Breaker:    admin.Breaker{Tripped: sum.Breaker.Tripped, Held: sum.Breaker.Held, Limit: sum.Breaker.Limit},
+		BadRecords: d.reg.Stats().BadRecordCounts(),
+	}
+	if !lastSync.IsZero() {
+		s.LastSync = lastSync.UTC().Format(time.RFC3339)
+	}
+	for _, p := range peers {
+		s.PeersByState[p.State]++
+		if p.Path != "" {
+			s.PeersByPath[p.Path]++
+		}
+	}
+	return s, nil
+}
+
+// ReleaseBreaker lets held removals through.
+func (d *Daemon) ReleaseBreaker(ctx context.Context) (int, error) { return d.rec.ReleaseBreaker(), nil }
