@@ -36,11 +36,14 @@ func (f *fakeDevice) Apply(d device.Delta) error {
 	return nil
 }
 func (f *fakeDevice) Stats() (map[wgtypes.Key]device.PeerStats, error) { return f.stats, nil }
-func (f *fakeDevice) Handshake(k wgtypes.Key) error                    { f.handshakes = append(f.handshakes, k); return nil }
+func (f *fakeDevice) Handshake(k wgtypes.Key) error {
+	f.handshakes = append(f.handshakes, k)
+	return nil
+}
 
 type fakeMembers struct{ set, removed []string }
 
-func (f *fakeMembers) SetHost(h MemberHost) error  { f.set = append(f.set, h.ID); return nil }
+func (f *fakeMembers) SetHost(h MemberHost) error { f.set = append(f.set, h.ID); return nil }
 func (f *fakeMembers) RemoveHost(id string) error { f.removed = append(f.removed, id); return nil }
 
 func rhost(id, network string, n byte) registry.Host {
