@@ -34,6 +34,15 @@ lint: $(STATICCHECK)
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
+# The namespace testbed with ZooKeeper and three meshd hosts; needs root.
+demo: build
+	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces)"; exit 1; }
+	scripts/install-deps.sh
+	$(GO) run ./internal/testbed/demo
+
+demo-down:
+	$(GO) run ./internal/testbed/demo down
+
 clean:
 	rm -rf bin dist
 -include packaging/package.mk

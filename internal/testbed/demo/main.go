@@ -1,0 +1,105 @@
+// Command demo brings up the namespace testbed with ZooKeeper and one meshd
+// host in each of classic, vpc and dc, shows `meshctl peers` from one of
+// them and leaves it running; `demo down` removes it all. Run by `make demo`
+// and `make demo-down`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/meshd/meshd/internal/testbed"
+)
+
+const dir = "/run/meshd-demo"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "down" {
+		if err := down(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo down:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := up(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func down() error {
+	state := filepath.Join(dir, "testbed.json")
+	if _, err := os.Stat(state); os.IsNotExist(err) {
+		fmt.Println("no demo is running")
+		return nil
+	}
+	if err := testbed.TeardownFile(state); err != nil {
+		return err
+	}
+	fmt.Println("demo removed")
+	return os.RemoveAll(dir)
+}
+
+func up() error {
+	if _, err := os.Stat(filepath.Join(dir, "testbed.json")); err == nil {
+		return fmt.Errorf("a demo is already running (state in %s); remove it first with `make demo-down`", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	bin, _ := filepath.Abs("bin")
+	fmt.Println("building the testbed: networks classic, vpc, dc behind NAT gateways; ZooKeeper at 198.19.0.2 ...")
+	tb, err := testbed.New(context.Background(), testbed.Options{Dir: dir, ZooKeeper: true})
+	if err != nil {
+		return err
+	}
+	var hosts []*testbed.Meshd
+	for _, n := range []string{"classic", "vpc", "dc"} {
+		h, err := tb.AddHost(n)
+		if err != nil {
+			tb.Close()
+			return err
+		}
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Links: [][]string{{"vpc", "dc"}}, Groups: []string{n}, LogLevel: "info"})
+		if err != nil {
+			tb.Close()
+			return err
+		}
+		fmt.Printf("  %s in %-7s private %s public %s  meshd pid %d\n", h.Name, n, h.PrivateIP, h.PublicIP, m.Proc.PID())
+		hosts = append(hosts, m)
+	}
+	// Wait until the first host sees both others up.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ps, _ := hosts[1].Peers()
+		up := 0
+		for _, p := range ps {
+			if p.State == "up" {
+				up++
+			}
+		}
+		if up == 2 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	v := hosts[1]
+	fmt.Printf("\n$ meshctl --socket %s peers    # on %s (vpc)\n", v.Socket, v.Host.Name)
+	out, _ := exec.Command(filepath.Join(bin, "meshctl"), "--socket", v.Socket, "peers").CombinedOutput()
+	fmt.Print(string(out))
+	st, _ := hosts[0].Status()
+	fmt.Printf(`
+The demo keeps running. Poke around:
+  ip netns exec %[1]s ping -c 3 %[2]s                  # vpc host -> classic host over the overlay
+  ip netns exec %[1]s wg show %[3]s                        # the WireGuard interface
+  bin/meshctl --socket %[4]s status
+  bin/meshctl --socket %[4]s peers -o json
+  less %[5]s                        # a meshd log
+Remove it all with: make demo-down
+`, v.Host.Netns, st.OverlayIP, v.Iface, v.Socket, v.Log)
+	return nil
+}

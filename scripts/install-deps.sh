@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# install-deps.sh: what meshd's tests, demo and benchmarks need on Debian 12.
+# Installs only when something is missing, so `make demo` stays quick.
+set -euo pipefail
+need=()
+for pair in zookeeper:/usr/share/java/zookeeper.jar java:/usr/bin/java ipset:/usr/sbin/ipset iptables:/usr/sbin/iptables \
+	iproute2:/usr/sbin/ip iputils-ping:/usr/bin/ping wireguard-tools:/usr/bin/wg iperf3:/usr/bin/iperf3 \
+	conntrack:/usr/sbin/conntrack nftables:/usr/sbin/nft; do
+	[ -e "${pair#*:}" ] || need+=("${pair%%:*}")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+pkgs=()
+for p in "${need[@]}"; do
+	case $p in
+	java) pkgs+=(default-jre-headless) ;;
+	*) pkgs+=("$p") ;;
+	esac
+done
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}" procps kmod >/dev/null
