@@ -21,6 +21,7 @@ build:
 # skip, each saying SKIP-ROOT, and scripts/gotest.sh says how many did.
 test: build
 	MESHD_BIN=$(CURDIR)/bin scripts/gotest.sh $(TEST_FLAGS) ./...
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeHost -fuzztime=10s ./registry
 
 # Unit tests only: quick, no root needed.
 test-unit:

@@ -3,11 +3,14 @@ package device
 import (
 	"bufio"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -29,12 +32,16 @@ type helperReq struct {
 	Op    string      `json:"op"` // apply, stats, handshake, close
 	Delta *Delta      `json:"delta,omitempty"`
 	Key   wgtypes.Key `json:"key"`
+	Addr  string      `json:"addr,omitempty"`  // serve, send: overlay ip:port
+	Bytes int64       `json:"bytes,omitempty"` // send
 }
 
 type helperResp struct {
 	Err       string               `json:"err,omitempty"`
 	PublicKey wgtypes.Key          `json:"public_key"`
 	Stats     map[string]PeerStats `json:"stats,omitempty"`
+	Sum       string               `json:"sum,omitempty"` // sha256 of what was sent or received
+	Bytes     int64                `json:"bytes,omitempty"`
 }
 
 func TestHelperDevice(t *testing.T) {
@@ -54,6 +61,7 @@ func TestHelperDevice(t *testing.T) {
 		return
 	}
 	out.Encode(helperResp{PublicKey: d.PublicKey()})
+	var served chan helperResp
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		var req helperReq
@@ -76,6 +84,18 @@ func TestHelperDevice(t *testing.T) {
 			for k, v := range st {
 				resp.Stats[k.String()] = v
 			}
+		case "serve":
+			l, err := net.Listen("tcp", req.Addr)
+			if err != nil {
+				resp.Err = err.Error()
+				break
+			}
+			served = make(chan helperResp, 1)
+			go func() { served <- receive(l) }()
+		case "served":
+			resp = <-served
+		case "send":
+			resp = send(req.Addr, req.Bytes)
 		case "handshake":
 			if err := d.Handshake(req.Key); err != nil {
 				resp.Err = err.Error()
@@ -90,6 +110,40 @@ func TestHelperDevice(t *testing.T) {
 		out.Encode(resp)
 	}
 	d.Close()
+}
+
+// receive accepts one connection and hashes everything it carries.
+func receive(l net.Listener) helperResp {
+	defer l.Close()
+	c, err := l.Accept()
+	if err != nil {
+		return helperResp{Err: err.Error()}
+	}
+	defer c.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		return helperResp{Err: err.Error()}
+	}
+	return helperResp{Sum: hex.EncodeToString(h.Sum(nil)), Bytes: n}
+}
+
+// send writes n pseudo-random bytes to addr and returns their hash.
+func send(addr string, n int64) helperResp {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return helperResp{Err: err.Error()}
+	}
+	h := sha256.New()
+	src := io.LimitReader(mrand.NewChaCha8([32]byte{1}), n)
+	if _, err := io.Copy(io.MultiWriter(c, h), src); err != nil {
+		c.Close()
+		return helperResp{Err: err.Error()}
+	}
+	if err := c.Close(); err != nil {
+		return helperResp{Err: err.Error()}
+	}
+	return helperResp{Sum: hex.EncodeToString(h.Sum(nil)), Bytes: n}
 }
 
 // nsHost is one namespace with a device running in a helper process.
