@@ -43,6 +43,7 @@ type pathState struct {
 	backoff   time.Duration
 
 	exhausted bool // every candidate failed since the last success
+	probing1  bool // an out-of-band probe of cands[0] is in flight
 
 	lastTx, lastRx uint64
 	silentSince    time.Time // tx growing, rx not, since
@@ -53,6 +54,7 @@ type pathState struct {
 type action struct {
 	setEndpoint bool // configure cands[cur] as the peer's endpoint
 	handshake   bool // initiate a handshake now
+	probe       bool // probe cands[0] out of band, then call probed
 }
 
 func newPathState(cands []Candidate, now time.Time, t PathTimers) *pathState {
@@ -168,13 +170,34 @@ func (s *pathState) step(obs Observation, now time.Time, t PathTimers) action {
 		s.silentSince = time.Time{}
 	}
 
-	if s.cur > 0 && !s.nextTrial.IsZero() && !now.Before(s.nextTrial) {
-		s.fallback = s.cur
-		s.probing = true
-		s.begin(0, now)
-		return action{setEndpoint: true, handshake: true}
+	if s.cur > 0 && !s.nextTrial.IsZero() && !now.Before(s.nextTrial) && !s.probing1 {
+		// Moving traffic to a path that is still dead would blackhole it
+		// for the handshake timeout: probe it out of band first.
+		s.probing1 = true
+		return action{probe: true}
 	}
 	return action{}
+}
+
+// probed takes the result of an out-of-band probe of the best candidate:
+// reachable starts a trial there; unreachable waits longer.
+func (s *pathState) probed(reachable bool, now time.Time, t PathTimers) action {
+	if !s.probing1 {
+		return action{}
+	}
+	s.probing1 = false
+	if s.cur == 0 || s.trying {
+		return action{} // things moved on meanwhile
+	}
+	if !reachable {
+		s.backoff = min(2*s.backoff, t.MaxRetry)
+		s.nextTrial = now.Add(s.backoff)
+		return action{}
+	}
+	s.fallback = s.cur
+	s.probing = true
+	s.begin(0, now)
+	return action{setEndpoint: true, handshake: true}
 }
 
 // adopt settles on candidate i as proven.

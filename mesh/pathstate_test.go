@@ -25,6 +25,7 @@ type sim struct {
 	obs       Observation
 	attempted time.Time
 	endpoints []Path // endpoint set by each setEndpoint action, in order
+	probes    int
 }
 
 func newSim(t *testing.T, up ...netip.AddrPort) *sim {
@@ -38,6 +39,11 @@ func newSim(t *testing.T, up ...netip.AddrPort) *sim {
 }
 
 func (m *sim) configure(a action) {
+	if a.probe {
+		c0 := m.s.cands[0].Endpoint
+		m.probes++
+		a = m.s.probed(m.up[c0], m.now, timers)
+	}
 	if a.setEndpoint {
 		c, _ := m.s.current()
 		m.obs.Endpoint = c.Endpoint
@@ -89,9 +95,12 @@ func TestPathFallsBackWithinBoundAndReturnsAfterHysteresis(t *testing.T) {
 	if m.path() != PathPublic {
 		t.Fatalf("private still down, path %s", m.path())
 	}
-	trials := strings.Count(pathsString(m.endpoints), "private")
-	if trials > 8 {
-		t.Errorf("%d trials of the private path in 10 minutes: backoff missing (%v)", trials, m.endpoints)
+	// Probes find private still dead: traffic is never moved onto it.
+	if trials := strings.Count(pathsString(m.endpoints), "private"); trials != 1 {
+		t.Errorf("traffic moved to the dead private path %d times after the first attempt (%v)", trials-1, m.endpoints)
+	}
+	if m.probes < 3 || m.probes > 8 {
+		t.Errorf("%d probes in 10 minutes: want a few, backing off", m.probes)
 	}
 	// Unblock: back on private after the next trial, and then it stays.
 	m.up[c[0].Endpoint] = true

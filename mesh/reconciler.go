@@ -37,6 +37,11 @@ type MemberHost struct {
 	Underlay  []netip.Addr // addresses its WireGuard packets may come from
 }
 
+// Prober checks a candidate path out of band before traffic moves to it.
+type Prober interface {
+	Reachable(ctx context.Context, addr netip.Addr) bool
+}
+
 // Config assembles a Reconciler.
 type Config struct {
 	Self     registry.Host
@@ -49,6 +54,7 @@ type Config struct {
 	// Batch is how long events are gathered into one device update; 20ms
 	// if zero (the product bound is 50ms).
 	Batch  time.Duration
+	Prober Prober // nil: every path counts as reachable
 	Logger *slog.Logger
 }
 
@@ -256,6 +262,9 @@ func (r *Reconciler) Tick() {
 		if after, _ := p.path.current(); after != before {
 			r.log.Info("path changed", "peer", p.host.InstanceID, "from", before.Endpoint, "to", after.Endpoint, "path", after.Path, "reason", p.path.reason())
 		}
+		if a.probe {
+			r.probe(p)
+		}
 		if a.setEndpoint {
 			delta.Upsert = append(delta.Upsert, r.devicePeer(p))
 		}
@@ -265,6 +274,38 @@ func (r *Reconciler) Tick() {
 	}
 	r.applyDevice(delta, handshakes)
 	r.expireLocked(now)
+}
+
+// probe checks a fallen-back peer's best candidate in the background and
+// starts a trial there only if it answers.
+func (r *Reconciler) probe(p *peer) {
+	target := p.path.cands[0].Endpoint.Addr()
+	id := p.host.InstanceID
+	go func() {
+		ok := true
+		if r.cfg.Prober != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ok = r.cfg.Prober.Reachable(ctx, target)
+			cancel()
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		q := r.peers[id]
+		if q != p || p.path == nil {
+			return // the peer changed meanwhile
+		}
+		a := p.path.probed(ok, r.now(), r.cfg.Timers)
+		r.log.Debug("path probe", "peer", id, "target", target, "reachable", ok)
+		var delta device.Delta
+		var hs []wgtypes.Key
+		if a.setEndpoint {
+			delta.Upsert = append(delta.Upsert, r.devicePeer(p))
+		}
+		if a.handshake {
+			hs = append(hs, p.host.PublicKey)
+		}
+		r.applyDevice(delta, hs)
+	}()
 }
 
 // expireLocked removes peers whose hold-down has run out, through the

@@ -86,6 +86,9 @@ type Tuning struct {
 	// HandshakeTimeout is how long a path may try to handshake before the
 	// next candidate endpoint is tried.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// PathRetry is how long a peer that fell back waits before it tries the
+	// better path again; it doubles after each failed trial, up to 5m.
+	PathRetry time.Duration `yaml:"path_retry"`
 	// HoldDown is how long a peer whose record vanished stays in the device.
 	HoldDown time.Duration `yaml:"hold_down"`
 	// MaxRemovals is how many removals the mass-removal breaker lets
@@ -121,6 +124,7 @@ func Default() Config {
 		Firewall:  Firewall{Mode: ModeEnforce},
 		Tuning: Tuning{
 			HandshakeTimeout: 5 * time.Second,
+			PathRetry:        30 * time.Second,
 			HoldDown:         30 * time.Second,
 			BreakerWindow:    time.Minute,
 			Quarantine:       24 * time.Hour,

@@ -121,6 +121,9 @@ func (c *Config) Validate() Errors {
 	if t.HandshakeTimeout < time.Second || t.HandshakeTimeout > 2*time.Minute {
 		bad("tuning.handshake_timeout", t.HandshakeTimeout, "must be between 1s and 2m")
 	}
+	if t.PathRetry < time.Second || t.PathRetry > 5*time.Minute {
+		bad("tuning.path_retry", t.PathRetry, "must be between 1s and 5m")
+	}
 	if t.HoldDown < 0 {
 		bad("tuning.hold_down", t.HoldDown, "must not be negative")
 	}

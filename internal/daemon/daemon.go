@@ -18,6 +18,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/device"
 	"github.com/meshd/meshd/internal/keys"
+	"github.com/meshd/meshd/internal/probe"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/mesh"
 	"github.com/meshd/meshd/registry"
@@ -90,9 +91,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	d.rec = mesh.New(mesh.Config{
 		Self:     d.self,
 		Links:    mesh.NewLinks(cfg.Links),
-		Timers:   mesh.PathTimers{Handshake: cfg.Tuning.HandshakeTimeout, FirstRetry: 30 * time.Second, MaxRetry: 5 * time.Minute},
+		Timers:   mesh.PathTimers{Handshake: cfg.Tuning.HandshakeTimeout, FirstRetry: cfg.Tuning.PathRetry, MaxRetry: 5 * time.Minute},
 		HoldDown: cfg.Tuning.HoldDown,
 		Breaker:  mesh.BreakerConfig{MaxRemovals: cfg.Tuning.MaxRemovals, Window: cfg.Tuning.BreakerWindow},
+		Prober:   probe.ICMP{},
 		Logger:   log,
 	}, d.dev, nil)
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)

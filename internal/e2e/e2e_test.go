@@ -87,7 +87,7 @@ func (f *fleet) add(t *testing.T, network string) *testbed.Meshd {
 		t.Fatal(err)
 	}
 	m, err := f.tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{network},
-		Extra: "tuning:\n  hold_down: 2s\n  handshake_timeout: 3s\n"})
+		Extra: "tuning:\n  hold_down: 2s\n  handshake_timeout: 3s\n  path_retry: 5s\n"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -345,8 +345,9 @@ func (tb *Testbed) Hosts() []*Host {
 	return append([]*Host{}, tb.hosts...)
 }
 
-// BlockPrivate drops traffic between a's and b's private addresses, inside
-// their namespaces, so the private path between them is dead.
+// BlockPrivate drops traffic between a's and b's private addresses where
+// it arrives, inside their namespaces: the private path blackholes, as a
+// broken network does (a drop on the way out would fail the send locally).
 func (tb *Testbed) BlockPrivate(a, b *Host) error { return tb.privateRule(a, b, "-I") }
 
 // UnblockPrivate undoes BlockPrivate.
@@ -354,9 +355,6 @@ func (tb *Testbed) UnblockPrivate(a, b *Host) error { return tb.privateRule(a, b
 
 func (tb *Testbed) privateRule(a, b *Host, op string) error {
 	for _, p := range [][2]*Host{{a, b}, {b, a}} {
-		if err := in(p[0].Netns, "iptables", "-w", op, "OUTPUT", "-d", p[1].PrivateIP.String(), "-j", "DROP"); err != nil {
-			return err
-		}
 		if err := in(p[0].Netns, "iptables", "-w", op, "INPUT", "-s", p[1].PrivateIP.String(), "-j", "DROP"); err != nil {
 			return err
 		}

@@ -1,0 +1,60 @@
+// Package probe checks underlay reachability with ICMP echo, out of band of
+// WireGuard, so that traffic is moved to a path only once it answers.
+package probe
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// ICMP probes with one echo request per call over a raw socket (meshd has
+// CAP_NET_RAW).
+type ICMP struct{}
+
+// Reachable reports whether addr answers an echo before ctx ends.
+func (ICMP) Reachable(ctx context.Context, addr netip.Addr) bool {
+	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err != nil {
+		return true // cannot probe: let the handshake decide, as before
+	}
+	defer c.Close()
+	id, seq := os.Getpid()&0xffff, rand.IntN(0xffff)
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("meshd path probe")}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return true
+	}
+	dst := &net.IPAddr{IP: addr.AsSlice()}
+	if _, err := c.WriteTo(b, dst); err != nil {
+		return false
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(time.Second)
+	}
+	c.SetReadDeadline(deadline)
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return false
+		}
+		if from.String() != addr.String() {
+			continue
+		}
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && e.Seq == seq {
+			return true
+		}
+	}
+}
