@@ -233,7 +233,11 @@ func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) 
 		r.mu.Unlock()
 		if !cached.IsValid() || !errors.Is(err, context.DeadlineExceeded) {
 			if errors.Is(err, context.DeadlineExceeded) {
-				return netip.Addr{}, fmt.Errorf("lease for %s: ZooKeeper %v not reachable within %s and no lease in the snapshot", self.InstanceID, r.o.Servers, wait)
+				why := ""
+				if last := r.LastError(); last != nil {
+					why = " (last error: " + last.Error() + ")"
+				}
+				return netip.Addr{}, fmt.Errorf("lease for %s: ZooKeeper %v not reachable within %s%s and no lease in the snapshot", self.InstanceID, r.o.Servers, wait, why)
 			}
 			return netip.Addr{}, err
 		}

@@ -90,6 +90,7 @@ type Registry struct {
 
 	badSeen map[string]bool
 	stats   Stats
+	dialErr atomic.Value // error: the last failed connection attempt
 	docs    docWatchers
 }
 
@@ -146,6 +147,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	if o.TLS != nil {
 		dialer = tlsDialer(o.TLS)
 	}
+	dialer = r.recordDialErrors(dialer)
 	conn, sessionEvents, err := zk.Connect(o.Servers, o.SessionTimeout,
 		zk.WithLogger(zkLogger{r.log}), zk.WithLogInfo(false), zk.WithDialer(dialer))
 	if err != nil {
@@ -196,6 +198,26 @@ func tlsDialer(cfg *tls.Config) zk.Dialer {
 		}
 		return conn, nil
 	}
+}
+
+// recordDialErrors keeps the last connection error, so that "ZooKeeper
+// unreachable" can say why (refused, timed out, certificate not trusted).
+func (r *Registry) recordDialErrors(d zk.Dialer) zk.Dialer {
+	return func(network, address string, timeout time.Duration) (net.Conn, error) {
+		c, err := d(network, address, timeout)
+		if err != nil {
+			r.dialErr.Store(err)
+		}
+		return c, err
+	}
+}
+
+// LastError is the last failed connection attempt, or nil.
+func (r *Registry) LastError() error {
+	if err, ok := r.dialErr.Load().(error); ok {
+		return err
+	}
+	return nil
 }
 
 // Events delivers host changes, starting with the snapshot's hosts.
