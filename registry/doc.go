@@ -7,7 +7,7 @@
 // Layout under /meshd/<mesh>:
 //
 //	hosts/<bb>/<instance-id>#<seq>  ephemeral+sequential, JSON host record;
-//	                                <bb> is one of 64 hash buckets
+//	                                <bb> is one of 256 hash buckets
 //	leases/<overlay-ip>             persistent, data: owner instance id, or
 //	                                "~quarantined:<unix>" after decommission
 //	owners/<instance-id>            persistent, data: its overlay ip
@@ -25,10 +25,14 @@
 // per host is needed. go-zookeeper/zk v1.0.4 has no persistent recursive
 // watch (ZooKeeper's addWatch) and the fork that has it is not available
 // from the module proxy here, so each host keeps one child watch per
-// bucket: 64 watches per host, O(N) for the fleet instead of the O(N^2) of a
-// data watch on every record. A change costs each host one child listing
-// of one bucket (about N/64 names) and one read of the changed record; with
-// ephemeral records a host that dies vanishes without anyone's help.
+// bucket: 256 watches per host, O(N) for the fleet (1.3M at 5000 hosts,
+// far from the ~100M where ZooKeeper suffers) instead of the O(N^2) of a
+// data watch on every record. A change costs each host about 3.5 requests
+// whatever the fleet size: a listing of one bucket (about N/256 names), a
+// read of the changed record and one of its lease. Measured with
+// bench/zkwatch (bench/RESULTS.md): 302 bytes per change per host at 100
+// hosts, 919 at 5000 with 256 buckets, against 325 and 2534 with 64; so 256.
+// With ephemeral records a host that dies vanishes without anyone's help.
 //
 // Every listing is compared with what the package last saw, so the same
 // code that handles a change also resyncs after a reconnect or a session

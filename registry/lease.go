@@ -187,7 +187,7 @@ func (r *Registry) Decommission(ctx context.Context, id string) error {
 		&zk.SetDataRequest{Path: r.leasePath(ip), Data: mark, Version: lst.Version},
 		&zk.DeleteRequest{Path: r.ownerPath(id), Version: ost.Version},
 	}
-	b := r.bucketPath(bucketOf(id))
+	b := r.bucketPath(BucketOf(id))
 	children, _, err := r.conn.Children(b)
 	if err == nil {
 		for _, c := range children {
@@ -328,7 +328,7 @@ func (r *Registry) publishSelf() error {
 	if err != nil {
 		return err
 	}
-	b := r.bucketPath(bucketOf(self.InstanceID))
+	b := r.bucketPath(BucketOf(self.InstanceID))
 	if err := r.ensurePath(b); err != nil {
 		return err
 	}

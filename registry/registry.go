@@ -18,7 +18,7 @@ import (
 )
 
 // Buckets is how many parents host records are spread over.
-const Buckets = 64
+const Buckets = 256
 
 // Options configure a Registry.
 type Options struct {
@@ -300,7 +300,8 @@ func (r *Registry) bucketPath(b int) string {
 	return path.Join(r.root, "hosts", fmt.Sprintf("%02x", b))
 }
 
-func bucketOf(id string) int {
+// BucketOf is the hash bucket of an instance id's record.
+func BucketOf(id string) int {
 	// FNV-1a: stable across builds and machines.
 	h := uint32(2166136261)
 	for i := 0; i < len(id); i++ {

@@ -233,9 +233,9 @@ func TestPoisonRecordsSkippedAndCounted(t *testing.T) {
 		"noseq":             []byte("x"),
 	}
 	for name, data := range poison {
-		b := r.bucketPath(bucketOf(name))
+		b := r.bucketPath(BucketOf(name))
 		if id, _, ok := splitName(name); ok {
-			b = r.bucketPath(bucketOf(id))
+			b = r.bucketPath(BucketOf(id))
 		}
 		r.ensurePath(b)
 		if _, err := c.Create(path.Join(b, name), data, 0, zk.WorldACL(zk.PermAll)); err != nil {

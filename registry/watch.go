@@ -82,7 +82,7 @@ func (r *Registry) syncBucket(b int, children []string) {
 		}
 	}
 	for id, h := range r.hosts {
-		if bucketOf(id) != b {
+		if BucketOf(id) != b {
 			continue
 		}
 		if _, ok := latest[id]; !ok {

@@ -1,0 +1,182 @@
+// Command zkwatch measures what one host change costs every watching meshd
+// in ZooKeeper requests and bytes, with N hosts registered, against a real
+// ZooKeeper: the figure that decides the registry's watch design.
+//
+//	go run ./bench/zkwatch -n 100,5000 -watchers 5 -changes 50
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/zkserver"
+	"github.com/meshd/meshd/registry"
+)
+
+var pool = netip.MustParsePrefix("100.64.0.0/10")
+
+// Result is one row of the measurement.
+type Result struct {
+	Hosts             int     `json:"hosts"`
+	Watchers          int     `json:"watchers"`
+	Changes           int     `json:"changes"`
+	RequestsPerChange float64 `json:"requests_per_change_per_host"`
+	BytesPerChange    float64 `json:"bytes_per_change_per_host"`
+	P50ms             float64 `json:"p50_ms"`
+	P99ms             float64 `json:"p99_ms"`
+	WatchesPerHost    int     `json:"watches_per_host"`
+}
+
+func main() {
+	ns := flag.String("n", "100,5000", "registered hosts, comma separated")
+	watchers := flag.Int("watchers", 5, "watching registries")
+	changes := flag.Int("changes", 50, "record updates to measure")
+	out := flag.String("json", "", "write results as JSON here")
+	flag.Parse()
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	zs, err := zkserver.Start(context.Background(), zkserver.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer zs.Stop()
+	var results []Result
+	for i, f := range strings.Split(*ns, ",") {
+		n, _ := strconv.Atoi(f)
+		r, err := measure(zs.Addr(), fmt.Sprintf("bench%d", i), n, *watchers, *changes)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		results = append(results, r)
+		fmt.Printf("hosts=%d watchers=%d changes=%d: %.1f requests and %.0f bytes per change per host; convergence p50 %.1f ms, p99 %.1f ms; %d watches per host\n",
+			r.Hosts, r.Watchers, r.Changes, r.RequestsPerChange, r.BytesPerChange, r.P50ms, r.P99ms, r.WatchesPerHost)
+	}
+	if *out != "" {
+		data, _ := json.MarshalIndent(results, "", "  ")
+		os.WriteFile(*out, data, 0o644)
+	}
+}
+
+func measure(addr, mesh string, n, nw, changes int) (Result, error) {
+	w, _, err := zk.Connect([]string{addr}, 30*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		return Result{}, err
+	}
+	defer w.Close()
+	root := "/meshd/" + mesh
+	acl := zk.WorldACL(zk.PermAll)
+	for _, p := range []string{"/meshd", root, root + "/leases", root + "/owners", root + "/hosts"} {
+		w.Create(p, nil, 0, acl)
+	}
+	for b := 0; b < registry.Buckets; b++ {
+		w.Create(fmt.Sprintf("%s/hosts/%02x", root, b), nil, 0, acl)
+	}
+	nodes := make([]string, n)
+	hosts := make([]registry.Host, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			hosts[i] = host(i)
+			id, ip := hosts[i].InstanceID, hosts[i].OverlayIP.String()
+			w.Create(root+"/leases/"+ip, []byte(id), 0, acl)
+			w.Create(root+"/owners/"+id, []byte(ip), 0, acl)
+			data, _ := json.Marshal(hosts[i])
+			nodes[i], _ = w.Create(path.Join(bucketPath(root, id), id+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+		}()
+	}
+	wg.Wait()
+
+	var regs []*registry.Registry
+	for i := 0; i < nw; i++ {
+		r, err := registry.Open(context.Background(), registry.Options{Servers: []string{addr}, Mesh: mesh, Pool: pool})
+		if err != nil {
+			return Result{}, err
+		}
+		defer r.Close()
+		regs = append(regs, r)
+	}
+	for _, r := range regs {
+		for seen := 0; seen < n; seen++ {
+			select {
+			case <-r.Events():
+			case <-time.After(60 * time.Second):
+				return Result{}, fmt.Errorf("watcher saw %d of %d hosts", seen, n)
+			}
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the initial listings settle before counting
+	req0, bytes0 := totals(regs)
+	var lat []time.Duration
+	for c := 0; c < changes; c++ {
+		i := (c * 7919) % n
+		hosts[i].Version = fmt.Sprintf("v%d", c)
+		data, _ := json.Marshal(hosts[i])
+		start := time.Now()
+		created, err := w.Create(path.Join(bucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+		if err != nil {
+			return Result{}, err
+		}
+		w.Delete(nodes[i], -1)
+		nodes[i] = created
+		var slowest time.Duration
+		for _, r := range regs {
+			select {
+			case ev := <-r.Events():
+				if ev.Kind != registry.Updated || ev.Host.InstanceID != hosts[i].InstanceID {
+					return Result{}, fmt.Errorf("unexpected event %v %s", ev.Kind, ev.Host.InstanceID)
+				}
+			case <-time.After(10 * time.Second):
+				return Result{}, fmt.Errorf("change %d not seen", c)
+			}
+			slowest = max(slowest, time.Since(start))
+		}
+		lat = append(lat, slowest)
+	}
+	req1, bytes1 := totals(regs)
+	slices.Sort(lat)
+	per := float64(changes * nw)
+	return Result{Hosts: n, Watchers: nw, Changes: changes,
+		RequestsPerChange: float64(req1-req0) / per, BytesPerChange: float64(bytes1-bytes0) / per,
+		P50ms: ms(lat[len(lat)/2]), P99ms: ms(lat[len(lat)*99/100]), WatchesPerHost: registry.Buckets + 2}, nil
+}
+
+func totals(regs []*registry.Registry) (req, bytes int64) {
+	for _, r := range regs {
+		req += r.Stats().Requests.Load()
+		bytes += r.Stats().BytesIn.Load()
+	}
+	return
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func bucketPath(root, id string) string {
+	return fmt.Sprintf("%s/hosts/%02x", root, registry.BucketOf(id))
+}
+
+func host(i int) registry.Host {
+	k, _ := wgtypes.GeneratePrivateKey()
+	return registry.Host{Schema: registry.Schema, InstanceID: fmt.Sprintf("i-%06d", i),
+		OverlayIP: netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}), PublicKey: k.PublicKey(),
+		Network: "vpc", PrivateIP: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), ListenPort: 51820, StartTime: time.Now().UTC()}
+}
