@@ -229,7 +229,7 @@ func TestTLS(t *testing.T) {
 	startZK(t) // skips without ZooKeeper
 	dir := t.TempDir()
 	ca, caKey := makeCA(t, "meshd test CA")
-	serverPEM := issue(t, ca, caKey, "zookeeper", dir)
+	serverPEM := issue(t, ca, caKey, "zookeeper", dir, time.Now().Add(24*time.Hour))
 	caFile := filepath.Join(dir, "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o644)
 	port, _ := zkserver.FreePort()
@@ -264,6 +264,25 @@ func TestTLS(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Errorf("server signed by another CA: got %v, want an error naming the untrusted certificate", err)
 	}
+
+	// A server whose certificate has expired is refused, and the error says so.
+	expiredPEM := issue(t, ca, caKey, "expired", dir, time.Now().Add(-time.Hour))
+	port2, _ := zkserver.FreePort()
+	zx, err := zkserver.Start(context.Background(), zkserver.Options{TLS: &zkserver.TLS{CertKeyFile: expiredPEM, CAFile: caFile, Port: port2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zx.Stop()
+	rx, err := Open(context.Background(), Options{Servers: []string{zx.SecureAddr()}, Mesh: mesh, Pool: testPool,
+		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	_, err = rx.Register(context.Background(), hostFor("late", "vpc", 62), 3*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "certificate has expired") {
+		t.Errorf("expired server certificate: got %v, want an error saying it expired", err)
+	}
 }
 
 func makeCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
@@ -280,10 +299,10 @@ func makeCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 
 // issue writes a server certificate for 127.0.0.1 with its PKCS#8 key in
 // one PEM file, as ZooKeeper's PEM key store wants.
-func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name, dir string) string {
+func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name, dir string, notAfter time.Time) string {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, NotBefore: notAfter.Add(-48 * time.Hour),
+		NotAfter: notAfter, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
