@@ -109,3 +109,14 @@ func (r *Reconciler) Summary() Summary {
 		Breaker: BreakerState{Tripped: r.breaker.tripped, Held: r.breaker.held, Limit: r.breaker.limit(len(r.peers))},
 	}
 }
+
+// Members lists every known host as the firewall sees it, for a resync.
+func (r *Reconciler) Members() []MemberHost {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]MemberHost, 0, len(r.peers))
+	for _, p := range r.peers {
+		out = append(out, memberOf(p.host))
+	}
+	return out
+}

@@ -25,6 +25,7 @@ type cli struct {
 	Peers   peersCmd   `cmd:"" help:"List peers: path, endpoint, handshake, traffic, state.\n\nExamples:\n  meshctl peers\n  meshctl peers -o json | jq '.[] | select(.state != \"up\")'"`
 	Status  statusCmd  `cmd:"" help:"Show this host: identity, registry connection, peer counts, breaker.\n\nExamples:\n  meshctl status\n  meshctl status -o json"`
 	Breaker breakerCmd `cmd:"" help:"The mass-removal breaker."`
+	Policy  policyCmd  `cmd:"" help:"The fleet-wide group ingress policy."`
 	Version versionCmd `cmd:"" help:"Print meshctl's version."`
 }
 
@@ -72,6 +73,52 @@ func (breakerReleaseCmd) Run(g *globals) error {
 		return err
 	}
 	fmt.Printf("released %d held removal(s)\n", r["released"])
+	return nil
+}
+
+type policyCmd struct {
+	Get      policyGetCmd      `cmd:"" help:"Print the fleet's policy (null: none set; every member reaches every member).\n\nExample:\n  meshctl policy get"`
+	Set      policySetCmd      `cmd:"" help:"Validate a policy file (YAML or JSON) and store it for the whole fleet.\n\nExample:\n  meshctl policy set db-policy.yaml\n\nA policy file:\n  rules:\n    - {to: db, from: web, ports: [tcp/5432]}\n    - {to: web, from: '*', ports: [tcp/443]}"`
+	Validate policyValidateCmd `cmd:"" help:"Check a policy file against the fleet's groups without storing it.\n\nExample:\n  meshctl policy validate db-policy.yaml"`
+}
+
+type policyGetCmd struct{}
+
+func (policyGetCmd) Run(g *globals) error {
+	doc, err := admin.Dial(g.Socket).GetRaw(context.Background(), "/v1/policy")
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(doc))
+	return nil
+}
+
+type policySetCmd struct {
+	File string `arg:"" type:"existingfile" help:"Policy file (YAML or JSON)."`
+}
+
+func (c *policySetCmd) Run(g *globals) error {
+	return sendPolicy(g, "PUT", "/v1/policy", c.File, "stored: every meshd applies it within a second")
+}
+
+type policyValidateCmd struct {
+	File string `arg:"" type:"existingfile" help:"Policy file (YAML or JSON)."`
+}
+
+func (c *policyValidateCmd) Run(g *globals) error {
+	return sendPolicy(g, "POST", "/v1/policy/validate", c.File, "valid")
+}
+
+func sendPolicy(g *globals, method, path, file, ok string) error {
+	doc, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	var r map[string]string
+	if err := admin.Dial(g.Socket).Send(context.Background(), method, path, doc, &r); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	fmt.Printf("%s: %s\n", file, ok)
 	return nil
 }
 

@@ -37,6 +37,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	row("registry", fmt.Sprintf("%s, last sync %s", s.Registry, orDash(s.LastSync)))
 	row("peers", fmt.Sprintf("%d (%s; %s)", s.Peers, counts(s.PeersByState), counts(s.PeersByPath)))
 	row("firewall", s.Firewall)
+	if s.PolicyError != "" {
+		row("policy", "REJECTED, previous kept: "+s.PolicyError)
+	}
 	b := "closed"
 	if s.Breaker.Tripped {
 		b = fmt.Sprintf("TRIPPED: holding %d removal(s) (limit %d); release with `meshctl breaker release`", s.Breaker.Held, s.Breaker.Limit)

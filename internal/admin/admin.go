@@ -4,6 +4,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,6 +58,9 @@ type Status struct {
 	Version      string           `json:"version"`
 	Uptime       string           `json:"uptime"`
 	BadRecords   map[string]int64 `json:"bad_records"`
+	PolicyError  string           `json:"policy_error,omitempty"`
+	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
+	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
 }
 
 // Breaker is the mass-removal breaker's state.
@@ -71,7 +75,13 @@ type Source interface {
 	Peers(ctx context.Context) ([]Peer, error)
 	Status(ctx context.Context) (Status, error)
 	ReleaseBreaker(ctx context.Context) (int, error)
+	Policy(ctx context.Context) ([]byte, error)
+	ValidatePolicy(ctx context.Context, doc []byte) error
+	SetPolicy(ctx context.Context, doc []byte) error
 }
+
+// BadRequest is implemented by errors that are the caller's fault (400).
+type BadRequest interface{ BadInput() bool }
 
 // Serve answers the admin API on socketPath until ctx ends. The socket is
 // 0660, owned by the meshd group when it exists, so only root and that
@@ -109,6 +119,21 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 		n, err := src.ReleaseBreaker(r.Context())
 		reply(w, map[string]int{"released": n}, err)
 	})
+	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		doc, err := src.Policy(r.Context())
+		if err == nil && len(doc) == 0 {
+			doc = []byte("null")
+		}
+		replyRaw(w, doc, err)
+	})
+	mux.HandleFunc("POST /v1/policy/validate", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		reply(w, map[string]string{"result": "valid"}, src.ValidatePolicy(r.Context(), body))
+	})
+	mux.HandleFunc("PUT /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		reply(w, map[string]string{"result": "stored"}, src.SetPolicy(r.Context(), body))
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -125,10 +150,24 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
+func replyRaw(w http.ResponseWriter, doc []byte, err error) {
+	if err != nil {
+		reply(w, nil, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(doc)
+}
+
 func reply(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
-		w.WriteHeader(http.StatusInternalServerError)
+		code := http.StatusInternalServerError
+		var br BadRequest
+		if errors.As(err, &br) && br.BadInput() {
+			code = http.StatusBadRequest
+		}
+		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(errorBody{err.Error()})
 		return
 	}
@@ -150,6 +189,22 @@ func Dial(socket string) *Client {
 	}}}
 }
 
+// Send sends a body to one endpoint and decodes the answer into v.
+func (c *Client) Send(ctx context.Context, method, path string, body []byte, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://meshd"+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	return c.roundTrip(req, v)
+}
+
+// GetRaw fetches one endpoint's body as is.
+func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
+	var raw json.RawMessage
+	err := c.Get(ctx, path, &raw)
+	return raw, err
+}
+
 // Get fetches one endpoint into v.
 func (c *Client) Get(ctx context.Context, path string, v any) error { return c.do(ctx, "GET", path, v) }
 
@@ -163,6 +218,10 @@ func (c *Client) do(ctx context.Context, method, path string, v any) error {
 	if err != nil {
 		return err
 	}
+	return c.roundTrip(req, v)
+}
+
+func (c *Client) roundTrip(req *http.Request, v any) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return c.explain(err)

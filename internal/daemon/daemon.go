@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/device"
 	"github.com/meshd/meshd/internal/keys"
@@ -37,6 +38,9 @@ type Daemon struct {
 	dev  *device.Device
 	rec  *mesh.Reconciler
 	self registry.Host
+
+	fw        *firewall.Firewall // nil when firewall.mode is off
+	policyErr error
 
 	linksFromRegistry [][]string
 }
@@ -88,6 +92,15 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	if err != nil {
 		return nil, err
 	}
+	var mem mesh.Members
+	if cfg.Firewall.Mode != config.ModeOff {
+		d.fw = firewall.New(firewall.Config{Mode: cfg.Firewall.Mode, Interface: cfg.Interface.Name, ListenPort: cfg.Interface.ListenPort,
+			Overlay: cfg.Overlay.CIDR, BreakglassSSH: cfg.Firewall.BreakglassSSHFrom, Groups: id.Groups, Logger: log})
+		if err = d.fw.Start(); err != nil {
+			return nil, err
+		}
+		mem = members{d.fw}
+	}
 	d.rec = mesh.New(mesh.Config{
 		Self:     d.self,
 		Links:    mesh.NewLinks(cfg.Links),
@@ -96,8 +109,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		Breaker:  mesh.BreakerConfig{MaxRemovals: cfg.Tuning.MaxRemovals, Window: cfg.Tuning.BreakerWindow},
 		Prober:   probe.ICMP{},
 		Logger:   log,
-	}, d.dev, nil)
+	}, d.dev, mem)
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
+	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
 	log.Info("meshd up", "host", id.InstanceID, "overlay_ip", overlay, "interface", cfg.Interface.Name, "mtu", mtu,
 		"network", id.Network, "public_key", key.PublicKey(), "version", version.Version)
 	return d, nil
@@ -105,6 +119,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 
 // Run applies registry changes until ctx ends.
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.fw != nil {
+		go d.resyncFirewall(ctx)
+	}
 	return d.rec.Run(ctx, d.reg.Events())
 }
 
@@ -139,6 +156,9 @@ func (d *Daemon) Reload(cfg config.Config) {
 func (d *Daemon) Close() {
 	if d.reg != nil {
 		d.reg.Close()
+	}
+	if d.fw != nil {
+		d.fw.Close()
 	}
 	if d.dev != nil {
 		if err := d.dev.Close(); err != nil {

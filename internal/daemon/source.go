@@ -49,10 +49,18 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		PublicKey: d.self.PublicKey.String(), Registry: string(st), Peers: len(peers),
 		PeersByState: map[string]int{}, PeersByPath: map[string]int{},
 		Interface: d.dev.Name(), ListenPort: int(d.self.ListenPort), MTU: d.dev.MTU(),
-		Firewall: "off", Links: sum.Links, Version: version.Version,
+		Firewall: d.cfg.Firewall.Mode, Links: sum.Links, Version: version.Version,
 		Uptime:     time.Since(d.start).Round(time.Second).String(),
 		Breaker:    admin.Breaker{Tripped: sum.Breaker.Tripped, Held: sum.Breaker.Held, Limit: sum.Breaker.Limit},
 		BadRecords: d.reg.Stats().BadRecordCounts(),
+	}
+	d.mu.Lock()
+	if d.policyErr != nil {
+		s.PolicyError = d.policyErr.Error()
+	}
+	d.mu.Unlock()
+	if d.fw != nil {
+		s.FirewallCounters, _ = d.fw.Counters()
 	}
 	if !lastSync.IsZero() {
 		s.LastSync = lastSync.UTC().Format(time.RFC3339)

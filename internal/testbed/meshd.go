@@ -19,6 +19,7 @@ type MeshdOptions struct {
 	Extra      string // appended to the config (YAML), e.g. a tuning: block
 	InstanceID string // default: the host name
 	LogLevel   string
+	Firewall   string // enforce (default), shadow or off
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -93,13 +94,13 @@ overlay:
   cidr: 100.100.0.0/16
 links: [%s]
 firewall:
-  mode: off
+  mode: %s
 state_dir: %s
 admin_socket: %s
 metrics_listen: ""
 log_level: %s
 %s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, strings.Join(links, ", "), m.Dir, m.Socket, level, o.Extra)
+		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, level, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 
@@ -148,4 +149,11 @@ func (m *Meshd) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func fwMode(m string) string {
+	if m == "" {
+		return "enforce"
+	}
+	return m
 }

@@ -1,0 +1,158 @@
+package firewall
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+)
+
+// sets is the kernel's ipset as the firewall uses it; tests use a fake.
+type sets interface {
+	Ensure(name, typ string) error
+	Add(name string, p netip.Prefix) error
+	Del(name string, p netip.Prefix) error
+	Swap(a, b string) error
+	Destroy(name string) error
+	Names() ([]string, error)
+}
+
+// rules is the kernel's iptables as the firewall uses it.
+type rules interface {
+	Restore(text string) error
+	EnsureJump(table, from, to string) error
+	RemoveJump(table, from, to string) error
+	DeleteChain(table, chain string) error
+	Save(table string) (string, error)
+}
+
+// netlinkSets drives ipset over netlink: one message per change, no
+// process per change.
+type netlinkSets struct{}
+
+func (netlinkSets) Ensure(name, typ string) error {
+	err := netlink.IpsetCreate(name, typ, netlink.IpsetCreateOptions{})
+	if err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("create set %s (%s): %w", name, typ, err)
+	}
+	return nil
+}
+
+func entry(p netip.Prefix) *netlink.IPSetEntry {
+	e := &netlink.IPSetEntry{IP: net.IP(p.Addr().AsSlice()), Replace: true}
+	if p.Bits() < p.Addr().BitLen() {
+		e.CIDR = uint8(p.Bits())
+	}
+	return e
+}
+
+func (netlinkSets) Add(name string, p netip.Prefix) error {
+	if err := netlink.IpsetAdd(name, entry(p)); err != nil {
+		return fmt.Errorf("add %s to set %s: %w", p, name, err)
+	}
+	return nil
+}
+
+func (netlinkSets) Del(name string, p netip.Prefix) error {
+	err := netlink.IpsetDel(name, entry(p))
+	if err != nil && !isMissing(err) {
+		return fmt.Errorf("delete %s from set %s: %w", p, name, err)
+	}
+	return nil
+}
+
+// isMissing: the entry was not in the set; deleting it is then done.
+func isMissing(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "exist")
+}
+
+func (netlinkSets) Swap(a, b string) error {
+	if err := netlink.IpsetSwap(a, b); err != nil {
+		return fmt.Errorf("swap sets %s and %s: %w", a, b, err)
+	}
+	return nil
+}
+
+func (netlinkSets) Destroy(name string) error {
+	err := netlink.IpsetDestroy(name)
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("destroy set %s: %w", name, err)
+	}
+	return nil
+}
+
+func (netlinkSets) Names() ([]string, error) {
+	var all []netlink.IPSetResult
+	var err error
+	for range 3 { // a dump raced by a change is retried
+		if all, err = netlink.IpsetListAll(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list sets: %w", err)
+	}
+	var out []string
+	for _, s := range all {
+		out = append(out, s.SetName)
+	}
+	return out, nil
+}
+
+// iptables drives the fixed rules with iptables-restore, one transaction
+// per change of the rules (start, policy change), never per member.
+type iptables struct{}
+
+func run(stdin string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+func (iptables) Restore(text string) error {
+	_, err := run(text, "iptables-restore", "-w", "--noflush")
+	return err
+}
+
+func (iptables) EnsureJump(table, from, to string) error {
+	if _, err := run("", "iptables", "-w", "-t", table, "-C", from, "-j", to); err == nil {
+		return nil
+	}
+	_, err := run("", "iptables", "-w", "-t", table, "-I", from, "1", "-j", to)
+	return err
+}
+
+func (iptables) RemoveJump(table, from, to string) error {
+	for range 10 {
+		if _, err := run("", "iptables", "-w", "-t", table, "-D", from, "-j", to); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (iptables) DeleteChain(table, chain string) error {
+	run("", "iptables", "-w", "-t", table, "-F", chain)
+	if _, err := run("", "iptables", "-w", "-t", table, "-X", chain); err != nil && !strings.Contains(err.Error(), "No chain") && !strings.Contains(err.Error(), "does not exist") {
+		return err
+	}
+	return nil
+}
+
+func (iptables) Save(table string) (string, error) {
+	return run("", "iptables-save", "-c", "-t", table)
+}

@@ -1,0 +1,185 @@
+package firewall
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/meshd/meshd/internal/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// fakeSets records set contents and counts operations.
+type fakeSets struct {
+	sets map[string]map[netip.Prefix]bool
+	ops  int
+}
+
+func newFakeSets() *fakeSets { return &fakeSets{sets: map[string]map[netip.Prefix]bool{}} }
+
+func (f *fakeSets) Ensure(name, typ string) error {
+	if f.sets[name] == nil {
+		f.sets[name] = map[netip.Prefix]bool{}
+	}
+	return nil
+}
+func (f *fakeSets) Add(name string, p netip.Prefix) error {
+	f.ops++
+	if f.sets[name] == nil {
+		return fmt.Errorf("no set %s", name)
+	}
+	f.sets[name][p] = true
+	return nil
+}
+func (f *fakeSets) Del(name string, p netip.Prefix) error {
+	f.ops++
+	delete(f.sets[name], p)
+	return nil
+}
+func (f *fakeSets) Swap(a, b string) error {
+	f.sets[a], f.sets[b] = f.sets[b], f.sets[a]
+	return nil
+}
+func (f *fakeSets) Destroy(name string) error { delete(f.sets, name); return nil }
+func (f *fakeSets) Names() ([]string, error) {
+	var out []string
+	for n := range f.sets {
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+type fakeRules struct{ restores []string }
+
+func (f *fakeRules) Restore(text string) error               { f.restores = append(f.restores, text); return nil }
+func (f *fakeRules) EnsureJump(table, from, to string) error { return nil }
+func (f *fakeRules) RemoveJump(table, from, to string) error { return nil }
+func (f *fakeRules) DeleteChain(table, chain string) error   { return nil }
+func (f *fakeRules) Save(table string) (string, error)       { return "", nil }
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := "testdata/" + name + ".golden"
+	if *update {
+		os.WriteFile(path, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s:\n%s", name, path, got)
+	}
+}
+
+// TestRuleStates renders the rules each state installs, as golden text.
+func TestRuleStates(t *testing.T) {
+	p, err := policy.Parse([]byte("rules:\n- {to: db, from: web, ports: [tcp/5432, tcp/8000-8100]}\n- {to: web, from: '*', ports: [tcp/443, icmp]}\n- {to: cache, from: db, ports: [udp/11211]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := []struct {
+		name string
+		text string
+	}{
+		{"enforce", renderFixed(ruleConfig{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), SSH: true})},
+		{"shadow", renderFixed(ruleConfig{Mode: "shadow", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16")})},
+		{"no-policy", renderPolicy(nil, []string{"db"})},
+		{"policy-on-db", renderPolicy(&p, []string{"db"})},
+		{"policy-on-web", renderPolicy(&p, []string{"web"})},
+	}
+	var all strings.Builder
+	for _, s := range states {
+		fmt.Fprintf(&all, "## %s\n%s\n", s.name, s.text)
+	}
+	golden(t, "rules", all.String())
+}
+
+func host(i int, groups ...string) Host {
+	return Host{ID: fmt.Sprintf("h%d", i), OverlayIP: netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)}), Groups: groups,
+		Underlay: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})}}
+}
+
+func TestMemberChangesAreO1(t *testing.T) {
+	s, r := newFakeSets(), &fakeRules{}
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	restores := len(r.restores)
+	for i := 1; i <= 10000; i++ {
+		f.SetHost(host(i, "web"))
+	}
+	s.ops = 0
+	f.SetHost(host(10001, "db"))
+	if s.ops != 4 { // overlay into members and db, two underlay addresses
+		t.Errorf("one join cost %d set operations, want 4", s.ops)
+	}
+	s.ops = 0
+	f.RemoveHost("h5")
+	if s.ops != 4 {
+		t.Errorf("one removal cost %d set operations, want 4", s.ops)
+	}
+	if len(r.restores) != restores {
+		t.Errorf("member changes reloaded rules")
+	}
+	if len(s.sets[setMembers]) != 10000 || len(s.sets["meshd-g-web"]) != 9999 || len(s.sets[setPeers]) != 20000 {
+		t.Errorf("sets: members %d web %d peers %d", len(s.sets[setMembers]), len(s.sets["meshd-g-web"]), len(s.sets[setPeers]))
+	}
+	// A moved host: its old underlay goes, the new comes; overlay stays.
+	h := host(7, "web")
+	h.Underlay = []netip.Addr{netip.MustParseAddr("198.18.250.250")}
+	s.ops = 0
+	f.SetHost(h)
+	if s.ops != 3 || !s.sets[setPeers][netip.MustParsePrefix("198.18.250.250/32")] {
+		t.Errorf("move: %d ops", s.ops)
+	}
+	// Two hosts behind one NAT address: removing one keeps the address.
+	a, b := host(20001), host(20002)
+	a.Underlay = []netip.Addr{netip.MustParseAddr("198.19.5.5")}
+	b.Underlay = a.Underlay
+	f.SetHost(a)
+	f.SetHost(b)
+	f.RemoveHost(a.ID)
+	if !s.sets[setPeers][netip.MustParsePrefix("198.19.5.5/32")] {
+		t.Error("shared underlay address removed while still in use")
+	}
+}
+
+func TestResyncSwapsFullSets(t *testing.T) {
+	s, r := newFakeSets(), &fakeRules{}
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+	f.Start()
+	s.sets[setMembers][netip.MustParsePrefix("100.100.9.9/32")] = true // left by a crashed run
+	if err := f.Resync([]Host{host(1, "web"), host(2, "db")}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for p := range s.sets[setMembers] {
+		got = append(got, p.String())
+	}
+	sort.Strings(got)
+	if strings.Join(got, " ") != "100.100.0.1/32 100.100.0.2/32" {
+		t.Errorf("members after resync: %v", got)
+	}
+	for n := range s.sets {
+		if strings.HasSuffix(n, "-t") {
+			t.Errorf("staging set %s left behind", n)
+		}
+	}
+}
+
+func TestGroupSetNamesFitTheKernel(t *testing.T) {
+	for _, g := range []string{"web", "a-very-long-group-name-that-goes-on-and-on"} {
+		if n := groupSet(g); len(n)+2 > 31 {
+			t.Errorf("set name %q too long", n)
+		}
+	}
+}
