@@ -301,7 +301,7 @@ func (f *Firewall) Close() error {
 	return nil
 }
 
-var counterRe = regexp.MustCompile(`^\[(\d+):(\d+)\] .*--comment "?(meshd [^"]*?)"? `)
+var counterRe = regexp.MustCompile(`^\[(\d+):(\d+)\] .*--comment "(meshd [^"]*)"`)
 
 // Counters reports packets per meshd rule, by the rule's comment: drops in
 // enforce mode, would-drops in shadow mode.

@@ -56,13 +56,29 @@ func (f *fakeSets) Names() ([]string, error) {
 	return out, nil
 }
 
-type fakeRules struct{ restores []string }
+type fakeRules struct {
+	restores []string
+	saved    string
+}
 
 func (f *fakeRules) Restore(text string) error               { f.restores = append(f.restores, text); return nil }
 func (f *fakeRules) EnsureJump(table, from, to string) error { return nil }
 func (f *fakeRules) RemoveJump(table, from, to string) error { return nil }
 func (f *fakeRules) DeleteChain(table, chain string) error   { return nil }
-func (f *fakeRules) Save(table string) (string, error)       { return "", nil }
+func (f *fakeRules) Save(table string) (string, error)       { return f.saved, nil }
+
+func TestCountersByRule(t *testing.T) {
+	r := &fakeRules{saved: `*filter
+[5:300] -A MESHD-INPUT -p udp -m udp --dport 51820 -m comment --comment "meshd wg from unknown" -j DROP
+[2:120] -A MESHD-INPUT -d 100.100.0.0/16 ! -i mesh0 -m comment --comment "meshd overlay via underlay"
+[9:900] -A INPUT -j ACCEPT
+COMMIT
+`}
+	got, err := newWith(Config{}, newFakeSets(), r).Counters()
+	if err != nil || got[CounterWGUnknown] != 5 || got[CounterSpoofed] != 2 || len(got) != 2 {
+		t.Errorf("counters = %v, %v", got, err)
+	}
+}
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()

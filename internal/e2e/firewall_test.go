@@ -1,0 +1,219 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/testbed"
+)
+
+// tcpOpen reports whether h can open a TCP connection to addr:port within
+// two seconds.
+func tcpOpen(h *testbed.Host, addr string, port int) bool {
+	_, err := h.Run(context.Background(), "timeout", "2", "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", addr, port))
+	return err == nil
+}
+
+func counter(t *testing.T, m *testbed.Meshd, name string) uint64 {
+	t.Helper()
+	st, err := m.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.FirewallCounters[name]
+}
+
+func meshctl(t *testing.T, m *testbed.Meshd, args ...string) (string, error) {
+	out, err := exec.Command(filepath.Join(bin(t), "meshctl"), append([]string{"--socket", m.Socket}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// listen starts a TCP listener on addr:port inside h (iperf3 serves any port).
+func listen(t *testing.T, h *testbed.Host, addr string, port int) {
+	t.Helper()
+	cmd := h.Command(context.Background(), "iperf3", "-s", "-B", addr, "-p", fmt.Sprint(port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, 5*time.Second, "listener", func() error {
+		out, _ := h.Run(context.Background(), "ss", "-Hltn", fmt.Sprintf("sport = :%d", port))
+		if !strings.Contains(out, fmt.Sprint(port)) {
+			return fmt.Errorf("not listening on %d", port)
+		}
+		return nil
+	})
+}
+
+func TestFirewallKeepsOutsidersOutAndAppliesPolicy(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	start := func(network string, groups ...string) *testbed.Meshd {
+		h, err := tb.AddHost(network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Groups: groups, Links: [][]string{{"vpc", "dc"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("--- log of %s:\n%s", h.Name, m.LogTail(30))
+			}
+		})
+		return m
+	}
+	web := start("classic", "web")
+	db := start("vpc", "db")
+	web2 := start("dc", "web")
+	rogue, err := tb.AddHost("vpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := tb.Outsider()
+	dbst, _ := db.Status()
+	webst, _ := web.Status()
+	for _, m := range []*testbed.Meshd{web, web2} {
+		waitFor(t, 20*time.Second, m.Host.Name+" reaches db over the overlay", func() error {
+			_, err := m.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", dbst.OverlayIP)
+			return err
+		})
+	}
+
+	// Outsider and rogue: nothing reaches db's WireGuard port or overlay.
+	listen(t, db.Host, "0.0.0.0", 5432)
+	before := counter(t, db, "meshd wg from unknown")
+	for _, probe := range []struct {
+		h  *testbed.Host
+		ip string
+	}{{out, db.Host.PublicIP.String()}, {rogue, db.Host.PrivateIP.String()}} {
+		for i := 0; i < 5; i++ {
+			probe.h.Run(context.Background(), "bash", "-c", fmt.Sprintf("echo probe > /dev/udp/%s/51820", probe.ip))
+		}
+	}
+	if got := counter(t, db, "meshd wg from unknown") - before; got < 10 {
+		t.Errorf("WireGuard port: %d of 10 probes from outsider and rogue dropped", got)
+	}
+	// The rogue, next to db on the vpc LAN, routes the overlay to db's
+	// private address: the kernel would answer; the firewall must not let it.
+	rogue.Run(context.Background(), "ip", "route", "add", "100.100.0.0/16", "via", db.Host.PrivateIP.String())
+	if rogue.Ping(mustAddr(dbst.OverlayIP)) || tcpOpen(rogue, dbst.OverlayIP, 5432) {
+		t.Error("rogue reached db's overlay address from the underlay")
+	}
+	if counter(t, db, "meshd overlay via underlay") == 0 {
+		t.Error("no drop counted for overlay traffic from the underlay")
+	}
+	// Members reach each other (no policy yet: all members).
+	if !tcpOpen(web.Host, dbst.OverlayIP, 5432) {
+		t.Fatal("member cannot reach member with no policy set")
+	}
+	// `iptables -S` shows meshd's rules once each.
+	rules, _ := db.Host.Run(context.Background(), "iptables", "-S")
+	if n := strings.Count(rules, "-j MESHD-INPUT"); n != 1 {
+		t.Errorf("%d jumps into MESHD-INPUT, want 1:\n%s", n, rules)
+	}
+	sets, _ := db.Host.Run(context.Background(), "ipset", "list", "meshd-members")
+	for _, m := range []*testbed.Meshd{web, web2} {
+		st, _ := m.Status()
+		if !strings.Contains(sets, st.OverlayIP) {
+			t.Errorf("ipset meshd-members lacks %s:\n%s", st.OverlayIP, sets)
+		}
+	}
+
+	// Policy: db accepts tcp/5432 from web, nothing else.
+	listen(t, db.Host, dbst.OverlayIP, 22)
+	listen(t, web.Host, webst.OverlayIP, 5432)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(good, []byte("rules:\n  - {to: db, from: web, ports: [tcp/5432]}\n"), 0o644)
+	// A long flow web->db:5432 runs across the change and must survive it.
+	flow := web.Host.Command(context.Background(), "iperf3", "-c", dbst.OverlayIP, "-p", "5432", "-t", "4", "-b", "5M")
+	if err := flow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := meshctl(t, db, "policy", "set", good); err != nil {
+		t.Fatalf("meshctl policy set: %v\n%s", err, out)
+	}
+	set := time.Now()
+	var deniedAt time.Duration
+	waitFor(t, 5*time.Second, "policy in force", func() error {
+		probe := time.Since(set)
+		if tcpOpen(web.Host, dbst.OverlayIP, 22) {
+			return fmt.Errorf("web still reaches db:22")
+		}
+		deniedAt = probe
+		return nil
+	})
+	t.Logf("policy in force: the first probe denied started %s after meshctl policy set returned", deniedAt.Round(time.Millisecond))
+	if deniedAt > time.Second {
+		t.Errorf("policy took %s to apply, want within a second", deniedAt)
+	}
+	if !tcpOpen(web.Host, dbst.OverlayIP, 5432) || !tcpOpen(web2.Host, dbst.OverlayIP, 5432) {
+		t.Error("web -> db tcp/5432 denied")
+	}
+	if tcpOpen(db.Host, webst.OverlayIP, 5432) {
+		t.Error("db -> web allowed; the policy allows only web -> db")
+	}
+	if !web.Host.Ping(mustAddr(dbst.OverlayIP)) {
+		t.Error("ping between members must stay allowed under a policy")
+	}
+	if err := flow.Wait(); err != nil {
+		t.Errorf("established allowed flow broken by the policy change: %v", err)
+	}
+
+	// A malformed policy is rejected by meshctl and the old one stays.
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("rules:\n  - {to: db, from: wbe, ports: [tcp/99999]}\n"), 0o644)
+	out2, err := meshctl(t, db, "policy", "set", bad)
+	if err == nil || !strings.Contains(out2, "rules[0].ports[0]") {
+		t.Errorf("bad policy: %v\n%s", err, out2)
+	}
+	if cur, _ := meshctl(t, db, "policy", "get"); !strings.Contains(cur, `"from":"web"`) {
+		t.Errorf("policy after a rejected set: %s", cur)
+	}
+
+	// kill -9 and restart: exactly one copy of every rule and set.
+	rulesBefore, _ := db.Host.Run(context.Background(), "iptables-save")
+	db.Proc.Kill()
+	if err := db.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "db's firewall back with the policy", func() error {
+		after, _ := db.Host.Run(context.Background(), "iptables-save")
+		if meshdRules(after) != meshdRules(rulesBefore) {
+			return fmt.Errorf("rules differ after restart:\n%s\nvs\n%s", meshdRules(after), meshdRules(rulesBefore))
+		}
+		return nil
+	})
+	if !tcpOpen(web.Host, dbst.OverlayIP, 5432) || tcpOpen(web.Host, dbst.OverlayIP, 22) {
+		t.Error("policy not in force after kill -9 and restart")
+	}
+	// A clean stop removes every chain and set.
+	db.Proc.Stop(10 * time.Second)
+	left, _ := db.Host.Run(context.Background(), "iptables-save")
+	sets2, _ := db.Host.Run(context.Background(), "ipset", "list", "-n")
+	if strings.Contains(left, "MESHD") || strings.Contains(sets2, "meshd") {
+		t.Errorf("left after stop:\n%s\n%s", meshdRules(left), sets2)
+	}
+}
+
+// meshdRules keeps the lines of iptables-save that are meshd's, without
+// counters.
+func meshdRules(save string) string {
+	var out []string
+	for _, l := range strings.Split(save, "\n") {
+		if strings.Contains(l, "MESHD") || strings.Contains(l, "meshd") {
+			if i := strings.Index(l, "] "); strings.HasPrefix(l, "[") && i > 0 {
+				l = l[i+2:]
+			}
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
