@@ -217,3 +217,43 @@ func meshdRules(save string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestFirewallShadowModeCountsDropsNothing: in shadow mode a policy that
+// would deny web->db:22 lets it through and counts it.
+func TestFirewallShadowModeCountsDropsNothing(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	var ms []*testbed.Meshd
+	for _, s := range []struct{ net, group string }{{"vpc", "web"}, {"vpc", "db"}} {
+		h, _ := tb.AddHost(s.net)
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Groups: []string{s.group}, Firewall: "shadow"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	web, db := ms[0], ms[1]
+	dbst, _ := db.Status()
+	waitFor(t, 20*time.Second, "web reaches db", func() error {
+		_, err := web.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", dbst.OverlayIP)
+		return err
+	})
+	listen(t, db.Host, dbst.OverlayIP, 22)
+	p := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(p, []byte("rules: [{to: db, from: web, ports: [tcp/5432]}]\n"), 0o644)
+	if out, err := meshctl(t, db, "policy", "set", p); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	before := counter(t, db, "meshd overlay denied")
+	waitFor(t, 5*time.Second, "a would-drop counted", func() error {
+		if !tcpOpen(web.Host, dbst.OverlayIP, 22) {
+			return fmt.Errorf("shadow mode dropped web->db:22")
+		}
+		if counter(t, db, "meshd overlay denied") <= before {
+			return fmt.Errorf("would-drop not counted")
+		}
+		return nil
+	})
+	if st, _ := db.Status(); st.Firewall != "shadow" {
+		t.Errorf("status firewall = %q", st.Firewall)
+	}
+}
