@@ -36,7 +36,7 @@ func writeStatus(w io.Writer, s admin.Status) {
 	row("interface", fmt.Sprintf("%s (port %d, mtu %d)", s.Interface, s.ListenPort, s.MTU))
 	row("registry", fmt.Sprintf("%s, last sync %s", s.Registry, orDash(s.LastSync)))
 	row("peers", fmt.Sprintf("%d (%s; %s)", s.Peers, counts(s.PeersByState), counts(s.PeersByPath)))
-	row("firewall", s.Firewall)
+	row("firewall", fmt.Sprintf("%s (conntrack %d of %d)", s.Firewall, s.Conntrack[0], s.Conntrack[1]))
 	if s.PolicyError != "" {
 		row("policy", "REJECTED, previous kept: "+s.PolicyError)
 	}

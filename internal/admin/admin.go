@@ -59,6 +59,7 @@ type Status struct {
 	Uptime       string           `json:"uptime"`
 	BadRecords   map[string]int64 `json:"bad_records"`
 	PolicyError  string           `json:"policy_error,omitempty"`
+	Conntrack    [2]int           `json:"conntrack"` // entries in use, table size
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
 }

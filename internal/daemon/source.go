@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/registry"
@@ -62,6 +63,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	if d.fw != nil {
 		s.FirewallCounters, _ = d.fw.Counters()
 	}
+	s.Conntrack[0], s.Conntrack[1] = firewall.Conntrack()
 	if !lastSync.IsZero() {
 		s.LastSync = lastSync.UTC().Format(time.RFC3339)
 	}
