@@ -211,7 +211,7 @@ func lan(t *testing.T, n int) []*nsHost {
 	run(t, "ip", "-n", sw, "link", "set", "br0", "up")
 	var hosts []*nsHost
 	for i := 1; i <= n; i++ {
-		h := &nsHost{t: t, ns: fmt.Sprintf("%s-h%d", id, i), ifname: fmt.Sprintf("%sw%d", id, i),
+		h := &nsHost{ns: fmt.Sprintf("%s-h%d", id, i), ifname: fmt.Sprintf("%sw%d", id, i),
 			under: netip.MustParseAddr(fmt.Sprintf("198.18.77.%d", i)), over: netip.MustParseAddr(fmt.Sprintf("100.100.77.%d", i))}
 		run(t, "ip", "netns", "add", h.ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", h.ns).Run() })
@@ -220,24 +220,8 @@ func lan(t *testing.T, n int) []*nsHost {
 		run(t, "ip", "-n", h.ns, "addr", "add", h.under.String()+"/24", "dev", "eth0")
 		run(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
 		run(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
-		key, _ := wgtypes.GeneratePrivateKey()
-		spec, _ := json.Marshal(Config{Name: h.ifname, PrivateKey: key, ListenPort: 51820, Address: netip.PrefixFrom(h.over, 16)})
-		h.cmd = exec.Command("ip", "netns", "exec", h.ns, os.Args[0], "-test.run=^TestHelperDevice$")
-		h.cmd.Env = append(os.Environ(), helperEnv+"="+string(spec))
-		h.cmd.Stderr = &prefixWriter{t: t, prefix: h.ns}
-		h.in, _ = h.cmd.StdinPipe()
-		stdout, _ := h.cmd.StdoutPipe()
-		h.out = json.NewDecoder(stdout)
-		if err := h.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.cmd.Process.Kill(); h.cmd.Wait() })
-		var hello helperResp
-		if err := h.out.Decode(&hello); err != nil || hello.Err != "" {
-			t.Fatalf("%s: device did not start: %v %s", h.ns, err, hello.Err)
-		}
-		h.key = hello.PublicKey
-		hosts = append(hosts, h)
+		hosts = append(hosts, startHelper(t, h.ns, h.ifname, h.under, h.over))
+
 	}
 	return hosts
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/atomicfile"
 )
 
 // FileName is the key's file name inside the state directory.
@@ -31,7 +33,7 @@ func LoadOrCreate(stateDir string) (wgtypes.Key, error) {
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("generate private key: %w", err)
 	}
-	if err := writeAtomic(path, []byte(key.String()+"\n")); err != nil {
+	if err := atomicfile.Write(path, []byte(key.String()+"\n"), 0o600); err != nil {
 		return wgtypes.Key{}, fmt.Errorf("save private key %s: %w", path, err)
 	}
 	return key, nil
@@ -59,42 +61,4 @@ func Load(path string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, fmt.Errorf("private key %s is malformed (want 32 bytes of base64, as wg genkey writes): %v", path, err)
 	}
 	return key, nil
-}
-
-// writeAtomic writes data so that a crash leaves either no file or the
-// whole file: temp file, fsync, rename, fsync of the directory.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".private.key.*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
