@@ -154,6 +154,7 @@ func (r *Reconciler) HandleEvents(batch []registry.Event) {
 	now := r.now()
 	var delta device.Delta
 	var handshakes []wgtypes.Key
+	expireNow := r.cfg.HoldDown == 0
 	for _, ev := range batch {
 		h := ev.Host
 		if h.InstanceID == r.cfg.Self.InstanceID {
@@ -164,14 +165,20 @@ func (r *Reconciler) HandleEvents(batch []registry.Event) {
 			hs := r.upsert(h, now, &delta)
 			handshakes = append(handshakes, hs...)
 		case registry.Removed:
-			if p := r.peers[h.InstanceID]; p != nil && p.removeAt.IsZero() {
+			if p := r.peers[h.InstanceID]; p != nil && (p.removeAt.IsZero() || ev.Decommissioned) {
 				p.removeAt = now.Add(r.cfg.HoldDown)
+				if ev.Decommissioned {
+					// Retired for good: its key must go now, not after the
+					// hold-down that covers restarts and blips.
+					p.removeAt = now
+					expireNow = true
+				}
 			}
 		}
 	}
 	r.lastSync = now
 	r.applyDevice(delta, handshakes)
-	if r.cfg.HoldDown == 0 {
+	if expireNow {
 		r.expireLocked(now)
 	}
 }

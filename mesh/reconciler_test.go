@@ -145,6 +145,12 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 	if _, ok := dev.peers[hosts[0].PublicKey]; ok || len(fw.removed) != 1 {
 		t.Fatal("not removed after the hold-down")
 	}
+	// A decommissioned host goes at once, hold-down or not.
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[9], Decommissioned: true}})
+	if _, ok := dev.peers[hosts[9].PublicKey]; ok {
+		t.Fatal("decommissioned host kept for the hold-down")
+	}
+	hosts = hosts[:9]
 	// Half the fleet vanishes: the breaker holds all of it.
 	var gone []registry.Event
 	for _, h := range hosts[1:6] {
@@ -153,7 +159,7 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 	r.HandleEvents(gone)
 	*now = now.Add(11 * time.Second)
 	r.Tick()
-	if len(dev.peers) != 9 || !r.Summary().Breaker.Tripped || r.Summary().Breaker.Held != 5 {
+	if len(dev.peers) != 8 || !r.Summary().Breaker.Tripped || r.Summary().Breaker.Held != 5 {
 		t.Fatalf("breaker: %d peers left, %+v", len(dev.peers), r.Summary().Breaker)
 	}
 	// One comes back: no longer held.
@@ -167,7 +173,7 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 		t.Errorf("release reported %d", n)
 	}
 	r.Tick()
-	if len(dev.peers) != 5 || r.Summary().Breaker.Tripped {
+	if len(dev.peers) != 4 || r.Summary().Breaker.Tripped {
 		t.Errorf("after release: %d peers, %+v", len(dev.peers), r.Summary().Breaker)
 	}
 }

@@ -61,6 +61,9 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind EventKind
 	Host Host
+	// Decommissioned is set on a removal whose lease is gone too: the host
+	// was retired for good, not merely disconnected.
+	Decommissioned bool
 }
 
 // Registry is one meshd's connection to the fleet's registry.

@@ -121,7 +121,10 @@ func (r *Registry) syncBucket(b int, children []string) {
 		}
 	}
 	for _, h := range gone {
-		events = append(events, Event{Kind: Removed, Host: h})
+		// One read per removal: a retired host has no owner node left.
+		r.stats.Requests.Add(1)
+		owned, _, err := r.conn.Exists(r.ownerPath(h.InstanceID))
+		events = append(events, Event{Kind: Removed, Host: h, Decommissioned: err == nil && !owned})
 	}
 	r.mu.Lock()
 	r.lastSync = time.Now()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -22,11 +23,15 @@ type globals struct {
 
 type cli struct {
 	globals
-	Peers   peersCmd   `cmd:"" help:"List peers: path, endpoint, handshake, traffic, state.\n\nExamples:\n  meshctl peers\n  meshctl peers -o json | jq '.[] | select(.state != \"up\")'"`
-	Status  statusCmd  `cmd:"" help:"Show this host: identity, registry connection, peer counts, breaker.\n\nExamples:\n  meshctl status\n  meshctl status -o json"`
-	Breaker breakerCmd `cmd:"" help:"The mass-removal breaker."`
-	Policy  policyCmd  `cmd:"" help:"The fleet-wide group ingress policy."`
-	Version versionCmd `cmd:"" help:"Print meshctl's version."`
+	Peers        peersCmd        `cmd:"" help:"List peers: path, endpoint, handshake, traffic, state.\n\nExamples:\n  meshctl peers\n  meshctl peers -o json | jq '.[] | select(.state != \"up\")'"`
+	Status       statusCmd       `cmd:"" help:"Show this host: identity, registry connection, peer counts, breaker.\n\nExamples:\n  meshctl status\n  meshctl status -o json"`
+	Ping         pingCmd         `cmd:"" help:"Ping a peer over the overlay from this host and say which path answered.\n\nExamples:\n  meshctl ping db-1\n  meshctl ping 100.100.3.7 -c 5"`
+	Explain      explainCmd      `cmd:"" help:"Walk the chain (record, lease, path, handshake, firewall, registry) for one peer and name the cause of trouble.\n\nExample:\n  meshctl explain db-1"`
+	Links        linksCmd        `cmd:"" help:"The fleet-wide direct-connect links (private paths between networks)."`
+	Decommission decommissionCmd `cmd:"" help:"Retire a host for good: its address goes into quarantine, its record is removed.\n\nExample:\n  meshctl decommission i-0abc123 --yes"`
+	Breaker      breakerCmd      `cmd:"" help:"The mass-removal breaker."`
+	Policy       policyCmd       `cmd:"" help:"The fleet-wide group ingress policy."`
+	Version      versionCmd      `cmd:"" help:"Print meshctl's version."`
 }
 
 type output struct {
@@ -119,6 +124,107 @@ func sendPolicy(g *globals, method, path, file, ok string) error {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	fmt.Printf("%s: %s\n", file, ok)
+	return nil
+}
+
+type pingCmd struct {
+	Peer  string `arg:"" help:"Peer name (instance id) or overlay address."`
+	Count int    `short:"c" default:"3" help:"Echo requests to send (1-100)."`
+}
+
+func (c *pingCmd) Run(g *globals) error {
+	var r admin.PingResult
+	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/ping/"+c.Peer+"?count="+fmt.Sprint(c.Count), &r); err != nil {
+		return err
+	}
+	for _, rep := range r.Replies {
+		if rep.Error != "" {
+			fmt.Printf("%s (%s) seq=%d: %s\n", r.Peer, r.OverlayIP, rep.Seq, rep.Error)
+		} else {
+			fmt.Printf("%s (%s) seq=%d: %.2f ms\n", r.Peer, r.OverlayIP, rep.Seq, rep.RTTms)
+		}
+	}
+	fmt.Printf("%d/%d answered over the %s path via %s (%s)\n", r.Received, len(r.Replies), orDash(r.Path), orDash(r.Endpoint), r.Reason)
+	if r.Received == 0 {
+		return fmt.Errorf("%s did not answer; try meshctl explain %s", r.Peer, r.Peer)
+	}
+	return nil
+}
+
+type explainCmd struct {
+	Peer string `arg:"" help:"Peer name (instance id) or overlay address."`
+	output
+}
+
+func (c *explainCmd) Run(g *globals) error {
+	var ex admin.Explanation
+	if err := admin.Dial(g.Socket).Get(context.Background(), "/v1/explain/"+c.Peer, &ex); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return writeJSON(os.Stdout, ex)
+	}
+	writeExplanation(os.Stdout, ex)
+	for _, s := range ex.Steps {
+		if !s.OK {
+			return fmt.Errorf("%s: %s", c.Peer, s.Check+" check failed (see above)")
+		}
+	}
+	return nil
+}
+
+type linksCmd struct {
+	Get linksGetCmd `cmd:"" help:"Print the fleet-wide links.\n\nExample:\n  meshctl links get"`
+	Set linksSetCmd `cmd:"" help:"Replace the fleet-wide links; every meshd applies them.\n\nExample:\n  meshctl links set vpc:dc classic:dc2"`
+}
+
+type linksGetCmd struct{}
+
+func (linksGetCmd) Run(g *globals) error {
+	doc, err := admin.Dial(g.Socket).GetRaw(context.Background(), "/v1/links")
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(doc))
+	return nil
+}
+
+type linksSetCmd struct {
+	Pairs []string `arg:"" optional:"" help:"Links as NET:NET; none clears them."`
+}
+
+func (c *linksSetCmd) Run(g *globals) error {
+	pairs := [][]string{}
+	for _, p := range c.Pairs {
+		a, b, ok := strings.Cut(p, ":")
+		if !ok || a == "" || b == "" || a == b {
+			return fmt.Errorf("bad link %q: want two different networks as NET:NET, e.g. vpc:dc", p)
+		}
+		pairs = append(pairs, []string{a, b})
+	}
+	body, _ := json.Marshal(pairs)
+	var r map[string]string
+	if err := admin.Dial(g.Socket).Send(context.Background(), "PUT", "/v1/links", body, &r); err != nil {
+		return err
+	}
+	fmt.Printf("links stored: %s\n", body)
+	return nil
+}
+
+type decommissionCmd struct {
+	ID  string `arg:"" help:"Instance id of the host to retire."`
+	Yes bool   `help:"Confirm: the host loses its address and record for good."`
+}
+
+func (c *decommissionCmd) Run(g *globals) error {
+	if !c.Yes {
+		return fmt.Errorf("decommission %s removes its lease and record for good; add --yes to confirm", c.ID)
+	}
+	var r map[string]string
+	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/decommission/"+c.ID, &r); err != nil {
+		return err
+	}
+	fmt.Printf("%s decommissioned: its address is quarantined and its record removed\n", c.ID)
 	return nil
 }
 

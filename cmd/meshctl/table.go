@@ -110,3 +110,14 @@ func humanBytes(n uint64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+func writeExplanation(w io.Writer, ex admin.Explanation) {
+	for _, s := range ex.Steps {
+		mark := "ok  "
+		if !s.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(w, "%s %-16s %s\n", mark, s.Check, s.Detail)
+	}
+	fmt.Fprintf(w, "\n%s\n", ex.Cause)
+}

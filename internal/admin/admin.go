@@ -71,6 +71,38 @@ type Breaker struct {
 	Limit   int  `json:"limit"`
 }
 
+// PingResult is `meshctl ping`: replies and the path that carried them.
+type PingResult struct {
+	Peer      string      `json:"peer"`
+	OverlayIP string      `json:"overlay_ip"`
+	Replies   []PingReply `json:"replies"`
+	Received  int         `json:"received"`
+	Path      string      `json:"path"`
+	Endpoint  string      `json:"endpoint"`
+	Reason    string      `json:"reason"`
+}
+
+// PingReply is one echo.
+type PingReply struct {
+	Seq   int     `json:"seq"`
+	RTTms float64 `json:"rtt_ms,omitempty"`
+	Error string  `json:"error,omitempty"`
+}
+
+// Explanation is `meshctl explain`: the chain of checks and the cause.
+type Explanation struct {
+	Peer  string `json:"peer"`
+	Steps []Step `json:"steps"`
+	Cause string `json:"cause"`
+}
+
+// Step is one check of the chain, with its evidence.
+type Step struct {
+	Check  string `json:"check"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
 // Source is what the server asks the daemon.
 type Source interface {
 	Peers(ctx context.Context) ([]Peer, error)
@@ -79,7 +111,15 @@ type Source interface {
 	Policy(ctx context.Context) ([]byte, error)
 	ValidatePolicy(ctx context.Context, doc []byte) error
 	SetPolicy(ctx context.Context, doc []byte) error
+	Ping(ctx context.Context, peer string, count int) (PingResult, error)
+	Explain(ctx context.Context, peer string) (Explanation, error)
+	Decommission(ctx context.Context, id string) error
+	Links(ctx context.Context) ([]byte, error)
+	SetLinks(ctx context.Context, pairs [][]string) error
 }
+
+// NotFoundError is implemented by errors naming something unknown (404).
+type NotFoundError interface{ NotFound() bool }
 
 // BadRequest is implemented by errors that are the caller's fault (400).
 type BadRequest interface{ BadInput() bool }
@@ -135,6 +175,33 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		reply(w, map[string]string{"result": "stored"}, src.SetPolicy(r.Context(), body))
 	})
+	mux.HandleFunc("POST /v1/ping/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("count"))
+		res, err := src.Ping(r.Context(), r.PathValue("peer"), min(max(n, 1), 100))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/explain/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := src.Explain(r.Context(), r.PathValue("peer"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/decommission/{id}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, map[string]string{"result": "decommissioned"}, src.Decommission(r.Context(), r.PathValue("id")))
+	})
+	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, r *http.Request) {
+		doc, err := src.Links(r.Context())
+		if err == nil && len(doc) == 0 {
+			doc = []byte("[]")
+		}
+		replyRaw(w, doc, err)
+	})
+	mux.HandleFunc("PUT /v1/links", func(w http.ResponseWriter, r *http.Request) {
+		var pairs [][]string
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&pairs); err != nil {
+			reply(w, nil, badRequest{fmt.Errorf("links: want a JSON list of pairs: %v", err)})
+			return
+		}
+		reply(w, map[string]string{"result": "stored"}, src.SetLinks(r.Context(), pairs))
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -146,6 +213,10 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 	}
 	return nil
 }
+
+type badRequest struct{ error }
+
+func (badRequest) BadInput() bool { return true }
 
 type errorBody struct {
 	Error string `json:"error"`
@@ -165,8 +236,12 @@ func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		code := http.StatusInternalServerError
 		var br BadRequest
-		if errors.As(err, &br) && br.BadInput() {
+		var nf NotFoundError
+		switch {
+		case errors.As(err, &br) && br.BadInput():
 			code = http.StatusBadRequest
+		case errors.As(err, &nf) && nf.NotFound():
+			code = http.StatusNotFound
 		}
 		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(errorBody{err.Error()})

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 
 	"time"
 
@@ -125,3 +126,5 @@ func badInput(err error) error { return BadInput{err} }
 
 // BadInput marks the error for the admin API as a 400.
 func (b BadInput) BadInput() bool { return true }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -166,6 +166,13 @@ func TestFirewallKeepsOutsidersOutAndAppliesPolicy(t *testing.T) {
 	if err := flow.Wait(); err != nil {
 		t.Errorf("established allowed flow broken by the policy change: %v", err)
 	}
+	// explain on db shows what the policy lets through each way.
+	if out, err := meshctl(t, db, "explain", web.Host.Name); err != nil || !strings.Contains(out, web.Host.Name+" -> this host: tcp/5432") || !strings.Contains(out, "this host -> "+web.Host.Name+": nothing") {
+		t.Errorf("explain with a policy: %v\n%s", err, out)
+	}
+	if out, err := meshctl(t, db, "explain", "nobody"); err == nil || !strings.Contains(out, "nobody has no record") {
+		t.Errorf("explain of an unknown host: %v\n%s", err, out)
+	}
 
 	// A malformed policy is rejected by meshctl and the old one stays.
 	bad := filepath.Join(dir, "bad.yaml")
@@ -176,6 +183,43 @@ func TestFirewallKeepsOutsidersOutAndAppliesPolicy(t *testing.T) {
 	}
 	if cur, _ := meshctl(t, db, "policy", "get"); !strings.Contains(cur, `"from":"web"`) {
 		t.Errorf("policy after a rejected set: %s", cur)
+	}
+
+	// Links are fleet-wide: set on one host, read on another.
+	if out, err := meshctl(t, db, "links", "set", "vpc:dc", "classic:dc"); err != nil {
+		t.Fatalf("links set: %v\n%s", err, out)
+	}
+	waitFor(t, 5*time.Second, "links on another host", func() error {
+		st, _ := web.Status()
+		if len(st.Links) != 2 {
+			return fmt.Errorf("links %v", st.Links)
+		}
+		return nil
+	})
+	if out, err := meshctl(t, db, "links", "set", "vpc:vpc"); err == nil || !strings.Contains(out, "two different networks") {
+		t.Errorf("bad link accepted: %s", out)
+	}
+	// Decommission needs --yes; then the host's peer goes from every device.
+	if out, err := meshctl(t, db, "decommission", web2.Host.Name); err == nil || !strings.Contains(out, "--yes") {
+		t.Errorf("decommission without --yes: %v %s", err, out)
+	}
+	w2st, _ := web2.Status()
+	web2.Proc.Kill() // a decommissioned host is switched off
+	if out, err := meshctl(t, db, "decommission", web2.Host.Name, "--yes"); err != nil {
+		t.Fatalf("decommission: %v\n%s", err, out)
+	}
+	gone := waitFor(t, 10*time.Second, "decommissioned host's key gone from the peers", func() error {
+		for _, m := range []*testbed.Meshd{db, web} {
+			out, _ := m.Host.Run(context.Background(), "wg", "show", m.Iface, "peers")
+			if strings.Contains(out, w2st.PublicKey) {
+				return fmt.Errorf("%s still has it", m.Host.Name)
+			}
+		}
+		return nil
+	})
+	t.Logf("decommissioned host's key gone from every peer %s after meshctl decommission returned", gone.Round(time.Millisecond))
+	if gone > time.Second {
+		t.Errorf("decommissioned key lingered %s, want within a second", gone)
 	}
 
 	// kill -9 and restart: exactly one copy of every rule and set.

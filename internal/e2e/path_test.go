@@ -59,6 +59,13 @@ func TestPathFallbackAndReturn(t *testing.T) {
 	if !strings.HasPrefix(p.Reason, "fell back: no handshake on private") {
 		t.Errorf("reason after fallback = %q", p.Reason)
 	}
+	// meshctl explain names the blocked private path; ping says the path.
+	if out, err := meshctl(t, a, "explain", b.Host.Name); err != nil || !strings.Contains(out, "public via "+b.Host.PublicIP.String()) || !strings.Contains(out, "fell back: no handshake on private") {
+		t.Errorf("explain after fallback: %v\n%s", err, out)
+	}
+	if out, err := meshctl(t, a, "ping", b.Host.Name, "-c", "2"); err != nil || !strings.Contains(out, "over the public path") {
+		t.Errorf("meshctl ping after fallback: %v\n%s", err, out)
+	}
 	// While private stays blocked the peers stay on public: trials of the
 	// private path may come and go, but the committed path does not flap.
 	holdPublic := time.Now().Add(12 * time.Second)

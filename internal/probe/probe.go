@@ -4,6 +4,7 @@ package probe
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -55,6 +56,41 @@ func (ICMP) Reachable(ctx context.Context, addr netip.Addr) bool {
 		}
 		if e, ok := m.Body.(*icmp.Echo); ok && e.Seq == seq {
 			return true
+		}
+	}
+}
+
+// Echo sends one echo request to addr and returns the round-trip time.
+func Echo(ctx context.Context, addr netip.Addr) (time.Duration, error) {
+	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err != nil {
+		return 0, fmt.Errorf("open ICMP socket: %w", err)
+	}
+	defer c.Close()
+	id, seq := os.Getpid()&0xffff, rand.IntN(0xffff)
+	b, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("meshctl ping")}}).Marshal(nil)
+	start := time.Now()
+	if _, err := c.WriteTo(b, &net.IPAddr{IP: addr.AsSlice()}); err != nil {
+		return 0, fmt.Errorf("send to %s: %w", addr, err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(time.Second)
+	}
+	c.SetReadDeadline(deadline)
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return 0, fmt.Errorf("no answer from %s within %s", addr, time.Until(deadline).Round(time.Millisecond)+time.Since(start).Round(time.Millisecond))
+		}
+		if from.String() != addr.String() {
+			continue
+		}
+		if m, err := icmp.ParseMessage(1, buf[:n]); err == nil && m.Type == ipv4.ICMPTypeEchoReply {
+			if e, ok := m.Body.(*icmp.Echo); ok && e.Seq == seq {
+				return time.Since(start), nil
+			}
 		}
 	}
 }
