@@ -38,7 +38,7 @@ func writeStatus(w io.Writer, s admin.Status) {
 	row("peers", fmt.Sprintf("%d (%s; %s)", s.Peers, counts(s.PeersByState), counts(s.PeersByPath)))
 	row("firewall", fmt.Sprintf("%s (conntrack %d of %d)", s.Firewall, s.Conntrack[0], s.Conntrack[1]))
 	if s.PolicyError != "" {
-		row("policy", "REJECTED, previous kept: "+s.PolicyError)
+		row("policy", "REJECTED, previous kept: "+strings.ReplaceAll(s.PolicyError, "\n  ", " "))
 	}
 	b := "closed"
 	if s.Breaker.Tripped {

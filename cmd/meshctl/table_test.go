@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/admin"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name+".golden")
+	if *update {
+		os.WriteFile(p, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run with -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s:\n%s\nwant:\n%s", name, got, want)
+	}
+}
+
+func TestPeersTableGolden(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	peers := []admin.Peer{
+		{Name: "web-1", OverlayIP: "100.100.0.7", Network: "classic", Endpoint: "198.19.1.11:51820", Path: "public", Reason: "different networks vpc and classic",
+			LastHandshake: now.Add(-12 * time.Second).Format(time.RFC3339), RxBytes: 1536, TxBytes: 5 << 20, State: "up"},
+		{Name: "db-1", OverlayIP: "100.100.3.9", Network: "dc", Endpoint: "198.18.3.11:51820", Path: "link", Reason: "link vpc<->dc",
+			LastHandshake: now.Add(-3 * time.Minute).Format(time.RFC3339), RxBytes: 0, TxBytes: 92, State: "connecting"},
+		{Name: "lonely", OverlayIP: "100.100.9.1", Network: "dc2", State: "down", Reason: "unreachable: peer in network dc2 has no public address and vpc is not linked to it"},
+	}
+	var b bytes.Buffer
+	writePeersTable(&b, peers, now)
+	golden(t, "peers", b.String())
+}
+
+func TestStatusGolden(t *testing.T) {
+	var b bytes.Buffer
+	writeStatus(&b, admin.Status{Name: "h2", OverlayIP: "100.100.116.188", Network: "vpc", PublicKey: "pYmujt1s9NVLGuj+4ym4gfFd/ZxY0Maxyp6QEfOMm2I=",
+		Registry: "disconnected", Peers: 2, LastSync: "2026-11-24T12:00:00Z", PeersByState: map[string]int{"stale": 2}, PeersByPath: map[string]int{"link": 1, "public": 1},
+		Interface: "mesh0", ListenPort: 51820, MTU: 1420, Firewall: "enforce", Conntrack: [2]int{12, 262144},
+		Breaker: admin.Breaker{Tripped: true, Held: 5, Limit: 5}, Version: "1.0.0", Uptime: "3s", PolicyError: "policy:\n  rules[0].from: unknown group \"wbe\""})
+	golden(t, "status", b.String())
+}
+
+func TestHumanUnits(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestErrorsAndExitCodes runs the built meshctl as an operator would.
+func TestErrorsAndExitCodes(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "meshctl")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	out, code := run("--socket", filepath.Join(t.TempDir(), "none.sock"), "peers")
+	if code != 1 || !strings.Contains(out, "meshd is not running (no socket at") {
+		t.Errorf("no socket: exit %d: %s", code, out)
+	}
+	if out, code := run("peers", "-o", "yaml"); code != 2 || !strings.Contains(out, "must be one of") {
+		t.Errorf("bad flag: exit %d: %s", code, out)
+	}
+	if out, code := run("decommission", "h1", "--socket", "/nonexistent"); code != 1 || !strings.Contains(out, "--yes") {
+		t.Errorf("decommission without --yes: exit %d: %s", code, out)
+	}
+	if out, code := run("links", "set", "vpc"); code != 1 || !strings.Contains(out, "NET:NET") {
+		t.Errorf("bad link: exit %d: %s", code, out)
+	}
+	if out, _ := run("explain", "--help"); !strings.Contains(out, "Example") {
+		t.Errorf("help without examples:\n%s", out)
+	}
+	// A user who may not use the socket is told so.
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP-ROOT: running meshctl as another user needs root")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, "meshd.sock")
+	l, err := listenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Chmod(sock, 0o660)
+	os.Chmod(bin, 0o755)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "--socket", sock, "status")
+	got, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(got), "permission denied; run as root or as a member of the meshd group") {
+		t.Errorf("as nobody: exit %d: %s", cmd.ProcessState.ExitCode(), got)
+	}
+}
