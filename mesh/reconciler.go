@@ -55,7 +55,10 @@ type Config struct {
 	// if zero (the product bound is 50ms).
 	Batch  time.Duration
 	Prober Prober // nil: every path counts as reachable
-	Logger *slog.Logger
+	// OnApply, if set, is told of every device update: its duration and
+	// how many peer changes it carried (for the metrics).
+	OnApply func(d time.Duration, changes int)
+	Logger  *slog.Logger
 }
 
 // Reconciler keeps the device and firewall in step with the registry.
@@ -349,12 +352,16 @@ func (r *Reconciler) expireLocked(now time.Time) {
 // a new or moved peer is handshaken at once rather than at the first packet,
 // so a restarted host is reachable again in both directions within a second.
 func (r *Reconciler) applyDevice(delta device.Delta, handshakes []wgtypes.Key) {
-	if len(delta.Upsert)+len(delta.Remove) > 0 {
+	if n := len(delta.Upsert) + len(delta.Remove); n > 0 {
+		start := time.Now()
 		if err := r.dev.Apply(delta); err != nil {
 			r.log.Error("device: apply peers", "upsert", len(delta.Upsert), "remove", len(delta.Remove), "err", err)
 			return
 		}
-		r.applied += uint64(len(delta.Upsert) + len(delta.Remove))
+		r.applied += uint64(n)
+		if r.cfg.OnApply != nil {
+			r.cfg.OnApply(time.Since(start), n)
+		}
 	}
 	for _, k := range handshakes {
 		if err := r.dev.Handshake(k); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/meshd/meshd/firewall"
+	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/device"
 	"github.com/meshd/meshd/internal/keys"
@@ -43,12 +44,14 @@ type Daemon struct {
 	policyErr error
 
 	linksFromRegistry [][]string
+	metrics           *admin.Metrics
 }
 
 // Start brings the host up: key, registry (or its snapshot), lease, device,
 // reconciler. On error everything already started is taken down again.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog.LevelVar) (_ *Daemon, err error) {
 	d := &Daemon{cfg: cfg, log: log, level: level, start: time.Now()}
+	d.metrics = admin.NewMetrics(d, version.Version)
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -108,7 +111,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		HoldDown: cfg.Tuning.HoldDown,
 		Breaker:  mesh.BreakerConfig{MaxRemovals: cfg.Tuning.MaxRemovals, Window: cfg.Tuning.BreakerWindow},
 		Prober:   probe.ICMP{},
-		Logger:   log,
+		OnApply: func(took time.Duration, n int) {
+			d.metrics.ApplyLatency.Observe(took.Seconds())
+			d.metrics.Applied.Add(float64(n))
+		},
+		Logger: log,
 	}, d.dev, mem)
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
 	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
@@ -119,6 +126,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 
 // Run applies registry changes until ctx ends.
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.cfg.MetricsListen != "" {
+		go func() {
+			if err := d.metrics.ServeMetrics(ctx, d.cfg.MetricsListen); err != nil {
+				d.log.Error("metrics endpoint", "listen", d.cfg.MetricsListen, "err", err)
+			}
+		}()
+	}
 	if d.fw != nil {
 		go d.resyncFirewall(ctx)
 	}

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -269,7 +271,7 @@ func TestFirewallShadowModeCountsDropsNothing(t *testing.T) {
 	var ms []*testbed.Meshd
 	for _, s := range []struct{ net, group string }{{"vpc", "web"}, {"vpc", "db"}} {
 		h, _ := tb.AddHost(s.net)
-		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Groups: []string{s.group}, Firewall: "shadow"})
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Groups: []string{s.group}, Firewall: "shadow", Metrics: "127.0.0.1:9474"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -299,5 +301,36 @@ func TestFirewallShadowModeCountsDropsNothing(t *testing.T) {
 	})
 	if st, _ := db.Status(); st.Firewall != "shadow" {
 		t.Errorf("status firewall = %q", st.Firewall)
+	}
+
+	// /metrics parses with the Prometheus text parser and carries the
+	// families operators alert on, the would-drop among them.
+	raw, err := db.Host.Run(context.Background(), "bash", "-c",
+		"exec 3<>/dev/tcp/127.0.0.1/9474 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(raw, "\r\n\r\n")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+	}
+	for _, f := range []string{"meshd_peers", "meshd_registry_state", "meshd_registry_last_sync_age_seconds", "meshd_firewall_packets_total",
+		"meshd_conntrack_max", "meshd_apply_seconds", "meshd_peer_changes_applied_total", "meshd_build_info", "meshd_breaker_held_removals"} {
+		if fams[f] == nil {
+			t.Errorf("/metrics lacks %s", f)
+		}
+	}
+	found := false
+	for _, m := range fams["meshd_firewall_packets_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetValue() == "meshd overlay denied" && m.GetCounter().GetValue() > 0 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Error("/metrics does not count the would-drop")
 	}
 }

@@ -20,6 +20,7 @@ type MeshdOptions struct {
 	InstanceID string // default: the host name
 	LogLevel   string
 	Firewall   string // enforce (default), shadow or off
+	Metrics    string // metrics_listen inside the host, "" = off
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -97,10 +98,10 @@ firewall:
   mode: %s
 state_dir: %s
 admin_socket: %s
-metrics_listen: ""
+metrics_listen: "%s"
 log_level: %s
 %s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, level, o.Extra)
+		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 

@@ -1,0 +1,113 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are meshd's Prometheus metrics. Gauges are read from the daemon
+// at scrape time (no copy to drift); labels are bounded sets (state, path,
+// reason, rule), never per peer.
+type Metrics struct {
+	reg          *prometheus.Registry
+	ApplyLatency prometheus.Histogram
+	Applied      prometheus.Counter
+}
+
+// NewMetrics builds the registry; src is asked at every scrape.
+func NewMetrics(src Source, version string) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		ApplyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meshd_apply_seconds", Help: "Time to apply one batch of peer changes to the device.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
+		}),
+		Applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshd_peer_changes_applied_total", Help: "Peer changes applied to the device."}),
+	}
+	m.reg.MustRegister(m.ApplyLatency, m.Applied, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&collector{src: src, version: version})
+	return m
+}
+
+var (
+	descPeers     = prometheus.NewDesc("meshd_peers", "Peers by state and path.", []string{"state", "path"}, nil)
+	descRegistry  = prometheus.NewDesc("meshd_registry_state", "1 for the registry connection's current state.", []string{"state"}, nil)
+	descSyncAge   = prometheus.NewDesc("meshd_registry_last_sync_age_seconds", "Seconds since the registry view was last in step.", nil, nil)
+	descBad       = prometheus.NewDesc("meshd_registry_bad_records_total", "Host records skipped, by reason.", []string{"reason"}, nil)
+	descFirewall  = prometheus.NewDesc("meshd_firewall_packets_total", "Packets matched by meshd's rules: drops, or would-drops in shadow mode.", []string{"rule"}, nil)
+	descConntrack = prometheus.NewDesc("meshd_conntrack_entries", "Connection tracking entries in use.", nil, nil)
+	descCTMax     = prometheus.NewDesc("meshd_conntrack_max", "Connection tracking table size.", nil, nil)
+	descBreaker   = prometheus.NewDesc("meshd_breaker_held_removals", "Peer removals held by the mass-removal breaker.", nil, nil)
+	descBuild     = prometheus.NewDesc("meshd_build_info", "meshd's version.", []string{"version"}, nil)
+)
+
+type collector struct {
+	src     Source
+	version string
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descBuild} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, c.version)
+	st, err := c.src.Status(ctx)
+	if err != nil {
+		return
+	}
+	peers, _ := c.src.Peers(ctx)
+	counts := map[[2]string]int{}
+	for _, p := range peers {
+		counts[[2]string{p.State, p.Path}]++
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	for _, s := range []string{"connected", "disconnected", "expired"} {
+		v := 0.0
+		if st.Registry == s {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRegistry, prometheus.GaugeValue, v, s)
+	}
+	if t, err := time.Parse(time.RFC3339, st.LastSync); err == nil {
+		ch <- prometheus.MustNewConstMetric(descSyncAge, prometheus.GaugeValue, time.Since(t).Seconds())
+	}
+	for reason, n := range st.BadRecords {
+		ch <- prometheus.MustNewConstMetric(descBad, prometheus.CounterValue, float64(n), reason)
+	}
+	for rule, n := range st.FirewallCounters {
+		ch <- prometheus.MustNewConstMetric(descFirewall, prometheus.CounterValue, float64(n), rule)
+	}
+	ch <- prometheus.MustNewConstMetric(descConntrack, prometheus.GaugeValue, float64(st.Conntrack[0]))
+	ch <- prometheus.MustNewConstMetric(descCTMax, prometheus.GaugeValue, float64(st.Conntrack[1]))
+	ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(st.Breaker.Held))
+}
+
+// ServeMetrics serves /metrics on listen until ctx ends.
+func (m *Metrics) ServeMetrics(ctx context.Context, listen string) error {
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
