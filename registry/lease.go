@@ -224,6 +224,13 @@ func u32ToAddr(v uint32) netip.Addr {
 // answer within wait, the lease remembered in the snapshot is used and the
 // record is published once ZooKeeper is back.
 func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) (netip.Addr, error) {
+	r.mu.Lock()
+	if r.selfLease.IsValid() && wait > time.Second {
+		// A lease is for life: with one in the snapshot there is no need
+		// to hold the data plane back for a slow or absent ZooKeeper.
+		wait = time.Second
+	}
+	r.mu.Unlock()
 	lctx, cancel := context.WithTimeout(ctx, wait)
 	ip, err := r.leaseWhenConnected(lctx, self.InstanceID)
 	cancel()
@@ -363,4 +370,31 @@ func (r *Registry) publishSelf() error {
 	r.mu.Unlock()
 	r.log.Info("registered", "host", self.InstanceID, "overlay_ip", self.OverlayIP, "node", created)
 	return nil
+}
+
+// Leases lists every instance id that holds an address (live or not),
+// for the fleet report. It reads every owner node: an operator's command,
+// not a hot path.
+func (r *Registry) Leases(ctx context.Context) (map[string]netip.Addr, error) {
+	ids, _, err := r.conn.Children(path.Join(r.root, "owners"))
+	if errors.Is(err, zk.ErrNoNode) {
+		return map[string]netip.Addr{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	out := make(map[string]netip.Addr, len(ids))
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		data, _, err := r.conn.Get(r.ownerPath(id))
+		if err != nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(string(data)); err == nil {
+			out[id] = ip
+		}
+	}
+	return out, nil
 }

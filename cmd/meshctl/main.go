@@ -27,6 +27,8 @@ type cli struct {
 	Status       statusCmd       `cmd:"" help:"Show this host: identity, registry connection, peer counts, breaker.\n\nExamples:\n  meshctl status\n  meshctl status -o json"`
 	Ping         pingCmd         `cmd:"" help:"Ping a peer over the overlay from this host and say which path answered.\n\nExamples:\n  meshctl ping db-1\n  meshctl ping 100.100.3.7 -c 5"`
 	Explain      explainCmd      `cmd:"" help:"Walk the chain (record, lease, path, handshake, firewall, registry) for one peer and name the cause of trouble.\n\nExample:\n  meshctl explain db-1"`
+	Fleet        fleetCmd        `cmd:"" help:"Every host holding a lease: network, overlay address, version, in the mesh or not; counts per network and version.\n\nExamples:\n  meshctl fleet\n  meshctl fleet -o json | jq .summary"`
+	Completion   completionCmd   `cmd:"" help:"Print a shell completion script.\n\nExample:\n  meshctl completion bash > /usr/share/bash-completion/completions/meshctl"`
 	Links        linksCmd        `cmd:"" help:"The fleet-wide direct-connect links (private paths between networks)."`
 	Decommission decommissionCmd `cmd:"" help:"Retire a host for good: its address goes into quarantine, its record is removed.\n\nExample:\n  meshctl decommission i-0abc123 --yes"`
 	Breaker      breakerCmd      `cmd:"" help:"The mass-removal breaker."`
@@ -170,6 +172,20 @@ func (c *explainCmd) Run(g *globals) error {
 			return fmt.Errorf("%s: %s", c.Peer, s.Check+" check failed (see above)")
 		}
 	}
+	return nil
+}
+
+type fleetCmd struct{ output }
+
+func (c *fleetCmd) Run(g *globals) error {
+	var f admin.Fleet
+	if err := admin.Dial(g.Socket).Get(context.Background(), "/v1/fleet", &f); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return writeJSON(os.Stdout, f)
+	}
+	writeFleet(os.Stdout, f)
 	return nil
 }
 

@@ -121,3 +121,22 @@ func writeExplanation(w io.Writer, ex admin.Explanation) {
 	}
 	fmt.Fprintf(w, "\n%s\n", ex.Cause)
 }
+
+func writeFleet(w io.Writer, f admin.Fleet) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tNETWORK\tOVERLAY IP\tVERSION\tSTATE")
+	for _, h := range f.Hosts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.Network, h.OverlayIP, h.Version, h.State)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	nets := make([]string, 0, len(f.ByNetwork))
+	for n := range f.ByNetwork {
+		nets = append(nets, n)
+	}
+	sort.Strings(nets)
+	for _, n := range nets {
+		fmt.Fprintf(w, "network %s: %s\n", n, counts(f.ByNetwork[n]))
+	}
+	fmt.Fprintf(w, "versions: %s\n%s\n", counts(f.ByVersion), f.Summary)
+}

@@ -103,6 +103,25 @@ type Step struct {
 	Detail string `json:"detail"`
 }
 
+// Fleet is `meshctl fleet`: every host that holds a lease.
+type Fleet struct {
+	Hosts     []FleetHost               `json:"hosts"`
+	ByNetwork map[string]map[string]int `json:"by_network"` // network -> state -> count
+	ByVersion map[string]int            `json:"by_version"`
+	Total     int                       `json:"total"`
+	InMesh    int                       `json:"in_mesh"`
+	Summary   string                    `json:"summary"`
+}
+
+// FleetHost is one host of the fleet report.
+type FleetHost struct {
+	Name      string `json:"name"`
+	Network   string `json:"network"`
+	OverlayIP string `json:"overlay_ip"`
+	Version   string `json:"version"`
+	State     string `json:"state"` // in-mesh (live record) or absent (lease only)
+}
+
 // Source is what the server asks the daemon.
 type Source interface {
 	Peers(ctx context.Context) ([]Peer, error)
@@ -116,6 +135,7 @@ type Source interface {
 	Decommission(ctx context.Context, id string) error
 	Links(ctx context.Context) ([]byte, error)
 	SetLinks(ctx context.Context, pairs [][]string) error
+	Fleet(ctx context.Context) (Fleet, error)
 }
 
 // NotFoundError is implemented by errors naming something unknown (404).
@@ -186,6 +206,10 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 	})
 	mux.HandleFunc("POST /v1/decommission/{id}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, map[string]string{"result": "decommissioned"}, src.Decommission(r.Context(), r.PathValue("id")))
+	})
+	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
+		f, err := src.Fleet(r.Context())
+		reply(w, f, err)
 	})
 	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, r *http.Request) {
 		doc, err := src.Links(r.Context())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -200,4 +201,39 @@ func (d *Daemon) SetLinks(ctx context.Context, pairs [][]string) error {
 	}
 	doc, _ := jsonMarshal(pairs)
 	return d.reg.SetDocument(registry.DocLinks, doc)
+}
+
+// Fleet reports every host that holds a lease, live or not: the migration
+// report ("N hosts, M in the mesh").
+func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
+	leases, err := d.reg.Leases(ctx)
+	if err != nil {
+		return admin.Fleet{}, err
+	}
+	live := map[string]registry.Host{}
+	for _, h := range d.reg.Hosts() {
+		live[h.InstanceID] = h
+	}
+	f := admin.Fleet{ByNetwork: map[string]map[string]int{}, ByVersion: map[string]int{}}
+	for id, ip := range leases {
+		fh := admin.FleetHost{Name: id, OverlayIP: ip.String(), State: "absent", Network: "-", Version: "-"}
+		if h, ok := live[id]; ok {
+			fh.State, fh.Network, fh.Version = "in-mesh", h.Network, h.Version
+			f.InMesh++
+		}
+		if f.ByNetwork[fh.Network] == nil {
+			f.ByNetwork[fh.Network] = map[string]int{}
+		}
+		f.ByNetwork[fh.Network][fh.State]++
+		f.ByVersion[fh.Version]++
+		f.Hosts = append(f.Hosts, fh)
+	}
+	slices.SortFunc(f.Hosts, func(a, b admin.FleetHost) int { return strings.Compare(a.Name, b.Name) })
+	f.Total = len(f.Hosts)
+	pct := 0.0
+	if f.Total > 0 {
+		pct = 100 * float64(f.InMesh) / float64(f.Total)
+	}
+	f.Summary = fmt.Sprintf("%d hosts, %d in the mesh (%.0f%%)", f.Total, f.InMesh, pct)
+	return f, nil
 }

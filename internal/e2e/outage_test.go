@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/testbed"
+)
+
+// TestRegistryOutage: ZooKeeper stops while traffic flows. The mesh fails
+// static: no packet lost, no peer removed, peers reported stale and the
+// registry disconnected; a meshd restarted meanwhile comes back from its
+// snapshot and carries traffic within 2 s; when ZooKeeper returns, all is
+// live again.
+func TestRegistryOutage(t *testing.T) {
+	f := newFleet(t, "vpc", "dc", "classic")
+	a, b := f.hosts["h1"], f.hosts["h2"]
+	bst, _ := b.Status()
+	waitFor(t, 20*time.Second, "mesh up", func() error {
+		for _, m := range f.hosts {
+			ps, err := m.Peers()
+			if err != nil || len(ps) != 2 {
+				return fmt.Errorf("%s: %d peers %v", m.Host.Name, len(ps), err)
+			}
+			for _, p := range ps {
+				if p.State != "up" {
+					return fmt.Errorf("%s -> %s %s", m.Host.Name, p.Name, p.State)
+				}
+			}
+		}
+		return nil
+	})
+	if out, err := meshctl(t, a, "fleet"); err != nil || !strings.Contains(out, "3 hosts, 3 in the mesh (100%)") {
+		t.Errorf("fleet: %v\n%s", err, out)
+	}
+
+	// 12 s of pings across the outage: none may be lost.
+	ping := a.Host.Command(context.Background(), "ping", "-c", "60", "-i", "0.2", "-W", "1", bst.OverlayIP)
+	var out strings.Builder
+	ping.Stdout = &out
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.tb.StopZooKeeper()
+	waitFor(t, 15*time.Second, "registry reported down, peers stale", func() error {
+		st, _ := a.Status()
+		if st.Registry == "connected" {
+			return fmt.Errorf("registry %s", st.Registry)
+		}
+		ps, _ := a.Peers()
+		for _, p := range ps {
+			if p.State != "stale" {
+				return fmt.Errorf("%s is %s", p.Name, p.State)
+			}
+		}
+		if len(ps) != 2 {
+			return fmt.Errorf("%d peers while the registry is down", len(ps))
+		}
+		return nil
+	})
+	if s, err := meshctl(t, a, "status"); err != nil || !strings.Contains(s, "registry:") || strings.Contains(s, "registry:    connected") {
+		t.Errorf("meshctl status during the outage: %v\n%s", err, s)
+	}
+	if err := ping.Wait(); err != nil || !strings.Contains(out.String(), " 0% packet loss") {
+		t.Errorf("traffic during the registry outage: %v\n%s", err, out.String())
+	}
+
+	// Restart a meshd while ZooKeeper is still down.
+	c := f.hosts["h3"]
+	if !c.Proc.Stop(10 * time.Second) {
+		t.Fatal("meshd did not stop")
+	}
+	start := time.Now()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := waitFor(t, 10*time.Second, "restarted host carries traffic from its snapshot", func() error {
+		ps, _ := c.Peers()
+		if len(ps) != 2 {
+			return fmt.Errorf("%d peers", len(ps))
+		}
+		_, err := c.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", bst.OverlayIP)
+		return err
+	})
+	total := time.Since(start)
+	t.Logf("restarted during the outage: peers from the snapshot and traffic %s after the process started (%s after its socket answered)", total.Round(time.Millisecond), d.Round(time.Millisecond))
+	if total > 2*time.Second {
+		t.Errorf("restart from snapshot took %s, want <= 2s", total)
+	}
+	if ps, _ := c.Peers(); len(ps) == 0 || ps[0].State != "stale" {
+		t.Errorf("peers after a restart during the outage: %+v", ps)
+	}
+
+	if err := f.tb.StartZooKeeper(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "all live again", func() error {
+		for _, m := range []*testbed.Meshd{a, b, c} {
+			st, _ := m.Status()
+			if st.Registry != "connected" {
+				return fmt.Errorf("%s registry %s", m.Host.Name, st.Registry)
+			}
+			ps, _ := m.Peers()
+			for _, p := range ps {
+				if p.State != "up" {
+					return fmt.Errorf("%s -> %s %s", m.Host.Name, p.Name, p.State)
+				}
+			}
+		}
+		return nil
+	})
+}
