@@ -8,7 +8,7 @@ STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
 # running test binaries one package at a time keeps their timing honest.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 20m
 
-.PHONY: all build test test-unit lint demo demo-down bench bench-quick faults clean
+.PHONY: all build test test-unit lint demo demo-down faults clean
 
 all: build
 
@@ -43,6 +43,13 @@ demo: build
 
 demo-down:
 	$(GO) run ./internal/testbed/demo down
+
+# The fault and security suite (all of it also runs in make test): registry
+# outages, leader loss, expiry, mass removal, poison input, intruders.
+faults: build
+	MESHD_BIN=$(CURDIR)/bin scripts/gotest.sh -count=1 -p 1 -timeout 20m \
+		-run 'TestRegistryOutage|TestBreaker|TestPoison|TestNoPrivateKey|TestFirewall|TestSessionExpiry|TestLeaderKilled|TestOutage|TestDigestACL|TestTLS' \
+		./internal/e2e ./registry
 
 clean:
 	rm -rf bin dist

@@ -184,16 +184,17 @@ func (r *Registry) skip(nodePath string, err error) {
 	if errors.As(err, &br) {
 		reason = br.Reason
 	}
-	v, _ := r.stats.BadRecords.LoadOrStore(reason, new(atomicInt))
-	v.(*atomicInt).Add(1)
 	key := nodePath + "|" + reason
 	r.mu.Lock()
 	seen := r.badSeen[key]
 	r.badSeen[key] = true
 	r.mu.Unlock()
-	if !seen {
-		r.log.Warn("skipping bad host record", "path", nodePath, "reason", reason, "err", err)
+	if seen {
+		return // counted and logged when first seen, not at every listing
 	}
+	v, _ := r.stats.BadRecords.LoadOrStore(reason, new(atomicInt))
+	v.(*atomicInt).Add(1)
+	r.log.Warn("skipping bad host record", "path", nodePath, "reason", reason, "err", err)
 }
 
 func sameRecord(a, b Host) bool {
