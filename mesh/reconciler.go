@@ -86,6 +86,7 @@ type peer struct {
 	removeAt    time.Time // hold-down deadline after its record vanished
 	obs         Observation
 	inDevice    bool
+	nextKey     *wgtypes.Key // announced next key, in the device without allowed IPs
 }
 
 // New returns a Reconciler; Run starts it. members may be nil (firewall off).
@@ -203,6 +204,9 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 		// A new key is a new WireGuard peer; the old one must go.
 		delta.Remove = append(delta.Remove, old.PublicKey)
 		p.inDevice = false
+		if p.nextKey != nil && *p.nextKey == h.PublicKey {
+			p.nextKey = nil // promoted: the upsert below takes it over
+		}
 	}
 	switch {
 	case len(cands) == 0:
@@ -225,12 +229,40 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 			handshake = append(handshake, h.PublicKey)
 		}
 	}
+	r.syncNextKey(p, delta)
 	if r.members != nil && !sameMember(old, h) {
 		if err := r.members.SetHost(memberOf(h)); err != nil {
 			r.log.Error("firewall: set member", "host", h.InstanceID, "err", err)
 		}
 	}
 	return handshake
+}
+
+// syncNextKey keeps a device entry for the key a peer announced it will
+// rotate to: with no allowed IPs, so it takes no traffic, but its
+// handshakes are accepted the moment the peer switches. When the record's
+// key becomes that key, the ordinary key change moves the allowed IPs to
+// it in the same delta that removes the old entry, and the session made
+// meanwhile is kept.
+func (r *Reconciler) syncNextKey(p *peer, delta *device.Delta) {
+	next := p.host.NextPublicKey
+	if next != nil && *next == p.host.PublicKey {
+		next = nil
+	}
+	had := p.nextKey
+	switch {
+	case had != nil && (next == nil || *next != *had):
+		if *had != p.host.PublicKey { // not promoted: drop it
+			delta.Remove = append(delta.Remove, *had)
+		}
+		p.nextKey = nil
+	}
+	if next != nil && p.nextKey == nil && p.path != nil {
+		c, _ := p.path.current()
+		delta.Upsert = append(delta.Upsert, device.Peer{PublicKey: *next, Endpoint: c.Endpoint})
+		k := *next
+		p.nextKey = &k
+	}
 }
 
 // devicePeer renders a peer's device configuration from its current path.
@@ -337,6 +369,9 @@ func (r *Reconciler) expireLocked(now time.Time) {
 		if p.inDevice {
 			delta.Remove = append(delta.Remove, p.host.PublicKey)
 		}
+		if p.nextKey != nil {
+			delta.Remove = append(delta.Remove, *p.nextKey)
+		}
 		delete(r.peers, id)
 		if r.members != nil {
 			if err := r.members.RemoveHost(id); err != nil {
@@ -385,6 +420,20 @@ func (r *Reconciler) SetLinks(l Links) {
 		}
 	}
 	r.applyDevice(delta, handshakes)
+}
+
+// HandshakeAll starts a handshake with every peer now: after this host's
+// key changed, its peers should not wait for their timers.
+func (r *Reconciler) HandshakeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var keys []wgtypes.Key
+	for _, p := range r.peers {
+		if p.inDevice {
+			keys = append(keys, p.host.PublicKey)
+		}
+	}
+	r.applyDevice(device.Delta{}, keys)
 }
 
 // ReleaseBreaker lets held removals through at the next tick.

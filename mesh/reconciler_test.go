@@ -177,3 +177,30 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 		t.Errorf("after release: %d peers, %+v", len(dev.peers), r.Summary().Breaker)
 	}
 }
+
+func TestReconcilerKeyRotation(t *testing.T) {
+	r, dev, _, _ := newTestReconciler(t, 0)
+	h := rhost("rot", "vpc", 9)
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+	k2, _ := wgtypes.GeneratePrivateKey()
+	next := k2.PublicKey()
+	announced := h
+	announced.NextPublicKey = &next
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: announced}})
+	if p, ok := dev.peers[next]; !ok || len(p.AllowedIPs) != 0 || !p.Endpoint.IsValid() {
+		t.Fatalf("announced key: %+v present %v; want an entry with endpoint and no allowed IPs", p, ok)
+	}
+	if len(dev.peers[h.PublicKey].AllowedIPs) != 1 {
+		t.Fatal("old key lost its address before the switch")
+	}
+	switched := h
+	switched.PublicKey = next
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: switched}})
+	last := dev.applies[len(dev.applies)-1]
+	if len(last.Remove) != 1 || last.Remove[0] != h.PublicKey || len(last.Upsert) != 1 || last.Upsert[0].PublicKey != next || len(last.Upsert[0].AllowedIPs) != 1 {
+		t.Fatalf("switch must be one delta: remove old, give the new key the address; got %+v", last)
+	}
+	if len(dev.peers) != 1 {
+		t.Errorf("%d device peers after rotation, want 1", len(dev.peers))
+	}
+}

@@ -31,6 +31,7 @@ type cli struct {
 	Completion   completionCmd   `cmd:"" help:"Print a shell completion script.\n\nExample:\n  meshctl completion bash > /usr/share/bash-completion/completions/meshctl"`
 	Links        linksCmd        `cmd:"" help:"The fleet-wide direct-connect links (private paths between networks)."`
 	Decommission decommissionCmd `cmd:"" help:"Retire a host for good: its address goes into quarantine, its record is removed.\n\nExample:\n  meshctl decommission i-0abc123 --yes"`
+	Key          keyCmd          `cmd:"" help:"This host's WireGuard key."`
 	Breaker      breakerCmd      `cmd:"" help:"The mass-removal breaker."`
 	Policy       policyCmd       `cmd:"" help:"The fleet-wide group ingress policy."`
 	Version      versionCmd      `cmd:"" help:"Print meshctl's version."`
@@ -241,6 +242,21 @@ func (c *decommissionCmd) Run(g *globals) error {
 		return err
 	}
 	fmt.Printf("%s decommissioned: its address is quarantined and its record removed\n", c.ID)
+	return nil
+}
+
+type keyCmd struct {
+	Rotate keyRotateCmd `cmd:"" help:"Rotate this host's WireGuard key: the next key is announced first, so peers switch without dropping flows.\n\nExample:\n  meshctl key rotate"`
+}
+
+type keyRotateCmd struct{}
+
+func (keyRotateCmd) Run(g *globals) error {
+	var r map[string]string
+	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/key/rotate", &r); err != nil {
+		return err
+	}
+	fmt.Printf("key rotated; new public key %s\n", r["public_key"])
 	return nil
 }
 

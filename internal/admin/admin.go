@@ -136,6 +136,7 @@ type Source interface {
 	Links(ctx context.Context) ([]byte, error)
 	SetLinks(ctx context.Context, pairs [][]string) error
 	Fleet(ctx context.Context) (Fleet, error)
+	RotateKey(ctx context.Context) (string, error)
 }
 
 // NotFoundError is implemented by errors naming something unknown (404).
@@ -206,6 +207,10 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 	})
 	mux.HandleFunc("POST /v1/decommission/{id}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, map[string]string{"result": "decommissioned"}, src.Decommission(r.Context(), r.PathValue("id")))
+	})
+	mux.HandleFunc("POST /v1/key/rotate", func(w http.ResponseWriter, r *http.Request) {
+		pub, err := src.RotateKey(r.Context())
+		reply(w, map[string]string{"public_key": pub}, err)
 	})
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
 		f, err := src.Fleet(r.Context())

@@ -96,6 +96,9 @@ type Tuning struct {
 	// the fleet, at least 5.
 	MaxRemovals   int           `yaml:"max_removals"`
 	BreakerWindow time.Duration `yaml:"breaker_window"`
+	// KeyRotation rotates the WireGuard key this often; 0 = only on
+	// command (meshctl key rotate).
+	KeyRotation time.Duration `yaml:"key_rotation"`
 	// Quarantine is how long a decommissioned address stays unused.
 	Quarantine time.Duration `yaml:"quarantine"`
 }

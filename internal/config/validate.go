@@ -133,6 +133,9 @@ func (c *Config) Validate() Errors {
 	if t.BreakerWindow <= 0 {
 		bad("tuning.breaker_window", t.BreakerWindow, "must be positive")
 	}
+	if t.KeyRotation != 0 && t.KeyRotation < time.Minute {
+		bad("tuning.key_rotation", t.KeyRotation, "0 (off) or at least 1m")
+	}
 	if t.Quarantine < 0 {
 		bad("tuning.quarantine", t.Quarantine, "must not be negative")
 	}

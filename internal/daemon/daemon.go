@@ -45,6 +45,7 @@ type Daemon struct {
 
 	linksFromRegistry [][]string
 	metrics           *admin.Metrics
+	rotateMu          sync.Mutex
 }
 
 // Start brings the host up: key, registry (or its snapshot), lease, device,
@@ -57,6 +58,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 			d.Close()
 		}
 	}()
+	// A rotation a crash interrupted is dropped: the current key stays.
+	if err := keys.DiscardNext(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	key, err := keys.LoadOrCreate(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -135,6 +140,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.fw != nil {
 		go d.resyncFirewall(ctx)
+	}
+	if d.cfg.Tuning.KeyRotation > 0 {
+		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
 	}
 	return d.rec.Run(ctx, d.reg.Events())
 }

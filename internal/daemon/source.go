@@ -43,11 +43,14 @@ func (d *Daemon) Peers(ctx context.Context) ([]admin.Peer, error) {
 // Status reports this host.
 func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	st, lastSync := d.registryLive()
+	d.mu.Lock()
+	pub := d.self.PublicKey
+	d.mu.Unlock()
 	peers, _ := d.Peers(ctx)
 	sum := d.rec.Summary()
 	s := admin.Status{
 		Name: d.self.InstanceID, OverlayIP: d.self.OverlayIP.String(), Network: d.self.Network,
-		PublicKey: d.self.PublicKey.String(), Registry: string(st), Peers: len(peers),
+		PublicKey: pub.String(), Registry: string(st), Peers: len(peers),
 		PeersByState: map[string]int{}, PeersByPath: map[string]int{},
 		Interface: d.dev.Name(), ListenPort: int(d.self.ListenPort), MTU: d.dev.MTU(),
 		Firewall: d.cfg.Firewall.Mode, Links: sum.Links, Version: version.Version,

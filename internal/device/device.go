@@ -243,3 +243,14 @@ func wgLogger(log *slog.Logger) *wgdevice.Logger {
 		Errorf: func(format string, args ...any) { log.Error(fmt.Sprintf(format, args...)) },
 	}
 }
+
+// SetPrivateKey switches the interface to a new private key (key
+// rotation). Sessions made with the old key end; peers that already know
+// the new public key accept the handshakes that follow at once.
+func (d *Device) SetPrivateKey(k wgtypes.Key) error {
+	if err := d.wg.IpcSet(fmt.Sprintf("private_key=%s\n", hex.EncodeToString(k[:]))); err != nil {
+		return fmt.Errorf("set private key on %s: %w", d.cfg.Name, err)
+	}
+	d.cfg.PrivateKey = k
+	return nil
+}

@@ -62,3 +62,27 @@ func Load(path string) (wgtypes.Key, error) {
 	}
 	return key, nil
 }
+
+// NextFileName holds the key a rotation is about to switch to.
+const NextFileName = "private.key.next"
+
+// SaveNext stores the key a rotation will switch to, before it is
+// announced, so a crash cannot lose a key peers have heard of.
+func SaveNext(stateDir string, k wgtypes.Key) error {
+	return atomicfile.Write(filepath.Join(stateDir, NextFileName), []byte(k.String()+"\n"), 0o600)
+}
+
+// PromoteNext makes the next key the host's key (an atomic rename).
+func PromoteNext(stateDir string) error {
+	return os.Rename(filepath.Join(stateDir, NextFileName), filepath.Join(stateDir, FileName))
+}
+
+// DiscardNext drops a rotation a crash interrupted: the host keeps its
+// current key and peers drop the announced one with the next record.
+func DiscardNext(stateDir string) error {
+	err := os.Remove(filepath.Join(stateDir, NextFileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
