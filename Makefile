@@ -47,7 +47,7 @@ demo-down:
 # The fault and security suite (all of it also runs in make test): registry
 # outages, leader loss, expiry, mass removal, poison input, intruders.
 faults: build
-	MESHD_BIN=$(CURDIR)/bin scripts/gotest.sh -count=1 -p 1 -timeout 20m \
+	MESHD_FAULT_OUTAGE=60s MESHD_BIN=$(CURDIR)/bin scripts/gotest.sh -count=1 -p 1 -timeout 20m \
 		-run 'TestRegistryOutage|TestBreaker|TestPoison|TestNoPrivateKey|TestFirewall|TestSessionExpiry|TestLeaderKilled|TestOutage|TestDigestACL|TestTLS' \
 		./internal/e2e ./registry
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -37,13 +38,27 @@ func TestRegistryOutage(t *testing.T) {
 		t.Errorf("fleet: %v\n%s", err, out)
 	}
 
-	// 12 s of pings across the outage: none may be lost.
-	ping := a.Host.Command(context.Background(), "ping", "-c", "60", "-i", "0.2", "-W", "1", bst.OverlayIP)
+	// Pings and a TCP flow across the outage: no packet may be lost, the
+	// flow must finish. make faults holds ZooKeeper down 60 s.
+	outage := 12 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("MESHD_FAULT_OUTAGE")); err == nil {
+		outage = v
+	}
+	n := int(outage / (200 * time.Millisecond))
+	ping := a.Host.Command(context.Background(), "ping", "-c", fmt.Sprint(n), "-i", "0.2", "-W", "1", bst.OverlayIP)
 	var out strings.Builder
 	ping.Stdout = &out
+	listen(t, b.Host, bst.OverlayIP, 5201)
+	var flowOut strings.Builder
+	flow := a.Host.Command(context.Background(), "iperf3", "-c", bst.OverlayIP, "-t", fmt.Sprint(int(outage.Seconds())), "-b", "10M")
+	flow.Stdout, flow.Stderr = &flowOut, &flowOut
 	if err := ping.Start(); err != nil {
 		t.Fatal(err)
 	}
+	if err := flow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	downAt := time.Now()
 	f.tb.StopZooKeeper()
 	waitFor(t, 15*time.Second, "registry reported down, peers stale", func() error {
 		st, _ := a.Status()
@@ -67,6 +82,10 @@ func TestRegistryOutage(t *testing.T) {
 	if err := ping.Wait(); err != nil || !strings.Contains(out.String(), " 0% packet loss") {
 		t.Errorf("traffic during the registry outage: %v\n%s", err, out.String())
 	}
+	if err := flow.Wait(); err != nil {
+		t.Errorf("TCP flow across the registry outage: %v\n%s", err, flowOut.String())
+	}
+	t.Logf("ZooKeeper down %s: %d pings, 0 lost; a %s TCP flow finished; no peer removed", time.Since(downAt).Round(time.Second), n, outage)
 
 	// Restart a meshd while ZooKeeper is still down.
 	c := f.hosts["h3"]
