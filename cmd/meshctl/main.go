@@ -176,12 +176,20 @@ func (c *explainCmd) Run(g *globals) error {
 	return nil
 }
 
-type fleetCmd struct{ output }
+type fleetCmd struct {
+	output
+	EC2      bool   `name:"ec2" help:"Join with EC2's instances (DescribeInstances): instances in the mesh, missing from it, hosts with no instance."`
+	Region   string `help:"EC2 region (default: this host's, from meshd)."`
+	Endpoint string `help:"EC2 API endpoint URL, e.g. a VPC interface endpoint (default: the region's)."`
+}
 
 func (c *fleetCmd) Run(g *globals) error {
 	var f admin.Fleet
 	if err := admin.Dial(g.Socket).Get(context.Background(), "/v1/fleet", &f); err != nil {
 		return err
+	}
+	if c.EC2 {
+		return c.runEC2(g, f)
 	}
 	if c.Output == "json" {
 		return writeJSON(os.Stdout, f)

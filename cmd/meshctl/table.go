@@ -48,6 +48,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	if len(s.BadRecords) > 0 {
 		row("bad records", counts(intMap(s.BadRecords)))
 	}
+	if s.TagError != "" {
+		row("ec2 tags", "FAILING: "+s.TagError)
+	}
 	row("version", s.Version+", up "+s.Uptime)
 	tw.Flush()
 }

@@ -31,9 +31,6 @@ func (r *runCmd) Run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	if cfg.Identity.Source == config.SourceEC2 {
-		return errors.New("identity.source: ec2 is not supported by this build yet; set identity.source: static with instance_id, network and private_ip")
-	}
 	d, err := meshd.Start(ctx, cfg, log, level)
 	if err != nil {
 		return err

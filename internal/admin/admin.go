@@ -59,7 +59,9 @@ type Status struct {
 	Uptime       string           `json:"uptime"`
 	BadRecords   map[string]int64 `json:"bad_records"`
 	PolicyError  string           `json:"policy_error,omitempty"`
-	Conntrack    [2]int           `json:"conntrack"` // entries in use, table size
+	Conntrack    [2]int           `json:"conntrack"`           // entries in use, table size
+	Region       string           `json:"region,omitempty"`    // EC2 region
+	TagError     string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/device"
+	"github.com/meshd/meshd/internal/ec2"
+	"github.com/meshd/meshd/internal/identity"
 	"github.com/meshd/meshd/internal/keys"
 	"github.com/meshd/meshd/internal/probe"
 	"github.com/meshd/meshd/internal/version"
@@ -46,12 +48,23 @@ type Daemon struct {
 	linksFromRegistry [][]string
 	metrics           *admin.Metrics
 	rotateMu          sync.Mutex
+	region            string // EC2 region, "" off EC2
+	tagger            *ec2.Tagger
 }
 
 // Start brings the host up: key, registry (or its snapshot), lease, device,
 // reconciler. On error everything already started is taken down again.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog.LevelVar) (_ *Daemon, err error) {
-	d := &Daemon{cfg: cfg, log: log, level: level, start: time.Now()}
+	var d *Daemon
+	res, err := identity.Resolve(ctx, cfg.Identity, identity.Options{})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Identity = res.Identity
+	if errs := cfg.ValidateIdentity(); len(errs) > 0 {
+		return nil, fmt.Errorf("identity from %s:\n%w", cfg.Identity.Source, errs)
+	}
+	d = &Daemon{cfg: cfg, log: log, level: level, start: time.Now(), region: res.Region}
 	d.metrics = admin.NewMetrics(d, version.Version)
 	defer func() {
 		if err != nil {
@@ -141,6 +154,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.fw != nil {
 		go d.resyncFirewall(ctx)
 	}
+	d.startTagger(ctx)
 	if d.cfg.Tuning.KeyRotation > 0 {
 		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
 	}

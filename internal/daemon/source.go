@@ -67,6 +67,12 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		s.FirewallCounters, _ = d.fw.Counters()
 	}
 	s.Conntrack[0], s.Conntrack[1] = firewall.Conntrack()
+	s.Region = d.region
+	if d.tagger != nil {
+		if _, err := d.tagger.Status(); err != nil {
+			s.TagError = err.Error()
+		}
+	}
 	if !lastSync.IsZero() {
 		s.LastSync = lastSync.UTC().Format(time.RFC3339)
 	}
