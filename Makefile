@@ -8,7 +8,7 @@ STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
 # running test binaries one package at a time keeps their timing honest.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 20m
 
-.PHONY: all build test test-unit lint demo demo-down faults clean
+.PHONY: all build test test-unit lint demo demo-down faults bench bench-quick clean
 
 all: build
 
@@ -50,6 +50,23 @@ faults: build
 	MESHD_FAULT_OUTAGE=60s MESHD_BIN=$(CURDIR)/bin scripts/gotest.sh -count=1 -p 1 -timeout 20m \
 		-run 'TestRegistryOutage|TestBreaker|TestPoison|TestNoPrivateKey|TestFirewall|TestSessionExpiry|TestLeaderKilled|TestOutage|TestDigestACL|TestTLS' \
 		./internal/e2e ./registry
+
+# The benchmark suite (root: the namespace testbed). Rewrites bench/RESULTS.md,
+# bench/results.json and bench/throughput.png; about 10 minutes.
+bench: build
+	@mkdir -p bench/out
+	$(GO) run ./bench/zkwatch -n 100,1000,5000 -watchers 10 -changes 150 -json bench/out/zkwatch.json
+	$(GO) build -o bench/out/meshd-bench ./bench/cmd/meshd-bench
+	bench/out/meshd-bench -bin bin -json bench/out/dataplane.json
+	$(GO) run ./bench/cmd/report -command "make bench"
+
+# A smoke test of the suite (CI): short runs, figures to bench/out only.
+bench-quick: build
+	@mkdir -p bench/out
+	$(GO) run ./bench/zkwatch -n 100 -watchers 3 -changes 12 -json bench/out/zkwatch.json
+	$(GO) build -o bench/out/meshd-bench ./bench/cmd/meshd-bench
+	bench/out/meshd-bench -quick -bin bin -json bench/out/dataplane.json
+	$(GO) run ./bench/cmd/report -command "make bench-quick" -out bench/out
 
 clean:
 	rm -rf bin dist

@@ -1,4 +1,5 @@
-// Command zkwatch measures what one host change costs every watching meshd
+// Command zkwatch measures what one host change (endpoint change, leave,
+// join) costs every watching meshd
 // in ZooKeeper requests and bytes, with N hosts registered, against a real
 // ZooKeeper: the figure that decides the registry's watch design.
 //
@@ -127,23 +128,41 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 	time.Sleep(500 * time.Millisecond) // let the initial listings settle before counting
 	req0, bytes0 := totals(regs)
 	var lat []time.Duration
+	// Changes cycle through the three a fleet makes: an endpoint change (a
+	// new record), a leave (the record goes) and a join (it comes back).
 	for c := 0; c < changes; c++ {
-		i := (c * 7919) % n
-		hosts[i].Version = fmt.Sprintf("v%d", c)
-		data, _ := json.Marshal(hosts[i])
+		i := ((c / 3) * 7919) % n
+		var want registry.EventKind
 		start := time.Now()
-		created, err := w.Create(path.Join(bucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
-		if err != nil {
-			return Result{}, err
+		switch c % 3 {
+		case 0:
+			hosts[i].PublicIP = netip.AddrFrom4([4]byte{198, 19, byte(c >> 8), byte(c)})
+			data, _ := json.Marshal(hosts[i])
+			created, err := w.Create(path.Join(bucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+			if err != nil {
+				return Result{}, err
+			}
+			w.Delete(nodes[i], -1)
+			nodes[i], want = created, registry.Updated
+		case 1:
+			if err := w.Delete(nodes[i], -1); err != nil {
+				return Result{}, err
+			}
+			want = registry.Removed
+		case 2:
+			data, _ := json.Marshal(hosts[i])
+			created, err := w.Create(path.Join(bucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+			if err != nil {
+				return Result{}, err
+			}
+			nodes[i], want = created, registry.Added
 		}
-		w.Delete(nodes[i], -1)
-		nodes[i] = created
 		var slowest time.Duration
 		for _, r := range regs {
 			select {
 			case ev := <-r.Events():
-				if ev.Kind != registry.Updated || ev.Host.InstanceID != hosts[i].InstanceID {
-					return Result{}, fmt.Errorf("unexpected event %v %s", ev.Kind, ev.Host.InstanceID)
+				if ev.Kind != want || ev.Host.InstanceID != hosts[i].InstanceID {
+					return Result{}, fmt.Errorf("unexpected event %v %s, want %v", ev.Kind, ev.Host.InstanceID, want)
 				}
 			case <-time.After(10 * time.Second):
 				return Result{}, fmt.Errorf("change %d not seen", c)

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/testbed"
+)
+
+// bareWG runs the reference: our device layer alone (wireguard-go on a TUN,
+// one peer each side), no meshd.
+func bareWG(tb *testbed.Testbed, a, b *testbed.Host, secs int, logDir string) ([]Measurement, error) {
+	self, _ := os.Executable()
+	ka, _ := wgtypes.GeneratePrivateKey()
+	kb, _ := wgtypes.GeneratePrivateKey()
+	oa, ob := netip.MustParseAddr("100.100.250.1"), netip.MustParseAddr("100.100.250.2")
+	specs := []bareSpec{
+		{Name: tb.Prefix + "bw" + a.Name, Key: ka, Address: netip.PrefixFrom(oa, 16), Peer: kb.PublicKey(), Endpoint: netip.AddrPortFrom(b.PrivateIP, 51820), PeerIP: ob},
+		{Name: tb.Prefix + "bw" + b.Name, Key: kb, Address: netip.PrefixFrom(ob, 16), Peer: ka.PublicKey(), Endpoint: netip.AddrPortFrom(a.PrivateIP, 51820), PeerIP: oa},
+	}
+	var procs []*testbed.Process
+	for i, h := range []*testbed.Host{a, b} {
+		spec, _ := json.Marshal(specs[i])
+		p, err := tb.StartProcess(h, logDir+"/bare-"+h.Name+".log", self, "bare-wg", string(spec))
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, p)
+	}
+	defer func() {
+		for _, p := range procs {
+			p.Stop(5 * time.Second)
+		}
+	}()
+	if err := waitPing(a, ob.String(), 15*time.Second); err != nil {
+		return nil, err
+	}
+	return dataPlane(tb, "bare wireguard-go", a, b, ob.String(), secs, logDir)
+}
+
+// fillMembers puts n-1 made-up overlay addresses into h's meshd-members
+// set beside the real peer, as a fleet of n would.
+func fillMembers(h *testbed.Host, n int) error {
+	var b strings.Builder
+	for i := 0; i < n-1; i++ {
+		fmt.Fprintf(&b, "add meshd-members 100.101.%d.%d -exist\n", i/250, 1+i%250)
+	}
+	cmd := h.Command(context.Background(), "ipset", "restore")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("fill members on %s: %v %s", h.Name, err, out)
+	}
+	return nil
+}
+
+// meshdRuns: meshd as shipped (enforce, 10 000 members) for the data-plane
+// table, then the firewall's cost at 10, 1 000 and 10 000 members against
+// the firewall off, then the restart gap.
+func meshdRuns(tb *testbed.Testbed, a, b *testbed.Host, secs int, bin, logDir string, quick bool) ([]Measurement, error) {
+	start := func(h *testbed.Host, fw string) (*testbed.Meshd, error) {
+		return tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name})
+	}
+	ma, err := start(a, "enforce")
+	if err != nil {
+		return nil, err
+	}
+	mb, err := start(b, "enforce")
+	if err != nil {
+		return nil, err
+	}
+	bst, _ := mb.Status()
+	if err := waitPing(a, bst.OverlayIP, 20*time.Second); err != nil {
+		return nil, err
+	}
+	if err := fillMembers(b, 10000); err != nil {
+		return nil, err
+	}
+	all, err := dataPlane(tb, "meshd (enforce, 10k members)", a, b, bst.OverlayIP, secs, logDir)
+	if err != nil {
+		return all, err
+	}
+	// Firewall cost: same meshd, enforce at 10 / 1 000 / 10 000 members.
+	sizes := []int{10, 1000, 10000}
+	if quick {
+		sizes = []int{10, 10000}
+	}
+	for _, n := range sizes {
+		b.Run(context.Background(), "ipset", "flush", "meshd-members")
+		ast, _ := ma.Status()
+		b.Run(context.Background(), "ipset", "add", "meshd-members", ast.OverlayIP, "-exist")
+		if err := fillMembers(b, n); err != nil {
+			return all, err
+		}
+		ms, err := tcpAndUDP(tb, a, b, bst.OverlayIP, secs, logDir, fmt.Sprintf("meshd enforce %d members", n))
+		all = append(all, ms...)
+		if err != nil {
+			return all, err
+		}
+	}
+	// Firewall off.
+	mb.Proc.Stop(10 * time.Second)
+	mb, err = start(b, "off")
+	if err != nil {
+		return all, err
+	}
+	if err := waitPing(a, bst.OverlayIP, 20*time.Second); err != nil {
+		return all, err
+	}
+	ms, err := tcpAndUDP(tb, a, b, bst.OverlayIP, secs, logDir, "meshd firewall off")
+	all = append(all, ms...)
+	if err != nil {
+		return all, err
+	}
+	gap, err := restartGap(tb, a, mb, bst.OverlayIP, logDir, quick)
+	all = append(all, Measurement{"meshd restart", "longest_pause", gap.Seconds(), "s"})
+	return all, err
+}
+
+// tcpAndUDP measures TCP 1 stream and UDP 64-byte rate only.
+func tcpAndUDP(tb *testbed.Testbed, a, b *testbed.Host, addr string, secs int, logDir, name string) ([]Measurement, error) {
+	srv, err := serve(tb, b, addr, logDir)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop(2 * time.Second)
+	r, err := client(a, addr, secs)
+	if err != nil {
+		return nil, err
+	}
+	ms := []Measurement{{name, "tcp_1_stream", r.End.SumReceived.BitsPerSecond / 1e9, "Gbit/s"}}
+	r, err = client(a, addr, secs, "-u", "-l", "64", "-b", "0")
+	if err != nil {
+		return ms, err
+	}
+	pps := (r.End.Sum.Packets - r.End.Sum.LostPackets) / max(r.End.Sum.Seconds, 0.001)
+	return append(ms, Measurement{name, "udp_64b_rate", pps / 1e3, "kpps"}), nil
+}
+
+// restartGap runs a TCP flow from a to m's host and restarts m's meshd in
+// its middle; the gap is the longest run of 100 ms intervals that carried
+// nothing.
+func restartGap(tb *testbed.Testbed, a *testbed.Host, m *testbed.Meshd, addr, logDir string, quick bool) (time.Duration, error) {
+	srv, err := serve(tb, m.Host, addr, logDir)
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Stop(2 * time.Second)
+	secs := 8
+	if quick {
+		secs = 4
+	}
+	type res struct {
+		r   iperfResult
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		r, err := client(a, addr, secs, "-i", "0.1", "-b", "100M")
+		done <- res{r, err}
+	}()
+	time.Sleep(time.Duration(secs) * time.Second / 3) // the flow runs first
+	m.Proc.Stop(10 * time.Second)
+	if err := m.Start(); err != nil {
+		return 0, err
+	}
+	out := <-done
+	if out.err != nil {
+		return 0, fmt.Errorf("flow across the restart: %w", out.err)
+	}
+	var longest, cur time.Duration
+	for _, iv := range out.r.Intervals {
+		if iv.Sum.Bytes == 0 {
+			cur += time.Duration(iv.Sum.Seconds * float64(time.Second))
+			longest = max(longest, cur)
+		} else {
+			cur = 0
+		}
+	}
+	return longest, nil
+}
+
+// ablation: the seed's lesson on the raw underlay path: 8 000 linear
+// iptables source rules in front of the traffic, against one ipset of
+// 8 000 members and one rule, against no rules.
+func ablation(tb *testbed.Testbed, a, b *testbed.Host, secs int, logDir string) ([]Measurement, error) {
+	const n = 8000
+	addr := b.PrivateIP.String()
+	var rules strings.Builder
+	rules.WriteString("*filter\n:ABL - [0:0]\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&rules, "-A ABL -s 198.18.%d.%d/32 -j ACCEPT\n", 100+i/250, 1+i%250)
+	}
+	rules.WriteString("-A INPUT -j ABL\nCOMMIT\n")
+	restore := b.Command(context.Background(), "iptables-restore", "--noflush")
+	restore.Stdin = strings.NewReader(rules.String())
+	if out, err := restore.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("install linear rules: %v %s", err, out)
+	}
+	linear, err := tcpAndUDP(tb, a, b, addr, secs, logDir, "8000 linear iptables rules")
+	b.Run(context.Background(), "iptables", "-D", "INPUT", "-j", "ABL")
+	b.Run(context.Background(), "iptables", "-F", "ABL")
+	b.Run(context.Background(), "iptables", "-X", "ABL")
+	if err != nil {
+		return linear, err
+	}
+	var set strings.Builder
+	set.WriteString("create abl hash:ip\n")
+	for i := 0; i < n-1; i++ {
+		fmt.Fprintf(&set, "add abl 198.18.%d.%d\n", 100+i/250, 1+i%250)
+	}
+	fmt.Fprintf(&set, "add abl %s\n", a.PrivateIP)
+	sr := b.Command(context.Background(), "ipset", "restore")
+	sr.Stdin = strings.NewReader(set.String())
+	if out, err := sr.CombinedOutput(); err != nil {
+		return linear, fmt.Errorf("create set: %v %s", err, out)
+	}
+	b.Run(context.Background(), "iptables", "-I", "INPUT", "-m", "set", "--match-set", "abl", "src", "-j", "ACCEPT")
+	setMs, err := tcpAndUDP(tb, a, b, addr, secs, logDir, "one ipset of 8000")
+	b.Run(context.Background(), "iptables", "-D", "INPUT", "-m", "set", "--match-set", "abl", "src", "-j", "ACCEPT")
+	b.Run(context.Background(), "ipset", "destroy", "abl")
+	return append(linear, setMs...), err
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshd/meshd/internal/testbed"
+)
+
+// Measurement is one figure of one configuration.
+type Measurement struct {
+	Config string  `json:"config"`
+	Metric string  `json:"metric"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit"`
+}
+
+type iperfResult struct {
+	End struct {
+		SumReceived struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+		Sum struct {
+			Packets     float64 `json:"packets"`
+			LostPackets float64 `json:"lost_packets"`
+			Seconds     float64 `json:"seconds"`
+		} `json:"sum"`
+	} `json:"end"`
+	Intervals []struct {
+		Sum struct {
+			Bytes   float64 `json:"bytes"`
+			Seconds float64 `json:"seconds"`
+		} `json:"sum"`
+	} `json:"intervals"`
+	Error string `json:"error"`
+}
+
+// serve starts an iperf3 server on h bound to addr; it serves until stopped.
+func serve(tb *testbed.Testbed, h *testbed.Host, addr string, logDir string) (*testbed.Process, error) {
+	p, err := tb.StartProcess(h, logDir+"/iperf3-"+h.Name+".log", "iperf3", "-s", "-B", addr)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := h.Run(context.Background(), "ss", "-Hltn", "sport = :5201")
+		if strings.Contains(out, "5201") {
+			return p, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("iperf3 server on %s not listening", h.Name)
+}
+
+// client runs iperf3 from h to addr with extra args, JSON output.
+func client(h *testbed.Host, addr string, secs int, args ...string) (iperfResult, error) {
+	a := append([]string{"-c", addr, "-t", strconv.Itoa(secs), "-J"}, args...)
+	out, err := h.Command(context.Background(), "iperf3", a...).Output()
+	var r iperfResult
+	if jerr := json.Unmarshal(out, &r); jerr != nil {
+		return r, fmt.Errorf("iperf3 %v: %v %v", a, err, jerr)
+	}
+	if r.Error != "" {
+		return r, fmt.Errorf("iperf3 %v: %s", a, r.Error)
+	}
+	return r, nil
+}
+
+// dataPlane measures one path: TCP 1 and 4 streams, UDP 64-byte packet
+// rate and ping latency, from a to b's address.
+func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string, secs int, logDir string) ([]Measurement, error) {
+	srv, err := serve(tb, b, addr, logDir)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop(2 * time.Second)
+	var ms []Measurement
+	r, err := client(a, addr, secs)
+	if err != nil {
+		return nil, err
+	}
+	ms = append(ms, Measurement{name, "tcp_1_stream", r.End.SumReceived.BitsPerSecond / 1e9, "Gbit/s"})
+	r, err = client(a, addr, secs, "-P", "4")
+	if err != nil {
+		return nil, err
+	}
+	ms = append(ms, Measurement{name, "tcp_4_streams", r.End.SumReceived.BitsPerSecond / 1e9, "Gbit/s"})
+	r, err = client(a, addr, secs, "-u", "-l", "64", "-b", "0")
+	if err != nil {
+		return nil, err
+	}
+	pps := (r.End.Sum.Packets - r.End.Sum.LostPackets) / max(r.End.Sum.Seconds, 0.001)
+	ms = append(ms, Measurement{name, "udp_64b_rate", pps / 1e3, "kpps"})
+	out, err := a.Run(context.Background(), "ping", "-q", "-c", strconv.Itoa(secs*50), "-i", "0.02", addr)
+	if err != nil {
+		return nil, err
+	}
+	ms = append(ms, Measurement{name, "ping_rtt", rttAvg(out), "ms"})
+	return ms, nil
+}
+
+// rttAvg reads the average of ping's "rtt min/avg/max/mdev = a/b/c/d ms".
+func rttAvg(out string) float64 {
+	i := strings.Index(out, "= ")
+	if i < 0 {
+		return 0
+	}
+	parts := strings.Split(strings.Fields(out[i+2:])[0], "/")
+	if len(parts) < 2 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(parts[1], 64)
+	return v
+}
