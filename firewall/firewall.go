@@ -100,7 +100,8 @@ func (f *Firewall) Start() error {
 	if err := f.applyPolicyLocked(); err != nil {
 		return err
 	}
-	for _, j := range [][3]string{{"filter", "INPUT", chainInput}, {"mangle", "POSTROUTING", chainMSS}} {
+	for _, j := range [][3]string{{"filter", "INPUT", chainInput}, {"mangle", "POSTROUTING", chainMSS},
+		{"raw", "PREROUTING", chainNoTrack}, {"raw", "OUTPUT", chainNoTrack}} {
 		if err := f.rules.EnsureJump(j[0], j[1], j[2]); err != nil {
 			return fmt.Errorf("firewall: hook %s into %s: %w", j[2], j[1], err)
 		}
@@ -286,6 +287,9 @@ func (f *Firewall) Close() error {
 	defer f.mu.Unlock()
 	f.rules.RemoveJump("filter", "INPUT", chainInput)
 	f.rules.RemoveJump("mangle", "POSTROUTING", chainMSS)
+	f.rules.RemoveJump("raw", "PREROUTING", chainNoTrack)
+	f.rules.RemoveJump("raw", "OUTPUT", chainNoTrack)
+	f.rules.DeleteChain("raw", chainNoTrack)
 	for _, c := range []string{chainInput, chainOverlay, chainPolicy} {
 		f.rules.DeleteChain("filter", c)
 	}

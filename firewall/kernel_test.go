@@ -35,7 +35,8 @@ type scaleResult struct {
 func meshdRuleCount() int {
 	out, _ := exec.Command("iptables", "-S").CombinedOutput()
 	m, _ := exec.Command("iptables", "-t", "mangle", "-S").CombinedOutput()
-	return strings.Count(string(out)+string(m), "MESHD")
+	r, _ := exec.Command("iptables", "-t", "raw", "-S").CombinedOutput()
+	return strings.Count(string(out)+string(m)+string(r), "MESHD")
 }
 
 // timeOne returns the median time of n single-host changes.

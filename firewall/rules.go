@@ -20,6 +20,7 @@ const (
 	chainOverlay = "MESHD-OVERLAY"
 	chainPolicy  = "MESHD-POLICY"
 	chainMSS     = "MESHD-MSS"
+	chainNoTrack = "MESHD-NOTRACK"
 )
 
 // Rule comments name the counters the metrics report.
@@ -83,6 +84,13 @@ func renderFixed(c ruleConfig) string {
 	w(`-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`, chainOverlay)
 	w(`-A %s -j %s`, chainOverlay, chainPolicy)
 	w(`-A %s -m comment --comment "%s"%s`, chainOverlay, CounterOverlayDen, verdict(c.Mode))
+	w("COMMIT")
+	// WireGuard's underlay datagrams are filtered by source set alone, so
+	// tracking them only costs a conntrack entry lookup per packet.
+	w("*raw")
+	w(":%s - [0:0]", chainNoTrack)
+	w(`-A %s -p udp --dport %d -m comment --comment "meshd wg untracked" -j CT --notrack`, chainNoTrack, c.ListenPort)
+	w(`-A %s -p udp --sport %d -m comment --comment "meshd wg untracked" -j CT --notrack`, chainNoTrack, c.ListenPort)
 	w("COMMIT")
 	w("*mangle")
 	w(":%s - [0:0]", chainMSS)
