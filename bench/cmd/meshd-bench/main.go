@@ -14,12 +14,21 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/meshd/meshd/internal/testbed"
 )
 
 func main() {
+	if len(os.Args) > 3 && os.Args[1] == "inject" {
+		n, _ := strconv.Atoi(os.Args[3])
+		if err := runInject(os.Args[2], n); err != nil {
+			fmt.Fprintln(os.Stderr, "inject:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 2 && os.Args[1] == "bare-wg" {
 		if err := runBareWG(os.Args[2]); err != nil {
 			fmt.Fprintln(os.Stderr, "bare-wg:", err)
