@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -233,6 +234,12 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 		}
 		reply(w, map[string]string{"result": "stored"}, src.SetLinks(r.Context(), pairs))
 	})
+	// Profiles for operators chasing CPU or memory on a big fleet, e.g.
+	//   curl --unix-socket /run/meshd/admin.sock http://meshd/debug/pprof/heap
+	// Only on this socket: the metrics listener may face the network.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
