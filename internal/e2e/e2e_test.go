@@ -22,8 +22,8 @@ var (
 	buildErr  error
 )
 
-// bin returns the directory holding meshd: $MESHD_BIN (make test builds
-// it), else a fresh build.
+// bin returns the directory holding meshd and meshctl: $MESHD_BIN (make
+// test builds them), else a fresh build.
 func bin(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -32,10 +32,13 @@ func bin(t *testing.T) string {
 			return
 		}
 		binDir, buildErr = os.MkdirTemp("", "meshd-bin-")
-		if buildErr == nil {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "meshd"), "../../cmd/meshd").CombinedOutput()
+		for _, cmd := range []string{"meshd", "meshctl"} {
+			if buildErr != nil {
+				break
+			}
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "../../cmd/"+cmd).CombinedOutput()
 			if err != nil {
-				buildErr = fmt.Errorf("build meshd: %v\n%s", err, out)
+				buildErr = fmt.Errorf("build %s: %v\n%s", cmd, err, out)
 			}
 		}
 	})
