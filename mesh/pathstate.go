@@ -42,8 +42,9 @@ type pathState struct {
 	nextTrial time.Time // when a fallen-back peer next tries cands[0]
 	backoff   time.Duration
 
-	exhausted bool // every candidate failed since the last success
-	probing1  bool // an out-of-band probe of cands[0] is in flight
+	exhausted bool      // every candidate failed since the last success
+	restUntil time.Time // an exhausted peer is left alone until then
+	probing1  bool      // an out-of-band probe of cands[0] is in flight
 
 	lastTx, lastRx uint64
 	silentSince    time.Time // tx growing, rx not, since
@@ -55,6 +56,14 @@ type action struct {
 	setEndpoint bool // configure cands[cur] as the peer's endpoint
 	handshake   bool // initiate a handshake now
 	probe       bool // probe cands[0] out of band, then call probed
+	// once makes that handshake a single initiation: the peer has not
+	// answered on any path, and a normal handshake would restart
+	// WireGuard's own 90 s chain of retries.
+	once bool
+	// dropQueued drops what is queued for the peer before the endpoint is
+	// set: WireGuard restarts its retries whenever a queued packet meets a
+	// configuration change, which would keep a resting peer busy forever.
+	dropQueued bool
 }
 
 func newPathState(cands []Candidate, now time.Time, t PathTimers) *pathState {
@@ -79,6 +88,9 @@ func (s *pathState) current() (Candidate, bool) {
 
 // reason says why the current candidate is in use.
 func (s *pathState) reason() string {
+	if s.resting() {
+		return fmt.Sprintf("no handshake on any path; next try at %s", s.restUntil.UTC().Format(time.TimeOnly))
+	}
 	if s.fellBack != "" && s.cur > 0 && !s.probing {
 		return s.fellBack
 	}
@@ -110,6 +122,10 @@ func (s *pathState) step(obs Observation, now time.Time, t PathTimers) action {
 	}
 	defer func() { s.lastTx, s.lastRx = obs.TxBytes, obs.RxBytes }()
 
+	if s.resting() {
+		return s.rest(obs, now, t)
+	}
+
 	// The peer may prove a better candidate up by handshaking from it:
 	// WireGuard roams our endpoint to where its packets came from.
 	if !s.trying || s.probing {
@@ -123,11 +139,13 @@ func (s *pathState) step(obs Observation, now time.Time, t PathTimers) action {
 
 	if s.trying {
 		if obs.LastHandshake.After(s.tryStart) {
-			s.trying = false
+			back := s.exhausted
+			s.trying, s.exhausted = false, false
 			if s.probing || s.cur == 0 {
 				s.adopt(s.cur, now, t)
 			}
-			return action{}
+			// A peer back from the dead gets its keepalive again.
+			return action{setEndpoint: back}
 		}
 		if now.Sub(s.tryStart) < t.Handshake {
 			return action{}
@@ -147,11 +165,17 @@ func (s *pathState) step(obs Observation, now time.Time, t PathTimers) action {
 		s.fellBack = fmt.Sprintf("fell back: no handshake on %s for %s", failed.Path, t.Handshake.Round(time.Second))
 		s.begin(next, now)
 		if next == 0 {
-			// Every candidate failed; start over from the best one.
-			s.fellBack, s.exhausted = "", true
+			// Every candidate failed: the peer is down or blocks us. Rest
+			// on the best candidate and try again after a pause that grows
+			// to MaxRetry: retrying every few seconds, 5 000 such peers
+			// took a seventh of a core and 60 KiB each in queued packets.
+			s.fellBack, s.exhausted, s.trying = "", true, false
+			s.restUntil = now.Add(s.backoff)
+			s.backoff = min(2*s.backoff, t.MaxRetry)
+			return action{setEndpoint: true, dropQueued: true}
 		}
 		s.nextTrial = now.Add(s.backoff)
-		return action{setEndpoint: true, handshake: true}
+		return action{setEndpoint: true, handshake: true, once: s.exhausted}
 	}
 
 	// Liveness: we keep sending and hear nothing back. WireGuard itself
@@ -177,6 +201,34 @@ func (s *pathState) step(obs Observation, now time.Time, t PathTimers) action {
 		return action{probe: true}
 	}
 	return action{}
+}
+
+// resting: every candidate failed and the peer is left alone for a while.
+func (s *pathState) resting() bool { return s.exhausted && !s.trying }
+
+// rest steps a resting peer. Its own handshake (or one WireGuard started for
+// our traffic) ends the rest at once, on whichever candidate it came from;
+// otherwise the candidates are tried again, quietly, when the rest is over.
+func (s *pathState) rest(obs Observation, now time.Time, t PathTimers) action {
+	if obs.LastHandshake.After(s.changedAt) {
+		i := s.cur
+		for j, c := range s.cands {
+			if c.Endpoint == obs.Endpoint {
+				i = j
+			}
+		}
+		s.adopt(i, now, t)
+		if i > 0 {
+			s.fellBack = fmt.Sprintf("fell back: the peer answered on %s only", s.cands[i].Path)
+			s.nextTrial = now.Add(s.backoff)
+		}
+		return action{setEndpoint: true} // with its keepalive again
+	}
+	if now.Before(s.restUntil) {
+		return action{}
+	}
+	s.begin(0, now)
+	return action{setEndpoint: true, handshake: true, once: true}
 }
 
 // probed takes the result of an out-of-band probe of the best candidate:

@@ -19,6 +19,11 @@ type Device interface {
 	Apply(device.Delta) error
 	Stats() (map[wgtypes.Key]device.PeerStats, error)
 	Handshake(wgtypes.Key) error
+	// HandshakeOnce sends one initiation without restarting WireGuard's
+	// retries: for peers that have not answered on any path.
+	HandshakeOnce(wgtypes.Key) error
+	// DropQueued drops the packets waiting for a peer's session.
+	DropQueued(wgtypes.Key) error
 }
 
 // Members receives the firewall's share of the desired state: which overlay
@@ -273,8 +278,10 @@ func (r *Reconciler) devicePeer(p *peer) device.Peer {
 		Endpoint:   c.Endpoint,
 		AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.host.OverlayIP, 32)},
 	}
-	// Only a public path crosses NAT, whose mappings expire when idle.
-	if c.Path == PathPublic {
+	// Only a public path crosses NAT, whose mappings expire when idle. A
+	// peer that answers on no path gets none: WireGuard's keepalive would
+	// restart its 90 s of handshake retries every 25 s, for ever.
+	if c.Path == PathPublic && !p.path.exhausted {
 		dp.PersistentKeepalive = 25 * time.Second
 	}
 	return dp
@@ -292,7 +299,7 @@ func (r *Reconciler) Tick() {
 	defer r.mu.Unlock()
 	now := r.now()
 	var delta device.Delta
-	var handshakes []wgtypes.Key
+	var handshakes, once []wgtypes.Key
 	for _, p := range r.peers {
 		if !p.inDevice || p.path == nil {
 			continue
@@ -307,14 +314,27 @@ func (r *Reconciler) Tick() {
 		if a.probe {
 			r.probe(p)
 		}
+		if a.dropQueued {
+			if err := r.dev.DropQueued(p.host.PublicKey); err != nil {
+				r.log.Debug("device: drop queued", "peer", p.host.InstanceID, "err", err)
+			}
+		}
 		if a.setEndpoint {
 			delta.Upsert = append(delta.Upsert, r.devicePeer(p))
 		}
-		if a.handshake {
+		switch {
+		case a.handshake && a.once:
+			once = append(once, p.host.PublicKey)
+		case a.handshake:
 			handshakes = append(handshakes, p.host.PublicKey)
 		}
 	}
 	r.applyDevice(delta, handshakes)
+	for _, k := range once {
+		if err := r.dev.HandshakeOnce(k); err != nil {
+			r.log.Debug("device: handshake", "peer", k, "err", err)
+		}
+	}
 	r.expireLocked(now)
 }
 

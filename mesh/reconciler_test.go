@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,8 @@ type fakeDevice struct {
 	peers      map[wgtypes.Key]device.Peer
 	stats      map[wgtypes.Key]device.PeerStats
 	handshakes []wgtypes.Key
+	once       []wgtypes.Key
+	dropped    []wgtypes.Key
 }
 
 func newFakeDevice() *fakeDevice {
@@ -38,6 +41,16 @@ func (f *fakeDevice) Apply(d device.Delta) error {
 func (f *fakeDevice) Stats() (map[wgtypes.Key]device.PeerStats, error) { return f.stats, nil }
 func (f *fakeDevice) Handshake(k wgtypes.Key) error {
 	f.handshakes = append(f.handshakes, k)
+	return nil
+}
+
+func (f *fakeDevice) HandshakeOnce(k wgtypes.Key) error {
+	f.once = append(f.once, k)
+	return nil
+}
+
+func (f *fakeDevice) DropQueued(k wgtypes.Key) error {
+	f.dropped = append(f.dropped, k)
 	return nil
 }
 
@@ -202,5 +215,71 @@ func TestReconcilerKeyRotation(t *testing.T) {
 	}
 	if len(dev.peers) != 1 {
 		t.Errorf("%d device peers after rotation, want 1", len(dev.peers))
+	}
+}
+
+// A peer that never answers is tried on each path, then rested with a
+// growing pause and tried quietly; 30 minutes of it cost a handful of
+// initiations, not one every 5 s.
+func TestReconcilerRestsAPeerThatNeverAnswers(t *testing.T) {
+	r, dev, _, now := newTestReconciler(t, 0)
+	dead := rhost("dead", "vpc", 7) // same network: private, then public
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: dead}})
+	dev.stats[dead.PublicKey] = device.PeerStats{Endpoint: dev.peers[dead.PublicKey].Endpoint}
+	for i := 0; i < 1800; i++ {
+		*now = now.Add(time.Second)
+		r.Tick()
+	}
+	if len(dev.handshakes) != 2 {
+		t.Errorf("full handshakes: %d, want 2 (the first try on each path)", len(dev.handshakes))
+	}
+	// Rests of 30 s, 60 s, 120 s, then 5 min (the test's MaxRetry default)
+	// with two quiet tries each: at most 16 in 30 minutes.
+	if n := len(dev.once); n == 0 || n > 16 {
+		t.Errorf("quiet handshakes in 30 min: %d, want 1..16", n)
+	}
+	if len(dev.dropped) == 0 {
+		t.Errorf("a resting peer's queued packets were never dropped")
+	}
+	st := r.Peers(true)[0]
+	if st.State != StateDown || !strings.Contains(st.Reason, "no handshake on any path") {
+		t.Errorf("dead peer shows %s %q", st.State, st.Reason)
+	}
+	// It comes back and handshakes from its public address: up at once,
+	// without waiting out the rest.
+	pub := netip.AddrPortFrom(dead.PublicIP, 51820)
+	dev.stats[dead.PublicKey] = device.PeerStats{Endpoint: pub, LastHandshake: *now}
+	*now = now.Add(time.Second)
+	r.Tick()
+	st = r.Peers(true)[0]
+	if st.State != StateUp || st.Endpoint != pub {
+		t.Errorf("peer back: %s via %s (%q)", st.State, st.Endpoint, st.Reason)
+	}
+}
+
+// A dead peer behind NAT loses its keepalive while it rests (WireGuard's
+// keepalive would restart its retries every 25 s) and gets it back when it
+// answers again.
+func TestReconcilerRestingPeerHasNoKeepalive(t *testing.T) {
+	r, dev, _, now := newTestReconciler(t, 0)
+	dead := rhost("natted", "classic", 8) // vpc -> classic: public only
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: dead}})
+	if ka := dev.peers[dead.PublicKey].PersistentKeepalive; ka != 25*time.Second {
+		t.Fatalf("new public-path peer: keepalive %s, want 25s", ka)
+	}
+	pub := dev.peers[dead.PublicKey].Endpoint
+	dev.stats[dead.PublicKey] = device.PeerStats{Endpoint: pub}
+	for i := 0; i < 20; i++ {
+		*now = now.Add(time.Second)
+		r.Tick()
+	}
+	if ka := dev.peers[dead.PublicKey].PersistentKeepalive; ka != 0 {
+		t.Errorf("resting peer: keepalive %s, want none", ka)
+	}
+	dev.stats[dead.PublicKey] = device.PeerStats{Endpoint: pub, LastHandshake: *now}
+	*now = now.Add(time.Second)
+	r.Tick()
+	if ka := dev.peers[dead.PublicKey].PersistentKeepalive; ka != 25*time.Second {
+		t.Errorf("peer back: keepalive %s, want 25s", ka)
 	}
 }

@@ -185,6 +185,31 @@ func (d *Device) Handshake(key wgtypes.Key) error {
 	return p.SendHandshakeInitiation(false)
 }
 
+// HandshakeOnce sends one initiation as a retry would: WireGuard's count of
+// attempts is not reset, so for a peer it already gave up on (after 90 s
+// without an answer) no new chain of retries follows and nothing stays
+// queued. Rate-limited like Handshake.
+func (d *Device) HandshakeOnce(key wgtypes.Key) error {
+	p := d.wg.LookupPeer(wgdevice.NoisePublicKey(key))
+	if p == nil {
+		return fmt.Errorf("handshake: no peer %s on %s", key, d.cfg.Name)
+	}
+	return p.SendHandshakeInitiation(true)
+}
+
+// DropQueued drops the packets queued for a peer until it has a session.
+// WireGuard answers a configuration change of a peer with queued packets by
+// restarting its 90 s of handshake retries; for a peer that never answers
+// that never ends (and each queued packet holds a 64 KiB buffer).
+func (d *Device) DropQueued(key wgtypes.Key) error {
+	p := d.wg.LookupPeer(wgdevice.NoisePublicKey(key))
+	if p == nil {
+		return fmt.Errorf("drop queued: no peer %s on %s", key, d.cfg.Name)
+	}
+	p.FlushStagedPackets()
+	return nil
+}
+
 // PublicKey is the interface's public key.
 func (d *Device) PublicKey() wgtypes.Key { return d.cfg.PrivateKey.PublicKey() }
 
