@@ -235,7 +235,7 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 		reply(w, map[string]string{"result": "stored"}, src.SetLinks(r.Context(), pairs))
 	})
 	// Profiles for operators chasing CPU or memory on a big fleet, e.g.
-	//   curl --unix-socket /run/meshd/admin.sock http://meshd/debug/pprof/heap
+	//   curl --unix-socket /run/meshd/meshd.sock http://meshd/debug/pprof/heap
 	// Only on this socket: the metrics listener may face the network.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
