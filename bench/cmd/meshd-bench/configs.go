@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -61,81 +60,6 @@ func fillMembers(h *testbed.Host, n int) error {
 	return nil
 }
 
-// meshdRuns: meshd as shipped (enforce, 10 000 members) for the data-plane
-// table, then the firewall's cost at 10, 1 000 and 10 000 members against
-// the firewall off, then the restart gap.
-func meshdRuns(tb *testbed.Testbed, a, b *testbed.Host, secs int, bin, logDir string, quick bool) ([]Measurement, error) {
-	start := func(h *testbed.Host, fw string) (*testbed.Meshd, error) {
-		return tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name})
-	}
-	ma, err := start(a, "enforce")
-	if err != nil {
-		return nil, err
-	}
-	mb, err := start(b, "enforce")
-	if err != nil {
-		return nil, err
-	}
-	bst, _ := mb.Status()
-	if err := waitPing(a, bst.OverlayIP, 20*time.Second); err != nil {
-		return nil, err
-	}
-	if err := fillMembers(b, 10000); err != nil {
-		return nil, err
-	}
-	all, err := dataPlane(tb, "meshd (enforce, 10k members)", a, b, bst.OverlayIP, secs, logDir)
-	if err != nil {
-		return all, err
-	}
-	// Firewall cost: same meshd, enforce at 10 / 1 000 / 10 000 members.
-	sizes := []int{10, 1000, 10000}
-	if quick {
-		sizes = []int{10, 10000}
-	}
-	for _, n := range sizes {
-		b.Run(context.Background(), "ipset", "flush", "meshd-members")
-		ast, _ := ma.Status()
-		b.Run(context.Background(), "ipset", "add", "meshd-members", ast.OverlayIP, "-exist")
-		if err := fillMembers(b, n); err != nil {
-			return all, err
-		}
-		ms, err := medianOf(reps(quick), func() ([]Measurement, error) {
-			return tcpAndUDP(tb, a, b, bst.OverlayIP, secs, logDir, fmt.Sprintf("meshd enforce %d members", n))
-		})
-		all = append(all, ms...)
-		if err != nil {
-			return all, err
-		}
-	}
-	// Firewall off.
-	mb.Proc.Stop(10 * time.Second)
-	mb, err = start(b, "off")
-	if err != nil {
-		return all, err
-	}
-	if err := waitPing(a, bst.OverlayIP, 20*time.Second); err != nil {
-		return all, err
-	}
-	ms, err := medianOf(reps(quick), func() ([]Measurement, error) {
-		return tcpAndUDP(tb, a, b, bst.OverlayIP, secs, logDir, "meshd firewall off")
-	})
-	all = append(all, ms...)
-	if err != nil {
-		return all, err
-	}
-	gap, err := restartGap(tb, a, mb, bst.OverlayIP, logDir, quick)
-	all = append(all, Measurement{"meshd restart", "longest_pause", gap.Seconds(), "s"})
-	if err != nil {
-		return all, err
-	}
-	n := 5000
-	if quick {
-		n = 200
-	}
-	scale, err := peersScale(tb, ma, n, logDir)
-	return append(all, scale...), err
-}
-
 // tcpAndUDP measures TCP 1 stream and UDP 64-byte rate only.
 func tcpAndUDP(tb *testbed.Testbed, a, b *testbed.Host, addr string, secs int, logDir, name string) ([]Measurement, error) {
 	srv, err := serve(tb, b, addr, logDir)
@@ -147,13 +71,13 @@ func tcpAndUDP(tb *testbed.Testbed, a, b *testbed.Host, addr string, secs int, l
 	if err != nil {
 		return nil, err
 	}
-	ms := []Measurement{{name, "tcp_1_stream", r.End.SumReceived.BitsPerSecond / 1e9, "Gbit/s"}}
+	ms := []Measurement{{Config: name, Metric: "tcp_1_stream", Value: r.End.SumReceived.BitsPerSecond / 1e9, Unit: "Gbit/s"}}
 	r, err = client(a, addr, secs, "-u", "-l", "64", "-b", "0")
 	if err != nil {
 		return ms, err
 	}
 	pps := (r.End.Sum.Packets - r.End.Sum.LostPackets) / max(r.End.Sum.Seconds, 0.001)
-	return append(ms, Measurement{name, "udp_64b_rate", pps / 1e3, "kpps"}), nil
+	return append(ms, Measurement{Config: name, Metric: "udp_64b_rate", Value: pps / 1e3, Unit: "kpps"}), nil
 }
 
 // restartGap runs a TCP flow from a to m's host and restarts m's meshd in
@@ -239,35 +163,4 @@ func ablation(tb *testbed.Testbed, a, b *testbed.Host, secs int, logDir string) 
 	b.Run(context.Background(), "iptables", "-D", "INPUT", "-m", "set", "--match-set", "abl", "src", "-j", "ACCEPT")
 	b.Run(context.Background(), "ipset", "destroy", "abl")
 	return append(linear, setMs...), err
-}
-
-// reps is how often the firewall comparison is repeated: its differences
-// are a few percent, within one run's noise.
-func reps(quick bool) int {
-	if quick {
-		return 1
-	}
-	return 3
-}
-
-// medianOf runs f n times and keeps the median of each metric.
-func medianOf(n int, f func() ([]Measurement, error)) ([]Measurement, error) {
-	var runs [][]Measurement
-	for i := 0; i < n; i++ {
-		ms, err := f()
-		if err != nil {
-			return ms, err
-		}
-		runs = append(runs, ms)
-	}
-	out := append([]Measurement{}, runs[0]...)
-	for i := range out {
-		vals := make([]float64, 0, n)
-		for _, r := range runs {
-			vals = append(vals, r[i].Value)
-		}
-		sort.Float64s(vals)
-		out[i].Value = vals[len(vals)/2]
-	}
-	return out, nil
 }

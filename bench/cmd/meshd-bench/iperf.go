@@ -17,6 +17,8 @@ type Measurement struct {
 	Metric string  `json:"metric"`
 	Value  float64 `json:"value"`
 	Unit   string  `json:"unit"`
+	// Runs are the rounds a median was taken over, when there were several.
+	Runs []float64 `json:"runs,omitempty"`
 }
 
 type iperfResult struct {
@@ -83,23 +85,23 @@ func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string
 	if err != nil {
 		return nil, err
 	}
-	ms = append(ms, Measurement{name, "tcp_1_stream", r.End.SumReceived.BitsPerSecond / 1e9, "Gbit/s"})
+	ms = append(ms, Measurement{Config: name, Metric: "tcp_1_stream", Value: r.End.SumReceived.BitsPerSecond / 1e9, Unit: "Gbit/s"})
 	r, err = client(a, addr, secs, "-P", "4")
 	if err != nil {
 		return nil, err
 	}
-	ms = append(ms, Measurement{name, "tcp_4_streams", r.End.SumReceived.BitsPerSecond / 1e9, "Gbit/s"})
+	ms = append(ms, Measurement{Config: name, Metric: "tcp_4_streams", Value: r.End.SumReceived.BitsPerSecond / 1e9, Unit: "Gbit/s"})
 	r, err = client(a, addr, secs, "-u", "-l", "64", "-b", "0")
 	if err != nil {
 		return nil, err
 	}
 	pps := (r.End.Sum.Packets - r.End.Sum.LostPackets) / max(r.End.Sum.Seconds, 0.001)
-	ms = append(ms, Measurement{name, "udp_64b_rate", pps / 1e3, "kpps"})
+	ms = append(ms, Measurement{Config: name, Metric: "udp_64b_rate", Value: pps / 1e3, Unit: "kpps"})
 	out, err := a.Run(context.Background(), "ping", "-q", "-c", strconv.Itoa(secs*50), "-i", "0.02", addr)
 	if err != nil {
 		return nil, err
 	}
-	ms = append(ms, Measurement{name, "ping_rtt", rttAvg(out), "ms"})
+	ms = append(ms, Measurement{Config: name, Metric: "ping_rtt", Value: rttAvg(out), Unit: "ms"})
 	return ms, nil
 }
 

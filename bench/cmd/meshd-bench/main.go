@@ -1,9 +1,11 @@
 // Command meshd-bench measures meshd on the namespace testbed: data-plane
 // throughput and latency against the raw underlay and bare wireguard-go,
-// the firewall's cost, the seed's linear-rules ablation and the restart
-// gap. Every comparison is a ratio taken within one run. `make bench` runs
-// it with the registry benchmark and writes bench/RESULTS.md,
-// bench/results.json and bench/throughput.png.
+// the firewall's cost, the seed's linear-rules ablation, the restart gap,
+// and one real meshd given thousands of peers (memory, CPU; -profile saves
+// its profiles). Every comparison is a ratio taken within one run, the
+// deciding ones in interleaved rounds. `make bench` runs it with the
+// registry benchmark and writes bench/RESULTS.md, bench/results.json and
+// bench/throughput.png.
 package main
 
 import (
@@ -36,16 +38,25 @@ func main() {
 		}
 		return
 	}
-	quick := flag.Bool("quick", false, "short runs: a smoke test of the suite, not figures")
+	var o options
+	flag.BoolVar(&o.quick, "quick", false, "short runs: a smoke test of the suite, not figures")
 	out := flag.String("json", "bench/out/dataplane.json", "write measurements here")
-	bin := flag.String("bin", "bin", "directory with the built meshd")
+	flag.StringVar(&o.bin, "bin", "bin", "directory with the built meshd")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds of meshd vs bare wireguard-go and firewall on vs off")
+	flag.IntVar(&o.peers, "peers", 5000, "peers given to one real meshd in the scale step")
+	flag.StringVar(&o.profile, "profile", "", "save meshd's CPU and heap profiles with its peers into this directory")
+	only := flag.String("only", "", "run one part: dataplane or scale (default: all)")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	secs := 5
-	if *quick {
-		secs = 1
+	o.secs = 5
+	if o.quick {
+		o.secs, o.rounds, o.peers = 1, 1, 200
 	}
-	ms, err := run(secs, *bin, *quick)
+	if *only != "" && *only != "dataplane" && *only != "scale" {
+		fmt.Fprintf(os.Stderr, "meshd-bench: -only %q: want dataplane or scale\n", *only)
+		os.Exit(2)
+	}
+	ms, err := run(o, *only)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshd-bench:", err)
 		os.Exit(1)
@@ -57,11 +68,11 @@ func main() {
 		os.Exit(1)
 	}
 	for _, m := range ms {
-		fmt.Printf("%-28s %-14s %10.3f %s\n", m.Config, m.Metric, m.Value, m.Unit)
+		fmt.Printf("%-28s %-18s %10.3f %s\n", m.Config, m.Metric, m.Value, m.Unit)
 	}
 }
 
-func run(secs int, bin string, quick bool) ([]Measurement, error) {
+func run(o options, only string) ([]Measurement, error) {
 	logDir, _ := os.MkdirTemp("", "meshd-bench-")
 	tb, err := testbed.New(context.Background(), testbed.Options{Dir: logDir, ZooKeeper: true})
 	if err != nil {
@@ -83,23 +94,42 @@ func run(secs int, bin string, quick bool) ([]Measurement, error) {
 	}
 	step := func(what string) { fmt.Fprintf(os.Stderr, "== %s\n", what) }
 
-	step("raw underlay (the limit)")
-	if err := add(dataPlane(tb, "raw underlay", a, b, b.PrivateIP.String(), secs, logDir)); err != nil {
+	if only == "" || only == "dataplane" {
+		step("raw underlay (the limit)")
+		if err := add(dataPlane(tb, "raw underlay", a, b, b.PrivateIP.String(), o.secs, logDir)); err != nil {
+			return all, err
+		}
+		step("linear iptables rules vs one ipset (the seed's ablation)")
+		if err := add(ablation(tb, a, b, o.secs, logDir)); err != nil {
+			return all, err
+		}
+		if err := add(compareRounds(tb, a, b, o, logDir)); err != nil {
+			return all, err
+		}
+	}
+	step("meshd as shipped: restart gap, then many peers")
+	ma, err := startMeshd(tb, a, o.bin, "enforce")
+	if err != nil {
 		return all, err
 	}
-	step("linear iptables rules vs one ipset (the seed's ablation)")
-	if err := add(ablation(tb, a, b, secs, logDir)); err != nil {
-		return all, err
+	defer ma.Proc.Stop(10 * time.Second)
+	if only == "" || only == "dataplane" {
+		mb, err := startMeshd(tb, b, o.bin, "enforce")
+		if err != nil {
+			return all, err
+		}
+		defer mb.Proc.Stop(10 * time.Second)
+		bst, _ := mb.Status()
+		if err := waitPing(a, bst.OverlayIP, 20*time.Second); err != nil {
+			return all, err
+		}
+		gap, err := restartGap(tb, a, mb, bst.OverlayIP, logDir, o.quick)
+		all = append(all, Measurement{Config: "meshd restart", Metric: "longest_pause", Value: gap.Seconds(), Unit: "s"})
+		if err != nil {
+			return all, err
+		}
 	}
-	step("bare wireguard-go (the reference)")
-	if err := add(bareWG(tb, a, b, secs, logDir)); err != nil {
-		return all, err
-	}
-	step("meshd as shipped, firewall enforcing, 10 000 members")
-	if err := add(meshdRuns(tb, a, b, secs, bin, logDir, quick)); err != nil {
-		return all, err
-	}
-	return all, nil
+	return all, add(peersScale(tb, ma, o, logDir))
 }
 
 func waitPing(h *testbed.Host, addr string, limit time.Duration) error {

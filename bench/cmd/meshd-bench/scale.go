@@ -81,12 +81,34 @@ func procStats(pid int) (rssKiB int, cpuTicks int) {
 	return
 }
 
-// peersScale gives a real meshd n peers at once and reports its memory
-// per 1 000 peers, the time until all n are in its device, and its CPU
-// while idle with them.
-func peersScale(tb *testbed.Testbed, m *testbed.Meshd, n int, logDir string) ([]Measurement, error) {
-	pid := m.Proc.PID()
-	rss0, _ := procStats(pid)
+// usage is one sample of a running meshd.
+type usage struct {
+	rssKiB, heapBytes int
+	cpu               float64 // % of one core over the sample window
+}
+
+// sampleUsage measures m's CPU over window, then its resident size and
+// its live heap.
+func sampleUsage(m *testbed.Meshd, window time.Duration) (usage, error) {
+	_, c0 := procStats(m.Proc.PID())
+	time.Sleep(window)
+	rss, c1 := procStats(m.Proc.PID())
+	heap, err := heapInuse(m)
+	return usage{rssKiB: rss, heapBytes: heap, cpu: float64(c1-c0) / 100 / window.Seconds() * 100}, err
+}
+
+// peersScale gives a real meshd n peers at once and reports the time until
+// all n are in its device, and its memory per 1 000 peers and CPU twice:
+// just after the join, and at rest two minutes later. The simulated peers
+// never answer (their addresses exist nowhere), the worst case: WireGuard
+// retries each for 90 s, then meshd rests them (mesh/pathstate.go).
+func peersScale(tb *testbed.Testbed, m *testbed.Meshd, o options, logDir string) ([]Measurement, error) {
+	n := o.peers
+	const window = 10 * time.Second
+	base, err := sampleUsage(m, time.Second)
+	if err != nil {
+		return nil, err
+	}
 	self, _ := os.Executable()
 	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
 	start := time.Now()
@@ -105,15 +127,32 @@ func peersScale(tb *testbed.Testbed, m *testbed.Meshd, n int, logDir string) ([]
 		time.Sleep(200 * time.Millisecond)
 	}
 	converged := time.Since(start)
-	time.Sleep(5 * time.Second) // let the initial handshake burst pass before the idle sample
-	_, cpu0 := procStats(pid)
-	idle := 10 * time.Second
-	time.Sleep(idle)
-	rss1, cpu1 := procStats(pid)
+	time.Sleep(2 * time.Second) // past the burst of first handshakes
+	join, err := sampleUsage(m, window)
+	if err != nil {
+		return nil, err
+	}
+	if wait := 120*time.Second - time.Since(start); wait > 0 && !o.quick {
+		time.Sleep(wait)
+	}
+	rest, err := sampleUsage(m, window)
+	if err != nil {
+		return nil, err
+	}
 	name := fmt.Sprintf("meshd with %d peers", n)
+	if o.profile != "" {
+		if err := saveProfiles(m, o.profile, fmt.Sprintf("meshd-%d-peers", n), 10); err != nil {
+			return nil, err
+		}
+	}
+	perK := func(now, before int, unit float64) float64 { return float64(now-before) / unit / float64(n) * 1000 }
 	return []Measurement{
-		{name, "rss_per_1000_peers", float64(rss1-rss0) / 1024 / float64(n) * 1000, "MiB"},
-		{name, "all_in_device", converged.Seconds(), "s"},
-		{name, "idle_cpu", float64(cpu1-cpu0) / 100 / idle.Seconds() * 100, "% of a core"},
+		{Config: name, Metric: "all_in_device", Value: converged.Seconds(), Unit: "s"},
+		{Config: name, Metric: "join_rss_per_1000_peers", Value: perK(join.rssKiB, base.rssKiB, 1024), Unit: "MiB"},
+		{Config: name, Metric: "join_heap_per_1000_peers", Value: perK(join.heapBytes, base.heapBytes, 1<<20), Unit: "MiB"},
+		{Config: name, Metric: "join_cpu", Value: join.cpu, Unit: "% of a core"},
+		{Config: name, Metric: "rss_per_1000_peers", Value: perK(rest.rssKiB, base.rssKiB, 1024), Unit: "MiB"},
+		{Config: name, Metric: "heap_per_1000_peers", Value: perK(rest.heapBytes, base.heapBytes, 1<<20), Unit: "MiB"},
+		{Config: name, Metric: "idle_cpu", Value: rest.cpu, Unit: "% of a core"},
 	}, nil
 }
