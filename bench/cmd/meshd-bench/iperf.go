@@ -72,8 +72,9 @@ func client(h *testbed.Host, addr string, secs int, args ...string) (iperfResult
 	return r, nil
 }
 
-// dataPlane measures one path: TCP 1 and 4 streams, UDP 64-byte packet
-// rate and ping latency, from a to b's address.
+// dataPlane measures one path: TCP 1 stream, UDP 64-byte packet rate (the
+// two every configuration gets, first and in this order, see tcpAndUDP),
+// then TCP 4 streams and ping latency, from a to b's address.
 func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string, secs int, logDir string) ([]Measurement, error) {
 	srv, err := serve(tb, b, addr, logDir)
 	if err != nil {
@@ -86,17 +87,17 @@ func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string
 		return nil, err
 	}
 	ms = append(ms, Measurement{Config: name, Metric: "tcp_1_stream", Value: r.End.SumReceived.BitsPerSecond / 1e9, Unit: "Gbit/s"})
-	r, err = client(a, addr, secs, "-P", "4")
-	if err != nil {
-		return nil, err
-	}
-	ms = append(ms, Measurement{Config: name, Metric: "tcp_4_streams", Value: r.End.SumReceived.BitsPerSecond / 1e9, Unit: "Gbit/s"})
 	r, err = client(a, addr, secs, "-u", "-l", "64", "-b", "0")
 	if err != nil {
 		return nil, err
 	}
 	pps := (r.End.Sum.Packets - r.End.Sum.LostPackets) / max(r.End.Sum.Seconds, 0.001)
 	ms = append(ms, Measurement{Config: name, Metric: "udp_64b_rate", Value: pps / 1e3, Unit: "kpps"})
+	r, err = client(a, addr, secs, "-P", "4")
+	if err != nil {
+		return nil, err
+	}
+	ms = append(ms, Measurement{Config: name, Metric: "tcp_4_streams", Value: r.End.SumReceived.BitsPerSecond / 1e9, Unit: "Gbit/s"})
 	out, err := a.Run(context.Background(), "ping", "-q", "-c", strconv.Itoa(secs*50), "-i", "0.02", addr)
 	if err != nil {
 		return nil, err

@@ -1,10 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/meshd/meshd/internal/testbed"
@@ -22,57 +23,54 @@ type options struct {
 
 // compareRounds runs the comparisons the targets are judged on — meshd
 // against bare wireguard-go, and meshd's firewall enforcing against off —
-// in interleaved rounds: on a noisy 2-core machine a slow minute then
-// hits every configuration alike instead of whichever ran in it. Each
-// figure is the median over the rounds (the runs are kept beside it).
+// in interleaved rounds: on a noisy 2-core machine a slow minute then hits
+// every configuration alike instead of whichever ran in it. Every
+// configuration starts fresh processes and is measured first thing after
+// (TCP, then UDP), because the figures also drift within a process's
+// life; the order flips each round. Each figure is the median over the
+// rounds, the runs kept beside it.
 func compareRounds(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir string) ([]Measurement, error) {
+	steps := []string{"bare", "off", "10", "1000", "10000"}
+	if o.quick {
+		steps = []string{"bare", "off", "10", "10000"}
+	}
 	var all []Measurement
 	for r := 0; r < o.rounds; r++ {
-		fmt.Fprintf(os.Stderr, "== round %d of %d: bare wireguard-go, meshd enforce (10k, 10, 1000 members), meshd firewall off\n", r+1, o.rounds)
-		ms, err := bareWG(tb, a, b, o.secs, logDir)
-		all = append(all, ms...)
-		if err != nil {
-			return all, err
+		fmt.Fprintf(os.Stderr, "== round %d of %d: %v (bare wireguard-go; meshd, firewall off on both hosts; meshd enforcing with N members)\n", r+1, o.rounds, steps)
+		for _, step := range steps {
+			ms, err := measureStep(tb, a, b, o, logDir, step)
+			all = append(all, ms...)
+			if err != nil {
+				return all, fmt.Errorf("round %d, %s: %w", r+1, step, err)
+			}
 		}
-		ms, err = meshdRound(tb, a, b, o, logDir, r%2 == 1)
-		all = append(all, ms...)
-		if err != nil {
-			return all, err
-		}
+		slices.Reverse(steps)
 	}
 	return medians(all), nil
 }
 
-// meshdRound measures meshd as shipped (enforce, 10 000 members) for the
-// data-plane table, then the firewall at 10, 1 000 and 10 000 members and
-// off; offFirst flips the order so drift within a round cancels.
-func meshdRound(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir string, offFirst bool) ([]Measurement, error) {
-	ma, err := startMeshd(tb, a, o.bin, "enforce")
+// measureStep measures one configuration of a round: bare wireguard-go,
+// meshd with the firewall off on both hosts, or meshd enforcing on both
+// with n members in its sets. The 10 000-member one is meshd as shipped:
+// it gets the full data-plane measurement.
+func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, step string) ([]Measurement, error) {
+	if step == "bare" {
+		return bareWG(tb, a, b, o.secs, logDir)
+	}
+	fw := "enforce"
+	if step == "off" {
+		fw = "off"
+	}
+	ma, err := startMeshd(tb, a, o.bin, fw)
 	if err != nil {
 		return nil, err
 	}
 	defer ma.Proc.Stop(10 * time.Second)
-	var all []Measurement
-	phases := []string{"enforce", "off"}
-	if offFirst {
-		phases = []string{"off", "enforce"}
+	mb, err := startMeshd(tb, b, o.bin, fw)
+	if err != nil {
+		return nil, err
 	}
-	for _, fw := range phases {
-		mb, err := startMeshd(tb, b, o.bin, fw)
-		if err != nil {
-			return all, err
-		}
-		ms, err := firewallPhase(tb, a, b, ma, mb, o, logDir, fw)
-		mb.Proc.Stop(10 * time.Second)
-		all = append(all, ms...)
-		if err != nil {
-			return all, err
-		}
-	}
-	return all, nil
-}
-
-func firewallPhase(tb *testbed.Testbed, a, b *testbed.Host, ma, mb *testbed.Meshd, o options, logDir, fw string) ([]Measurement, error) {
+	defer mb.Proc.Stop(10 * time.Second)
 	bst, err := mb.Status()
 	if err != nil {
 		return nil, err
@@ -83,31 +81,23 @@ func firewallPhase(tb *testbed.Testbed, a, b *testbed.Host, ma, mb *testbed.Mesh
 	if fw == "off" {
 		return tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, "meshd firewall off")
 	}
-	if err := fillMembers(b, 10000); err != nil {
-		return nil, err
-	}
-	all, err := dataPlane(tb, "meshd (enforce, 10k members)", a, b, bst.OverlayIP, o.secs, logDir)
-	if err != nil {
-		return all, err
-	}
-	sizes := []int{10000, 10, 1000}
-	if o.quick {
-		sizes = []int{10000, 10}
-	}
-	ast, _ := ma.Status()
-	for _, n := range sizes {
-		b.Run(context.Background(), "ipset", "flush", "meshd-members")
-		b.Run(context.Background(), "ipset", "add", "meshd-members", ast.OverlayIP, "-exist")
-		if err := fillMembers(b, n); err != nil {
-			return all, err
-		}
-		ms, err := tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, fmt.Sprintf("meshd enforce %d members", n))
-		all = append(all, ms...)
-		if err != nil {
-			return all, err
+	n, _ := strconv.Atoi(step)
+	for _, h := range []*testbed.Host{a, b} {
+		if err := fillMembers(h, n); err != nil {
+			return nil, err
 		}
 	}
-	return all, nil
+	if n != 10000 {
+		return tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, fmt.Sprintf("meshd enforce %d members", n))
+	}
+	ms, err := dataPlane(tb, "meshd (enforce, 10k members)", a, b, bst.OverlayIP, o.secs, logDir)
+	for _, m := range ms { // the same runs fill the firewall table's row
+		if m.Metric == "tcp_1_stream" || m.Metric == "udp_64b_rate" {
+			m.Config = "meshd enforce 10000 members"
+			ms = append(ms, m)
+		}
+	}
+	return ms, err
 }
 
 func startMeshd(tb *testbed.Testbed, h *testbed.Host, bin, fw string) (*testbed.Meshd, error) {

@@ -1,0 +1,101 @@
+// Command udp-profile records a system-wide CPU profile (perf record -a -g)
+// of a 64-byte UDP flood over meshd between two testbed hosts, with the
+// firewall in the given mode on both, so the kernel's share of the
+// firewall's cost can be read with perf report:
+//
+//	go build -o /tmp/udp-profile ./bench/cmd/udp-profile
+//	/tmp/udp-profile -firewall enforce -out /tmp/perf-enforce.data
+//	perf report -i /tmp/perf-enforce.data --no-children --sort sym -g none
+//
+// It needs root, perf and the built bin/meshd.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/meshd/meshd/internal/testbed"
+)
+
+func main() {
+	fw := flag.String("firewall", "enforce", "firewall mode on both hosts: enforce or off")
+	out := flag.String("out", "/tmp/perf.data", "perf data file")
+	bin := flag.String("bin", "bin", "directory with the built meshd")
+	secs := flag.Int("seconds", 8, "length of the profile (the flood runs 2 s longer)")
+	flag.Parse()
+	if err := run(*fw, *out, *bin, *secs); err != nil {
+		fmt.Fprintln(os.Stderr, "udp-profile:", err)
+		os.Exit(1)
+	}
+}
+
+func run(fw, out, bin string, secs int) error {
+	logDir, err := os.MkdirTemp("", "udp-profile-")
+	if err != nil {
+		return err
+	}
+	tb, err := testbed.New(context.Background(), testbed.Options{Dir: logDir, ZooKeeper: true})
+	if err != nil {
+		return err
+	}
+	defer tb.Close()
+	var ms []*testbed.Meshd
+	for i := 0; i < 2; i++ {
+		h, err := tb.AddHost("vpc")
+		if err != nil {
+			return err
+		}
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name})
+		if err != nil {
+			return err
+		}
+		defer m.Proc.Stop(5 * time.Second)
+		ms = append(ms, m)
+	}
+	a, b := ms[0].Host, ms[1].Host
+	st, err := ms[1].Status()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := a.Run(context.Background(), "ping", "-c1", "-W1", st.OverlayIP); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s cannot reach %s over the mesh", a.Name, st.OverlayIP)
+		}
+	}
+	srv, err := tb.StartProcess(b, logDir+"/iperf3.log", "iperf3", "-s", "-B", st.OverlayIP)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop(time.Second)
+	for !listening(b) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("iperf3 server on %s not listening", b.Name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	flood := a.Command(context.Background(), "iperf3", "-c", st.OverlayIP, "-u", "-l", "64", "-b", "0", "-t", fmt.Sprint(secs+2))
+	flood.Stdout = os.Stdout
+	if err := flood.Start(); err != nil {
+		return err
+	}
+	time.Sleep(time.Second) // past the start of the flood
+	perf := exec.Command("perf", "record", "-a", "-g", "-o", out, "--", "sleep", fmt.Sprint(secs))
+	perf.Stderr = os.Stderr
+	if err := perf.Run(); err != nil {
+		return fmt.Errorf("perf record: %w", err)
+	}
+	return flood.Wait()
+}
+
+func listening(h *testbed.Host) bool {
+	out, _ := h.Run(context.Background(), "ss", "-Hltn", "sport = :5201")
+	return len(out) > 0
+}
