@@ -87,7 +87,12 @@ func main() {
 		}
 		return fmt.Sprintf(" (per round %.2f–%.2f)", lo, hi)
 	}
-	both := func(a, b, metric string) string { return ratio(a, b, metric) + perRound(a, b, metric) }
+	both := func(a, b, metric string) string {
+		if a == b {
+			return ratio(a, b, metric)
+		}
+		return ratio(a, b, metric) + perRound(a, b, metric)
+	}
 	fmt.Fprintf(&b, "\n| ratio | TCP 1 | TCP 4 | UDP 64 B |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| bare wireguard-go / raw (b/a) | %s | %s | %s |\n", ratio(configs[1], configs[0], "tcp_1_stream"), ratio(configs[1], configs[0], "tcp_4_streams"), ratio(configs[1], configs[0], "udp_64b_rate"))
 	fmt.Fprintf(&b, "| meshd / bare wireguard-go (c/b) | %s | %s | %s |\n", both(configs[2], configs[1], "tcp_1_stream"), both(configs[2], configs[1], "tcp_4_streams"), both(configs[2], configs[1], "udp_64b_rate"))
@@ -121,7 +126,7 @@ func main() {
 		fmt.Fprintf(&b, "| when | resident per 1 000 peers | Go heap in use per 1 000 peers | CPU |\n|---|---|---|---|\n")
 		fmt.Fprintf(&b, "| just after the join (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n", get(c, "join_rss_per_1000_peers"), get(c, "join_heap_per_1000_peers"), get(c, "join_cpu"))
 		fmt.Fprintf(&b, "| at rest, 2 min later (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n\n", get(c, "rss_per_1000_peers"), get(c, "heap_per_1000_peers"), get(c, "idle_cpu"))
-		fmt.Fprintf(&b, "What the memory is (heap profile, `meshd-bench -only scale -profile DIR`):\nwireguard-go's own per-peer state — two queues of 1 024 slots, two goroutines,\ntimers, about 40 KiB a peer — and, just after the join, one 64 KiB packet buffer\nper peer that has a keepalive queued until its first handshake. Resident size\nstays high after the heap shrinks because Go returns freed memory to the system\nlazily. At rest the CPU is meshd's once-a-second read of the device's peer\nstatistics; the join CPU is WireGuard's handshake retries. Before meshd rested\npeers that answer on no path (and dropped their keepalive), the retries never\nstopped: 16%% of a core and about 100 MiB heap per 1 000 such peers at rest.\n\n")
+		fmt.Fprintf(&b, "What the memory is (heap profile, `meshd-bench -only scale -profile DIR`):\nwireguard-go's own per-peer state — two queues of 1 024 slots, two goroutines,\ntimers, about 40 KiB a peer — and, just after the join, one 64 KiB packet buffer\nper peer that has a keepalive queued until its first handshake. The heap counts\nthose buffers whole, the kernel backs only the pages written, so just after the\njoin resident size is the lower figure; it stays high after the heap shrinks\nbecause Go returns freed memory to the system lazily. At rest the CPU is meshd's once-a-second read of the device's peer\nstatistics; the join CPU is WireGuard's handshake retries. Before meshd rested\npeers that answer on no path (and dropped their keepalive), the retries never\nstopped: 16%% of a core and about 100 MiB heap per 1 000 such peers at rest.\n\n")
 	}
 	fmt.Fprintf(&b, "## Control plane at scale\n\nN hosts registered in a real ZooKeeper the way meshd writes them, W real\nregistry clients watching; the changes cycle through an endpoint change (a\nnew immutable record node, the old deleted), a leave and a join. Convergence: from the write until every\nwatcher has the event. Cost: ZooKeeper requests and payload bytes each\nwatcher spent per change.\n\n| hosts | watchers | changes | p50 | p99 | requests / change / host | bytes / change / host | watches / host |\n|---|---|---|---|---|---|---|---|\n")
 	for _, w := range ws {
