@@ -26,7 +26,12 @@ type sets interface {
 // rules is the kernel's iptables as the firewall uses it.
 type rules interface {
 	Restore(text string) error
-	EnsureJump(table, from, to string) error
+	// EnsureJump makes the jump from a built-in chain into one of meshd's,
+	// narrowed by match (in iptables -S form), the only one there: jumps
+	// to the same chain in another form (another port, an older meshd's)
+	// are removed.
+	EnsureJump(table, from, to string, match ...string) error
+	// RemoveJump removes every jump from a built-in chain into one of meshd's.
 	RemoveJump(table, from, to string) error
 	DeleteChain(table, chain string) error
 	Save(table string) (string, error)
@@ -128,21 +133,54 @@ func (iptables) Restore(text string) error {
 	return err
 }
 
-func (iptables) EnsureJump(table, from, to string) error {
-	if _, err := run("", "iptables", "-w", "-t", table, "-C", from, "-j", to); err == nil {
+func (b iptables) EnsureJump(table, from, to string, match ...string) error {
+	want := strings.Join(append(append([]string{}, match...), "-j", to), " ")
+	specs, err := b.jumps(table, from, to)
+	if err != nil {
+		return err
+	}
+	have := false
+	for _, spec := range specs {
+		if spec == want && !have {
+			have = true
+			continue
+		}
+		if _, err := run("", "iptables", append([]string{"-w", "-t", table, "-D", from}, strings.Fields(spec)...)...); err != nil {
+			return fmt.Errorf("remove stale hook %q: %w", spec, err)
+		}
+	}
+	if have {
 		return nil
 	}
-	_, err := run("", "iptables", "-w", "-t", table, "-I", from, "1", "-j", to)
+	_, err = run("", "iptables", append(append([]string{"-w", "-t", table, "-I", from, "1"}, match...), "-j", to)...)
 	return err
 }
 
-func (iptables) RemoveJump(table, from, to string) error {
-	for range 10 {
-		if _, err := run("", "iptables", "-w", "-t", table, "-D", from, "-j", to); err != nil {
-			return nil
+func (b iptables) RemoveJump(table, from, to string) error {
+	specs, err := b.jumps(table, from, to)
+	for _, spec := range specs {
+		if _, derr := run("", "iptables", append([]string{"-w", "-t", table, "-D", from}, strings.Fields(spec)...)...); derr != nil {
+			err = derr
 		}
 	}
-	return nil
+	return err
+}
+
+// jumps lists the rules of a built-in chain that jump to chain to, in
+// iptables -S form without the "-A CHAIN" prefix.
+func (iptables) jumps(table, from, to string) ([]string, error) {
+	out, err := run("", "iptables", "-w", "-t", table, "-S", from)
+	if err != nil {
+		return nil, err
+	}
+	var specs []string
+	for _, line := range strings.Split(out, "\n") {
+		spec, ok := strings.CutPrefix(strings.TrimSpace(line), "-A "+from+" ")
+		if ok && (spec == "-j "+to || strings.HasSuffix(spec, " -j "+to)) {
+			specs = append(specs, spec)
+		}
+	}
+	return specs, nil
 }
 
 func (iptables) DeleteChain(table, chain string) error {

@@ -100,10 +100,9 @@ func (f *Firewall) Start() error {
 	if err := f.applyPolicyLocked(); err != nil {
 		return err
 	}
-	for _, j := range [][3]string{{"filter", "INPUT", chainInput}, {"mangle", "POSTROUTING", chainMSS},
-		{"raw", "PREROUTING", chainNoTrack}, {"raw", "OUTPUT", chainNoTrack}} {
-		if err := f.rules.EnsureJump(j[0], j[1], j[2]); err != nil {
-			return fmt.Errorf("firewall: hook %s into %s: %w", j[2], j[1], err)
+	for _, h := range f.hooks() {
+		if err := f.rules.EnsureJump(h.table, h.from, h.to, h.match...); err != nil {
+			return fmt.Errorf("firewall: hook %s into %s: %w", h.to, h.from, err)
 		}
 	}
 	f.log.Info("firewall started", "mode", f.cfg.Mode, "interface", f.cfg.Interface, "wg_port", f.cfg.ListenPort)
@@ -285,10 +284,9 @@ func (f *Firewall) Resync(hosts []Host) error {
 func (f *Firewall) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.rules.RemoveJump("filter", "INPUT", chainInput)
-	f.rules.RemoveJump("mangle", "POSTROUTING", chainMSS)
-	f.rules.RemoveJump("raw", "PREROUTING", chainNoTrack)
-	f.rules.RemoveJump("raw", "OUTPUT", chainNoTrack)
+	for _, h := range f.hooks() {
+		f.rules.RemoveJump(h.table, h.from, h.to)
+	}
 	f.rules.DeleteChain("raw", chainNoTrack)
 	for _, c := range []string{chainInput, chainOverlay, chainPolicy} {
 		f.rules.DeleteChain("filter", c)

@@ -61,11 +61,11 @@ type fakeRules struct {
 	saved    string
 }
 
-func (f *fakeRules) Restore(text string) error               { f.restores = append(f.restores, text); return nil }
-func (f *fakeRules) EnsureJump(table, from, to string) error { return nil }
-func (f *fakeRules) RemoveJump(table, from, to string) error { return nil }
-func (f *fakeRules) DeleteChain(table, chain string) error   { return nil }
-func (f *fakeRules) Save(table string) (string, error)       { return f.saved, nil }
+func (f *fakeRules) Restore(text string) error                                { f.restores = append(f.restores, text); return nil }
+func (f *fakeRules) EnsureJump(table, from, to string, match ...string) error { return nil }
+func (f *fakeRules) RemoveJump(table, from, to string) error                  { return nil }
+func (f *fakeRules) DeleteChain(table, chain string) error                    { return nil }
+func (f *fakeRules) Save(table string) (string, error)                        { return f.saved, nil }
 
 func TestCountersByRule(t *testing.T) {
 	r := &fakeRules{saved: `*filter

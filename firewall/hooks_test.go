@@ -1,0 +1,109 @@
+package firewall
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const hooksHelperEnv = "MESHD_FIREWALL_HOOKS_HELPER"
+
+// hookChains is what the hooks test reads back after each step: every
+// built-in chain meshd hooks into, as iptables -S prints it.
+func hookChains() string {
+	var b strings.Builder
+	for _, tc := range [][2]string{{"filter", "INPUT"}, {"mangle", "POSTROUTING"}, {"raw", "PREROUTING"}, {"raw", "OUTPUT"}} {
+		out, _ := exec.Command("iptables", "-t", tc[0], "-S", tc[1]).CombinedOutput()
+		b.Write(out)
+	}
+	return b.String()
+}
+
+func TestHelperHooks(t *testing.T) {
+	if os.Getenv(hooksHelperEnv) == "" {
+		t.Skip("helper process for TestFirewallHooksInKernel")
+	}
+	res := map[string]string{}
+	defer func() { json.NewEncoder(os.Stdout).Encode(res) }()
+	exec.Command("ip", "link", "add", "mesh0", "type", "dummy").Run()
+	// What an older meshd left: an unconditional MSS hook, and a NOTRACK
+	// hook for another listen port.
+	for _, args := range [][]string{
+		{"-t", "mangle", "-N", "MESHD-MSS"}, {"-t", "mangle", "-I", "POSTROUTING", "-j", "MESHD-MSS"},
+		{"-t", "raw", "-N", "MESHD-NOTRACK"}, {"-t", "raw", "-I", "PREROUTING", "-p", "udp", "--dport", "51999", "-j", "MESHD-NOTRACK"},
+	} {
+		if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
+			res["error"] = string(out)
+			return
+		}
+	}
+	cfg := Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, step := range []string{"start", "restart"} {
+		if err := New(cfg).Start(); err != nil {
+			res["error"] = err.Error()
+			return
+		}
+		res[step] = hookChains()
+	}
+	New(cfg).Close()
+	res["closed"] = hookChains()
+	all, _ := exec.Command("iptables-save").CombinedOutput()
+	res["left"] = fmt.Sprint(strings.Count(string(all), "MESHD"))
+}
+
+// TestFirewallHooksInKernel: meshd's hooks are narrowed to the packets
+// their chains concern, replace what an older meshd left, stay single
+// across a restart, and are all gone after Close.
+func TestFirewallHooksInKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP-ROOT: needs root for a network namespace and iptables")
+	}
+	b := make([]byte, 2)
+	rand.Read(b)
+	ns := "fwh" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperHooks$")
+	cmd.Env = append(os.Environ(), hooksHelperEnv+"=1")
+	out, _ := cmd.Output()
+	var res map[string]string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "{") {
+			json.Unmarshal([]byte(l), &res)
+		}
+	}
+	if res == nil || res["error"] != "" {
+		t.Fatalf("helper: %v\n%s", res["error"], out)
+	}
+	want := []string{
+		"-A INPUT -j MESHD-INPUT",
+		"-A POSTROUTING -o mesh0 -p tcp -j MESHD-MSS",
+		"-A PREROUTING -p udp -m udp --dport 51820 -j MESHD-NOTRACK",
+		"-A OUTPUT -p udp -m udp --sport 51820 -j MESHD-NOTRACK",
+	}
+	for _, step := range []string{"start", "restart"} {
+		var hooks []string
+		for _, l := range strings.Split(res[step], "\n") {
+			if strings.Contains(l, "-j MESHD-") {
+				hooks = append(hooks, l)
+			}
+		}
+		if strings.Join(hooks, "\n") != strings.Join(want, "\n") {
+			t.Errorf("hooks after %s:\n%s\nwant exactly:\n%s", step, strings.Join(hooks, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	if strings.Contains(res["closed"], "MESHD") || res["left"] != "0" {
+		t.Errorf("after Close: %s rules or chains named MESHD left:\n%s", res["left"], res["closed"])
+	}
+}
