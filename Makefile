@@ -53,11 +53,16 @@ faults: build
 
 # The benchmark suite (root: the namespace testbed). Rewrites bench/RESULTS.md,
 # bench/results.json and bench/throughput.png; about 10 minutes.
+# Nebula, the peer comparison in make bench: built from its module at this
+# tag into bench/out (outside the source tree; not a dependency of meshd).
+NEBULA_VERSION := v1.9.7
+
 bench: build
 	@mkdir -p bench/out
 	$(GO) run ./bench/zkwatch -n 100,1000,5000 -watchers 10 -changes 150 -json bench/out/zkwatch.json
 	$(GO) build -o bench/out/meshd-bench ./bench/cmd/meshd-bench
-	bench/out/meshd-bench -bin bin -json bench/out/dataplane.json
+	GOBIN=$(CURDIR)/bench/out/nebula $(GO) install github.com/slackhq/nebula/cmd/nebula@$(NEBULA_VERSION) github.com/slackhq/nebula/cmd/nebula-cert@$(NEBULA_VERSION)
+	bench/out/meshd-bench -bin bin -nebula bench/out/nebula -nebula-version $(NEBULA_VERSION) -json bench/out/dataplane.json
 	$(GO) run ./bench/cmd/report -command "make bench"
 
 # A smoke test of the suite (CI): short runs, figures to bench/out only.

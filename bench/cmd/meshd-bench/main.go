@@ -45,6 +45,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds of meshd vs bare wireguard-go and firewall on vs off")
 	flag.IntVar(&o.peers, "peers", 5000, "peers given to one real meshd in the scale step")
 	flag.StringVar(&o.profile, "profile", "", "save meshd's CPU and heap profiles with its peers into this directory")
+	flag.StringVar(&o.nebula, "nebula", "", "directory with nebula and nebula-cert: add Nebula to the rounds as a peer comparison")
+	flag.StringVar(&nebulaVersion, "nebula-version", nebulaVersion, "the Nebula tag in that directory, for the report")
 	only := flag.String("only", "", "run one part: dataplane or scale (default: all)")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))

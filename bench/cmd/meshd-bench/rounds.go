@@ -19,6 +19,7 @@ type options struct {
 	quick   bool
 	peers   int    // peers given to one meshd in the scale step
 	profile string // where to save meshd's profiles, "" = none
+	nebula  string // directory with nebula and nebula-cert, "" = no Nebula
 }
 
 // compareRounds runs the comparisons the targets are judged on — meshd
@@ -33,6 +34,9 @@ func compareRounds(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir st
 	steps := []string{"bare", "off", "10", "1000", "10000"}
 	if o.quick {
 		steps = []string{"bare", "off", "10", "10000"}
+	}
+	if o.nebula != "" {
+		steps = append(steps, "nebula")
 	}
 	var all []Measurement
 	for r := 0; r < o.rounds; r++ {
@@ -54,8 +58,11 @@ func compareRounds(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir st
 // with n members in its sets. The 10 000-member one is meshd as shipped:
 // it gets the full data-plane measurement.
 func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, step string) ([]Measurement, error) {
-	if step == "bare" {
+	switch step {
+	case "bare":
 		return bareWG(tb, a, b, o.secs, logDir)
+	case "nebula":
+		return nebulaRun(tb, a, b, o, logDir)
 	}
 	fw := "enforce"
 	if step == "off" {

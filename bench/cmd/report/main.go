@@ -62,7 +62,17 @@ func main() {
 
 	fmt.Fprintf(&b, "## Data plane\n\n| configuration | TCP 1 stream | TCP 4 streams | UDP 64 B | ping RTT |\n|---|---|---|---|---|\n")
 	configs := []string{"raw underlay", "bare wireguard-go", "meshd (enforce, 10k members)"}
-	for _, c := range configs {
+	nebula := ""
+	for _, m := range ms {
+		if strings.HasPrefix(m.Config, "nebula ") {
+			nebula = m.Config
+		}
+	}
+	rows := configs
+	if nebula != "" {
+		rows = append(append([]string{}, configs...), nebula)
+	}
+	for _, c := range rows {
 		fmt.Fprintf(&b, "| %s | %.2f Gbit/s | %.2f Gbit/s | %.0f kpps | %.3f ms |\n", c,
 			get(c, "tcp_1_stream"), get(c, "tcp_4_streams"), get(c, "udp_64b_rate"), get(c, "ping_rtt"))
 	}
@@ -97,8 +107,14 @@ func main() {
 	fmt.Fprintf(&b, "| bare wireguard-go / raw (b/a) | %s | %s | %s |\n", ratio(configs[1], configs[0], "tcp_1_stream"), ratio(configs[1], configs[0], "tcp_4_streams"), ratio(configs[1], configs[0], "udp_64b_rate"))
 	fmt.Fprintf(&b, "| meshd / bare wireguard-go (c/b) | %s | %s | %s |\n", both(configs[2], configs[1], "tcp_1_stream"), both(configs[2], configs[1], "tcp_4_streams"), both(configs[2], configs[1], "udp_64b_rate"))
 	fmt.Fprintf(&b, "| meshd, firewall off on both hosts / bare wireguard-go | %s | - | %s |\n", both("meshd firewall off", configs[1], "tcp_1_stream"), both("meshd firewall off", configs[1], "udp_64b_rate"))
-	fmt.Fprintf(&b, "\nTarget: meshd >= 1.0x bare wireguard-go. meshd's data path *is* wireguard-go\n(the last row: meshd itself costs nothing per packet); what meshd as shipped adds\nper packet is the host firewall on both ends - the rule walk, the set lookups and\nconnection tracking of overlay flows - which is the price of replacing security\ngroups. Full-size packets do not notice it; 64-byte packets, where the kernel's\nper-packet work is a larger share, do (next table).\n\n")
+	if nebula != "" {
+		fmt.Fprintf(&b, "| meshd / %s (peer comparison) | %s | %s | %s |\n", nebula, both(configs[2], nebula, "tcp_1_stream"), both(configs[2], nebula, "tcp_4_streams"), both(configs[2], nebula, "udp_64b_rate"))
+	}
+	fmt.Fprintf(&b, "\nTarget: meshd >= 1.0x bare wireguard-go. meshd's data path *is* wireguard-go\n(the row with the firewall off: meshd itself costs nothing per packet); what meshd as shipped adds\nper packet is the host firewall on both ends - the rule walk, the set lookups and\nconnection tracking of overlay flows - which is the price of replacing security\ngroups. Full-size packets do not notice it; 64-byte packets, where the kernel's\nper-packet work is a larger share, do (next table).\n\n")
 
+	if nebula != "" {
+		fmt.Fprintf(&b, "Peer comparison: %s, built by make bench from its Go module at that tag into\nbench/out (outside the source tree), on the same two hosts in the same rounds:\npeer found through its static host map (no lighthouse), its firewall admitting\nall (a data-path comparison, not of policy), TUN MTU 1420 like WireGuard's, its\ndefault cipher (AES-256-GCM) and one routine.\n\n", nebula)
+	}
 	fmt.Fprintf(&b, "## Firewall cost (meshd on both hosts, same run)\n\n| configuration | TCP 1 stream | vs off | UDP 64 B | vs off |\n|---|---|---|---|---|\n")
 	off := "meshd firewall off"
 	for _, c := range []string{off, "meshd enforce 10 members", "meshd enforce 1000 members", "meshd enforce 10000 members"} {
