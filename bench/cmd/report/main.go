@@ -113,7 +113,7 @@ func main() {
 	fmt.Fprintf(&b, "\nTarget: meshd >= 1.0x bare wireguard-go. meshd's data path *is* wireguard-go\n(the row with the firewall off: meshd itself costs nothing per packet); what meshd as shipped adds\nper packet is the host firewall on both ends - the rule walk, the set lookups and\nconnection tracking of overlay flows - which is the price of replacing security\ngroups. Full-size packets do not notice it; 64-byte packets, where the kernel's\nper-packet work is a larger share, do (next table).\n\n")
 
 	if nebula != "" {
-		fmt.Fprintf(&b, "Peer comparison: %s, built by make bench from its Go module at that tag into\nbench/out (outside the source tree), on the same two hosts in the same rounds:\npeer found through its static host map (no lighthouse), its firewall admitting\nall (a data-path comparison, not of policy), TUN MTU 1420 like WireGuard's, its\ndefault cipher (AES-256-GCM) and one routine. Nebula moves 64-byte packets\nfaster here and full-size TCP far slower; neither is profiled yet.\n\n", nebula)
+		fmt.Fprintf(&b, "Peer comparison: %s, built by make bench from its Go module at that tag into\nbench/out (outside the source tree), on the same two hosts in the same rounds:\npeer found through its static host map (no lighthouse), its firewall admitting\nall (a data-path comparison, not of policy), TUN MTU 1420 like WireGuard's, its\ndefault cipher (AES-256-GCM) and one routine. Nebula moves 64-byte packets\nfaster here and full-size TCP far slower; see \"Where wireguard-go's own 64-byte\ntime goes\" below.\n\n", nebula)
 	}
 	fmt.Fprintf(&b, "## Firewall cost (meshd on both hosts, same run)\n\n| configuration | TCP 1 stream | vs off | UDP 64 B | vs off |\n|---|---|---|---|---|\n")
 	off := "meshd firewall off"
