@@ -145,7 +145,7 @@ func (b iptables) EnsureJump(table, from, to string, match ...string) error {
 			have = true
 			continue
 		}
-		if _, err := run("", "iptables", append([]string{"-w", "-t", table, "-D", from}, strings.Fields(spec)...)...); err != nil {
+		if err := deleteRule(table, from, spec); err != nil {
 			return fmt.Errorf("remove stale hook %q: %w", spec, err)
 		}
 	}
@@ -159,10 +159,16 @@ func (b iptables) EnsureJump(table, from, to string, match ...string) error {
 func (b iptables) RemoveJump(table, from, to string) error {
 	specs, err := b.jumps(table, from, to)
 	for _, spec := range specs {
-		if _, derr := run("", "iptables", append([]string{"-w", "-t", table, "-D", from}, strings.Fields(spec)...)...); derr != nil {
+		if derr := deleteRule(table, from, spec); derr != nil {
 			err = derr
 		}
 	}
+	return err
+}
+
+// deleteRule deletes one rule of a chain given in iptables -S form.
+func deleteRule(table, chain, spec string) error {
+	_, err := run("", "iptables", append([]string{"-w", "-t", table, "-D", chain}, strings.Fields(spec)...)...)
 	return err
 }
 

@@ -1,8 +1,6 @@
 package firewall
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,24 +65,10 @@ func TestFirewallHooksInKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP-ROOT: needs root for a network namespace and iptables")
 	}
-	b := make([]byte, 2)
-	rand.Read(b)
-	ns := "fwh" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperHooks$")
-	cmd.Env = append(os.Environ(), hooksHelperEnv+"=1")
-	out, _ := cmd.Output()
 	var res map[string]string
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(l, "{") {
-			json.Unmarshal([]byte(l), &res)
-		}
-	}
-	if res == nil || res["error"] != "" {
-		t.Fatalf("helper: %v\n%s", res["error"], out)
+	runHelperInNamespace(t, "TestHelperHooks", hooksHelperEnv, &res)
+	if res["error"] != "" {
+		t.Fatalf("helper: %s", res["error"])
 	}
 	want := []string{
 		"-A INPUT -j MESHD-INPUT",

@@ -99,13 +99,11 @@ func TestHelperFirewallScale(t *testing.T) {
 	json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// TestFirewallScaleInKernel: with real ipset and iptables, one member
-// joining or leaving costs the same at 10 and at 10 000 members, and the
-// number of meshd rules does not change.
-func TestFirewallScaleInKernel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP-ROOT: needs root for a network namespace, ipset and iptables")
-	}
+// runHelperInNamespace re-executes this test binary as the named helper
+// test inside a network namespace made for it (env=1 tells the helper it is
+// one), and decodes the last JSON line the helper printed into v.
+func runHelperInNamespace(t *testing.T, helper, env string, v any) {
+	t.Helper()
 	b := make([]byte, 2)
 	rand.Read(b)
 	ns := "fw" + hex.EncodeToString(b)
@@ -113,22 +111,32 @@ func TestFirewallScaleInKernel(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", ns).Run()
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperFirewallScale$")
-	cmd.Env = append(os.Environ(), kernelHelperEnv+"=1")
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^"+helper+"$")
+	cmd.Env = append(os.Environ(), env+"=1")
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
+		t.Fatalf("helper %s: %v\n%s", helper, err, out)
 	}
-	var res scaleResult
 	var line string
 	for _, l := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(l, "{") {
 			line = l
 		}
 	}
-	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		t.Fatalf("helper output %q: %v", out, err)
+	if err := json.Unmarshal([]byte(line), v); err != nil {
+		t.Fatalf("helper %s output %q: %v", helper, out, err)
 	}
+}
+
+// TestFirewallScaleInKernel: with real ipset and iptables, one member
+// joining or leaving costs the same at 10 and at 10 000 members, and the
+// number of meshd rules does not change.
+func TestFirewallScaleInKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP-ROOT: needs root for a network namespace, ipset and iptables")
+	}
+	var res scaleResult
+	runHelperInNamespace(t, "TestHelperFirewallScale", kernelHelperEnv, &res)
 	if res.Err != "" {
 		t.Fatal(res.Err)
 	}

@@ -296,11 +296,15 @@ type Client struct {
 
 // Dial returns a client for the socket; the first request connects.
 func Dial(socket string) *Client {
-	return &Client{socket: socket, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		},
-	}}}
+	return &Client{socket: socket, http: &http.Client{Timeout: 10 * time.Second, Transport: UnixTransport(socket)}}
+}
+
+// UnixTransport carries HTTP to the admin socket whatever the URL's host:
+// for callers that need plain HTTP there, such as profile downloads.
+func UnixTransport(socket string) *http.Transport {
+	return &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}
 }
 
 // Send sends a body to one endpoint and decodes the answer into v.

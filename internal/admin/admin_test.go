@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -23,9 +22,7 @@ func serveTest(t *testing.T) (*http.Client, string) {
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, sock, fakeSource{}, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+	c := &http.Client{Transport: UnixTransport(sock)}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := c.Get("http://meshd/v1/status"); err == nil {

@@ -178,11 +178,20 @@ func (d *Device) Stats() (map[wgtypes.Key]PeerStats, error) {
 // WireGuard sends at most one initiation per peer every 5 s (RekeyTimeout);
 // a call within that window is a no-op.
 func (d *Device) Handshake(key wgtypes.Key) error {
-	p := d.wg.LookupPeer(wgdevice.NoisePublicKey(key))
-	if p == nil {
-		return fmt.Errorf("handshake: no peer %s on %s", key, d.cfg.Name)
+	p, err := d.peer("handshake", key)
+	if err != nil {
+		return err
 	}
 	return p.SendHandshakeInitiation(false)
+}
+
+// peer is one peer of the device, or an error naming what wanted it.
+func (d *Device) peer(what string, key wgtypes.Key) (*wgdevice.Peer, error) {
+	p := d.wg.LookupPeer(wgdevice.NoisePublicKey(key))
+	if p == nil {
+		return nil, fmt.Errorf("%s: no peer %s on %s", what, key, d.cfg.Name)
+	}
+	return p, nil
 }
 
 // HandshakeOnce sends one initiation as a retry would: WireGuard's count of
@@ -190,9 +199,9 @@ func (d *Device) Handshake(key wgtypes.Key) error {
 // without an answer) no new chain of retries follows and nothing stays
 // queued. Rate-limited like Handshake.
 func (d *Device) HandshakeOnce(key wgtypes.Key) error {
-	p := d.wg.LookupPeer(wgdevice.NoisePublicKey(key))
-	if p == nil {
-		return fmt.Errorf("handshake: no peer %s on %s", key, d.cfg.Name)
+	p, err := d.peer("handshake", key)
+	if err != nil {
+		return err
 	}
 	return p.SendHandshakeInitiation(true)
 }
@@ -202,9 +211,9 @@ func (d *Device) HandshakeOnce(key wgtypes.Key) error {
 // restarting its 90 s of handshake retries; for a peer that never answers
 // that never ends (and each queued packet holds a 64 KiB buffer).
 func (d *Device) DropQueued(key wgtypes.Key) error {
-	p := d.wg.LookupPeer(wgdevice.NoisePublicKey(key))
-	if p == nil {
-		return fmt.Errorf("drop queued: no peer %s on %s", key, d.cfg.Name)
+	p, err := d.peer("drop queued", key)
+	if err != nil {
+		return err
 	}
 	p.FlushStagedPackets()
 	return nil

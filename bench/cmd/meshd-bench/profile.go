@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/testbed"
 )
 
@@ -45,9 +44,7 @@ func saveProfiles(m *testbed.Meshd, dir, name string, secs int) error {
 }
 
 func adminClient(m *testbed.Meshd, timeout time.Duration) *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", m.Socket)
-	}}, Timeout: timeout}
+	return &http.Client{Transport: admin.UnixTransport(m.Socket), Timeout: timeout}
 }
 
 // heapInuse is the Go heap a running meshd holds after a collection, in
