@@ -25,7 +25,15 @@ echo "== scripts: rpm stops meshd only on erase"
 rpm -qp --scripts "$rpmf" | tee /tmp/meshd-rpm-scripts.txt | grep -A3 '^preuninstall' | grep -q '"$1" -eq 0' || fail "rpm %preun does not guard on erase"
 
 echo "== systemd unit"
-systemd-analyze verify packaging/meshd.service 2>&1 | grep -v -e 'not executable' -e 'No such file' || true
+# Verified with ExecStart pointing at the built binary (meshd is not
+# installed at /usr/bin yet). The one benign complaint, filtered by name: the
+# Documentation= man pages cannot be opened where man-db is not installed.
+unitdir=$(mktemp -d)
+sed "s|/usr/bin/meshd|$PWD/dist/build/meshd|g" packaging/meshd.service > "$unitdir/meshd.service"
+if verify=$(systemd-analyze verify "$unitdir/meshd.service" 2>&1); then verify_rc=0; else verify_rc=$?; fi
+problems=$(grep -v -E "^meshd.service: Command 'man [a-z]+\([0-9]\)' failed with code [0-9]+$" <<<"$verify" | grep -v '^$' || :)
+rm -rf "$unitdir"
+[ -z "$problems" ] || fail "systemd-analyze verify (exit $verify_rc): $problems"
 systemd-analyze security --offline=true packaging/meshd.service | tail -1
 
 # Build a later version to upgrade to, outside dist/.
@@ -72,7 +80,9 @@ rpm --root "$root" -U --nodeps --noscripts "$rpm2"
 [ "$(cd "$root" && sha256sum var/lib/meshd/private.key etc/meshd/meshd.yaml)" = "$before" ] || fail "rpm upgrade changed the key or the edited config"
 rpm --root "$root" -q --configfiles meshd | grep -qx /etc/meshd/meshd.yaml || fail "rpm does not list meshd.yaml as a config file"
 # A downgrade attempt is refused: rpm knows the newer version is installed.
-out=$(rpm --root "$root" -U --test --nodeps "$rpmf" 2>&1 || true)
+if out=$(rpm --root "$root" -U --test --nodeps "$rpmf" 2>&1); then
+	fail "rpm accepted a downgrade: $out"
+fi
 echo "$out" | grep -q "which is newer" || fail "rpm --test of the older package: $out"
 rm -rf "$root"
 echo "rpm upgrade keeps key and edited config"

@@ -22,7 +22,7 @@ import (
 func startZK(t *testing.T) *zkserver.Server {
 	t.Helper()
 	if _, err := exec.LookPath("java"); err != nil {
-		t.Skip("SKIP-ROOT: needs Debian's zookeeper package (CI installs it)")
+		t.Skip("SKIP-DEP: java is missing; Debian's zookeeper package is needed (scripts/install-deps.sh)")
 	}
 	s, err := zkserver.Start(context.Background(), zkserver.Options{})
 	if err != nil {

@@ -26,7 +26,7 @@ func mockBinary(t *testing.T) string {
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
-	t.Skip("SKIP-ROOT: ec2-metadata-mock not installed (go install github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@v1.13.0)")
+	t.Skip("SKIP-DEP: ec2-metadata-mock not installed (go install github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@v1.13.0)")
 	return ""
 }
 

@@ -10,7 +10,7 @@ import (
 
 func needZooKeeper(t *testing.T) {
 	if _, err := exec.LookPath("java"); err != nil {
-		t.Skip("SKIP-ROOT: java and Debian's zookeeper package are needed (CI installs them)")
+		t.Skip("SKIP-DEP: java is missing; Debian's zookeeper package is needed (scripts/install-deps.sh)")
 	}
 }
 
