@@ -18,11 +18,16 @@ type BreakerConfig struct {
 // half the fleet was decommissioned; removing those peers would cut traffic
 // the registry has no business cutting. It counts removals, not the net
 // change of the fleet, so "remove 50, add 50" trips it too.
+//
+// It knows which hosts it holds, not only how many: a held host whose record
+// returns, or that is decommissioned, leaves the set at once, and when the
+// set is empty the breaker closes by itself. A count taken at the last check
+// would go stale the moment one of them came back.
 type breaker struct {
 	cfg       BreakerConfig
 	recent    []time.Time // removals let through within the window
 	tripped   bool
-	held      int // removals held at the last check
+	held      map[string]bool // instance ids whose removal is held
 	releasing bool
 }
 
@@ -30,7 +35,7 @@ func newBreaker(cfg BreakerConfig) *breaker {
 	if cfg.Window == 0 {
 		cfg.Window = time.Minute
 	}
-	return &breaker{cfg: cfg}
+	return &breaker{cfg: cfg, held: map[string]bool{}}
 }
 
 func (b *breaker) limit(peers int) int {
@@ -41,6 +46,7 @@ func (b *breaker) limit(peers int) int {
 }
 
 // admit returns the removals that may proceed now; the rest stay held.
+// due is every peer whose hold-down is over, held ones included.
 func (b *breaker) admit(due []string, peers int, now time.Time, log *slog.Logger) []string {
 	keep := b.recent[:0]
 	for _, t := range b.recent {
@@ -50,23 +56,40 @@ func (b *breaker) admit(due []string, peers int, now time.Time, log *slog.Logger
 	}
 	b.recent = keep
 	if b.releasing {
-		b.releasing, b.tripped, b.held, b.recent = false, false, 0, nil
+		b.releasing, b.tripped, b.recent = false, false, nil
+		clear(b.held)
 		log.Warn("breaker released by operator: removing held peers", "count", len(due))
 		return due
 	}
-	if !b.tripped && len(b.recent)+len(due) > b.limit(peers) {
+	if !b.tripped && len(due) > 0 && len(b.recent)+len(due) > b.limit(peers) {
 		b.tripped = true
 		log.Error("mass-removal breaker tripped: holding removals; release with `meshctl breaker release`",
 			"due", len(due), "removed_recently", len(b.recent), "limit", b.limit(peers), "window", b.cfg.Window)
 	}
 	if b.tripped {
-		b.held = len(due)
+		for _, id := range due {
+			b.held[id] = true
+		}
 		return nil
 	}
 	for range due {
 		b.recent = append(b.recent, now)
 	}
 	return due
+}
+
+// forget drops a host from the held set: its record came back, or it was
+// decommissioned and goes regardless. The breaker closes when the last held
+// host is accounted for.
+func (b *breaker) forget(id string, log *slog.Logger) {
+	if !b.held[id] {
+		return
+	}
+	delete(b.held, id)
+	if b.tripped && len(b.held) == 0 {
+		b.tripped, b.releasing = false, false
+		log.Info("mass-removal breaker closed: every held host is back or retired")
+	}
 }
 
 // release lets the held removals through at the next check; it returns how
@@ -76,7 +99,7 @@ func (b *breaker) release() int {
 		return 0
 	}
 	b.releasing = true
-	return b.held
+	return len(b.held)
 }
 
 // BreakerState is the breaker as the admin API shows it.

@@ -203,6 +203,23 @@ func (s *pathState) step(obs Observation, now time.Time, t PathTimers) action {
 	return action{}
 }
 
+// state is the peer's state word (CONTRACTS.md). A peer nobody is talking
+// to is idle, not connecting: WireGuard drops an unused session after three
+// minutes, and that is no fault. connecting means a handshake is owed: an
+// attempt on a path is running, or packets go out and nothing comes back;
+// down means no path answered. Those two are what an alert fires on.
+func (s *pathState) state(obs Observation, now time.Time) string {
+	switch {
+	case !obs.LastHandshake.IsZero() && now.Sub(obs.LastHandshake) < upWindow:
+		return StateUp
+	case s.exhausted:
+		return StateDown
+	case s.trying || !s.silentSince.IsZero():
+		return StateConnecting
+	}
+	return StateIdle
+}
+
 // resting: every candidate failed and the peer is left alone for a while.
 func (s *pathState) resting() bool { return s.exhausted && !s.trying }
 

@@ -78,6 +78,7 @@ type Reconciler struct {
 	peers    map[string]*peer // by instance id
 	breaker  *breaker
 	applied  uint64 // peer changes applied to the device
+	pend     *pending
 	lastSync time.Time
 	now      func() time.Time
 	kick     chan struct{}
@@ -89,6 +90,10 @@ type peer struct {
 	path        *pathState
 	unreachable string    // why there is no candidate, if none
 	removeAt    time.Time // hold-down deadline after its record vanished
+	goneAt      time.Time // when its record vanished; zero while it has one
+	retired     bool      // decommissioned: removed at once, never held
+	heardAt     time.Time // when its received bytes last grew
+	lastCall    time.Time // the handshake sent to a silent vanished peer
 	obs         Observation
 	inDevice    bool
 	nextKey     *wgtypes.Key // announced next key, in the device without allowed IPs
@@ -113,6 +118,7 @@ func New(cfg Config, dev Device, members Members) *Reconciler {
 		links:   cfg.Links,
 		peers:   map[string]*peer{},
 		breaker: newBreaker(cfg.Breaker),
+		pend:    newPending(),
 		now:     time.Now,
 		kick:    make(chan struct{}, 1),
 	}
@@ -175,11 +181,12 @@ func (r *Reconciler) HandleEvents(batch []registry.Event) {
 			handshakes = append(handshakes, hs...)
 		case registry.Removed:
 			if p := r.peers[h.InstanceID]; p != nil && (p.removeAt.IsZero() || ev.Decommissioned) {
-				p.removeAt = now.Add(r.cfg.HoldDown)
+				p.removeAt, p.goneAt = now.Add(r.cfg.HoldDown), now
 				if ev.Decommissioned {
 					// Retired for good: its key must go now, not after the
-					// hold-down that covers restarts and blips.
-					p.removeAt = now
+					// hold-down that covers restarts and blips, and not
+					// when an operator gets round to the breaker.
+					p.removeAt, p.retired = now, true
 					expireNow = true
 				}
 			}
@@ -201,7 +208,8 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 		r.peers[h.InstanceID] = p
 	}
 	old := p.host
-	p.host, p.removeAt = h, time.Time{}
+	p.host, p.removeAt, p.goneAt, p.retired, p.lastCall = h, time.Time{}, time.Time{}, false, time.Time{}
+	r.breaker.forget(h.InstanceID, r.log)
 	cands, why := Candidates(r.selfLocation(), location(h), r.links)
 	p.unreachable = why
 
@@ -293,6 +301,9 @@ func (r *Reconciler) Tick() {
 	stats, err := r.dev.Stats()
 	if err != nil {
 		r.log.Error("device stats", "err", err)
+		r.mu.Lock()
+		r.applyDevice(device.Delta{}, nil) // pending changes still get their retry
+		r.mu.Unlock()
 		return
 	}
 	r.mu.Lock()
@@ -305,6 +316,9 @@ func (r *Reconciler) Tick() {
 			continue
 		}
 		st := stats[p.host.PublicKey]
+		if st.RxBytes != p.obs.RxBytes && st.RxBytes > 0 {
+			p.heardAt = now
+		}
 		p.obs = Observation{Endpoint: st.Endpoint, LastHandshake: st.LastHandshake, RxBytes: st.RxBytes, TxBytes: st.TxBytes}
 		before, _ := p.path.current()
 		a := p.path.step(p.obs, now, r.cfg.Timers)
@@ -371,18 +385,46 @@ func (r *Reconciler) probe(p *peer) {
 }
 
 // expireLocked removes peers whose hold-down has run out, through the
-// mass-removal breaker.
+// mass-removal breaker; decommissioned peers go past it.
+//
+// A vanished record is the registry's word, not the data plane's: when a
+// host is cut off from ZooKeeper (a severed link, a proxy down) its session
+// expires while WireGuard between it and us works. Removing it would cut
+// traffic because of the mesh. So a peer heard from (a handshake, or bytes
+// received) within the hold-down stays, as stale, and goes only after a
+// hold-down of silence; one that is silent gets one handshake first and
+// goes if it does not answer within the handshake timeout. A host that
+// really died is thus gone within hold-down plus a handshake timeout.
+// hold_down 0 means at once, liveness or not.
 func (r *Reconciler) expireLocked(now time.Time) {
-	var due []string
+	var due, retired []string
+	var calls []wgtypes.Key
 	for id, p := range r.peers {
-		if !p.removeAt.IsZero() && !now.Before(p.removeAt) {
+		switch {
+		case p.retired:
+			retired = append(retired, id)
+			r.breaker.forget(id, r.log)
+		case p.removeAt.IsZero() || now.Before(p.removeAt):
+		case r.cfg.HoldDown == 0:
+			due = append(due, id)
+		case r.alive(p, now):
+			r.breaker.forget(id, r.log)
+			p.lastCall = time.Time{}
+		case p.lastCall.IsZero() && p.inDevice:
+			p.lastCall = now
+			calls = append(calls, p.host.PublicKey)
+			r.log.Info("peer's record is gone and it is silent: one handshake before removal", "peer", id,
+				"silent_for", r.silence(p, now), "record_gone_for", now.Sub(p.goneAt).Round(time.Second))
+		case p.inDevice && now.Sub(p.lastCall) < r.cfg.Timers.Handshake:
+		default:
 			due = append(due, id)
 		}
 	}
-	if len(due) == 0 {
+	r.handshake(calls)
+	if len(due)+len(retired) == 0 {
 		return
 	}
-	allowed := r.breaker.admit(due, len(r.peers), now, r.log)
+	allowed := append(retired, r.breaker.admit(due, len(r.peers), now, r.log)...)
 	var delta device.Delta
 	for _, id := range allowed {
 		p := r.peers[id]
@@ -403,22 +445,64 @@ func (r *Reconciler) expireLocked(now time.Time) {
 	r.applyDevice(delta, nil)
 }
 
+// lastHeard is when the device last showed the peer alive: its last
+// handshake or the last growth of its received bytes.
+func lastHeard(p *peer) time.Time {
+	if p.heardAt.After(p.obs.LastHandshake) {
+		return p.heardAt
+	}
+	return p.obs.LastHandshake
+}
+
+// alive: heard from within the hold-down.
+func (r *Reconciler) alive(p *peer, now time.Time) bool {
+	t := lastHeard(p)
+	return !t.IsZero() && now.Sub(t) < r.cfg.HoldDown
+}
+
+func (r *Reconciler) silence(p *peer, now time.Time) string {
+	if t := lastHeard(p); !t.IsZero() {
+		return now.Sub(t).Round(time.Second).String()
+	}
+	return "ever"
+}
+
 // applyDevice sends one delta to the device, then starts the handshakes:
 // a new or moved peer is handshaken at once rather than at the first packet,
 // so a restarted host is reachable again in both directions within a second.
+// A delta the device refuses is kept and retried with backoff, merged with
+// every later one (see pending); Tick retries when the backoff is over.
 func (r *Reconciler) applyDevice(delta device.Delta, handshakes []wgtypes.Key) {
-	if n := len(delta.Upsert) + len(delta.Remove); n > 0 {
-		start := time.Now()
-		if err := r.dev.Apply(delta); err != nil {
-			r.log.Error("device: apply peers", "upsert", len(delta.Upsert), "remove", len(delta.Remove), "err", err)
-			return
-		}
-		r.applied += uint64(n)
-		if r.cfg.OnApply != nil {
-			r.cfg.OnApply(time.Since(start), n)
-		}
+	if r.pend.changes() == 0 && delta.Empty() {
+		r.handshake(handshakes)
+		return
 	}
-	for _, k := range handshakes {
+	r.pend.merge(delta, handshakes)
+	now := r.now()
+	if r.pend.waiting(now) {
+		return
+	}
+	d := r.pend.delta()
+	n := len(d.Upsert) + len(d.Remove)
+	start := time.Now()
+	if err := r.dev.Apply(d); err != nil {
+		wait := r.pend.failed(err, now)
+		r.log.Error("device: apply peers failed; keeping the changes and retrying", "upsert", len(d.Upsert), "remove", len(d.Remove),
+			"retry_in", wait, "failures", r.pend.failures, "err", err)
+		return
+	}
+	if r.pend.backoff > 0 {
+		r.log.Info("device: pending peer changes applied after retrying", "changes", n, "failures", r.pend.failures)
+	}
+	r.applied += uint64(n)
+	if r.cfg.OnApply != nil {
+		r.cfg.OnApply(time.Since(start), n)
+	}
+	r.handshake(r.pend.done())
+}
+
+func (r *Reconciler) handshake(keys []wgtypes.Key) {
+	for _, k := range keys {
 		if err := r.dev.Handshake(k); err != nil {
 			r.log.Debug("device: handshake", "peer", k, "err", err)
 		}

@@ -20,7 +20,10 @@ func writePeersTable(w io.Writer, peers []admin.Peer, now time.Time) {
 	}
 	tw.Flush()
 	for _, p := range peers {
-		if p.State != "up" && p.Reason != "" {
+		switch {
+		case p.StaleReason != "":
+			fmt.Fprintf(w, "%s: stale: %s\n", p.Name, p.StaleReason)
+		case p.State != "up" && p.Reason != "":
 			fmt.Fprintf(w, "%s: %s\n", p.Name, p.Reason)
 		}
 	}
@@ -36,6 +39,10 @@ func writeStatus(w io.Writer, s admin.Status) {
 	row("interface", fmt.Sprintf("%s (port %d, mtu %d)", s.Interface, s.ListenPort, s.MTU))
 	row("registry", fmt.Sprintf("%s, last sync %s", s.Registry, orDash(s.LastSync)))
 	row("peers", fmt.Sprintf("%d (%s; %s)", s.Peers, counts(s.PeersByState), counts(s.PeersByPath)))
+	if s.KeptAlive > 0 {
+		row("kept alive", fmt.Sprintf("%d peer(s) missing from the registry but alive on the wire (%s): kept until silent for the hold-down",
+			s.KeptAlive, counts(s.KeptAliveByNetwork)))
+	}
 	row("firewall", fmt.Sprintf("%s (conntrack %d of %d)", s.Firewall, s.Conntrack[0], s.Conntrack[1]))
 	if s.PolicyError != "" {
 		row("policy", "REJECTED, previous kept: "+strings.ReplaceAll(s.PolicyError, "\n  ", " "))
@@ -45,6 +52,7 @@ func writeStatus(w io.Writer, s admin.Status) {
 		b = fmt.Sprintf("TRIPPED: holding %d removal(s) (limit %d); release with `meshctl breaker release`", s.Breaker.Held, s.Breaker.Limit)
 	}
 	row("breaker", b)
+	row("device updates", applyText(s.Apply))
 	if len(s.BadRecords) > 0 {
 		row("bad records", counts(intMap(s.BadRecords)))
 	}
@@ -53,6 +61,17 @@ func writeStatus(w io.Writer, s admin.Status) {
 	}
 	row("version", s.Version+", up "+s.Uptime)
 	tw.Flush()
+}
+
+// applyText says whether the device holds what meshd wants it to.
+func applyText(a admin.Apply) string {
+	switch {
+	case a.Pending > 0:
+		return fmt.Sprintf("FAILING: %d peer change(s) not in the device, retry at %s; %d failure(s), last: %s", a.Pending, orDash(a.RetryAt), a.Failures, a.LastError)
+	case a.Failures > 0:
+		return fmt.Sprintf("in step (%d failure(s) since start, all retried; last at %s: %s)", a.Failures, a.LastErrorAt, a.LastError)
+	}
+	return "in step"
 }
 
 func intMap(m map[string]int64) map[string]int {

@@ -37,32 +37,45 @@ type Peer struct {
 	PublicKey     string   `json:"public_key"`
 	Groups        []string `json:"groups"`
 	RemovalHeld   bool     `json:"removal_held"`
+	// HeldByBreaker: the hold-down is over; the mass-removal breaker holds it.
+	HeldByBreaker bool `json:"held_by_breaker,omitempty"`
+	// KeptAlive: its record is gone from the registry but WireGuard still
+	// hears it, so it stays configured (state stale) until it falls silent.
+	KeptAlive bool `json:"kept_alive,omitempty"`
+	// StaleReason says why a stale peer is kept, in words.
+	StaleReason string `json:"stale_reason,omitempty"`
 }
 
 // Status is `meshctl status`; the first fields are a contract.
 type Status struct {
-	Name         string           `json:"name"`
-	OverlayIP    string           `json:"overlay_ip"`
-	Network      string           `json:"network"`
-	PublicKey    string           `json:"public_key"`
-	Registry     string           `json:"registry"`
-	Peers        int              `json:"peers"`
-	LastSync     string           `json:"last_sync"`
-	PeersByState map[string]int   `json:"peers_by_state"`
-	PeersByPath  map[string]int   `json:"peers_by_path"`
-	Interface    string           `json:"interface"`
-	ListenPort   int              `json:"listen_port"`
-	MTU          int              `json:"mtu"`
-	Firewall     string           `json:"firewall"`
-	Breaker      Breaker          `json:"breaker"`
-	Links        [][]string       `json:"links"`
-	Version      string           `json:"version"`
-	Uptime       string           `json:"uptime"`
-	BadRecords   map[string]int64 `json:"bad_records"`
-	PolicyError  string           `json:"policy_error,omitempty"`
-	Conntrack    [2]int           `json:"conntrack"`           // entries in use, table size
-	Region       string           `json:"region,omitempty"`    // EC2 region
-	TagError     string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
+	Name         string         `json:"name"`
+	OverlayIP    string         `json:"overlay_ip"`
+	Network      string         `json:"network"`
+	PublicKey    string         `json:"public_key"`
+	Registry     string         `json:"registry"`
+	Peers        int            `json:"peers"`
+	LastSync     string         `json:"last_sync"`
+	PeersByState map[string]int `json:"peers_by_state"`
+	PeersByPath  map[string]int `json:"peers_by_path"`
+	Interface    string         `json:"interface"`
+	ListenPort   int            `json:"listen_port"`
+	MTU          int            `json:"mtu"`
+	Firewall     string         `json:"firewall"`
+	Breaker      Breaker        `json:"breaker"`
+	Apply        Apply          `json:"apply"`
+	// KeptAlive counts peers whose record is gone but whose data plane is
+	// alive (kept, stale); by network, so "network X is cut off from the
+	// registry" shows.
+	KeptAlive          int              `json:"kept_alive"`
+	KeptAliveByNetwork map[string]int   `json:"kept_alive_by_network"`
+	Links              [][]string       `json:"links"`
+	Version            string           `json:"version"`
+	Uptime             string           `json:"uptime"`
+	BadRecords         map[string]int64 `json:"bad_records"`
+	PolicyError        string           `json:"policy_error,omitempty"`
+	Conntrack          [2]int           `json:"conntrack"`           // entries in use, table size
+	Region             string           `json:"region,omitempty"`    // EC2 region
+	TagError           string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
 }
@@ -72,6 +85,16 @@ type Breaker struct {
 	Tripped bool `json:"tripped"`
 	Held    int  `json:"held"`
 	Limit   int  `json:"limit"`
+}
+
+// Apply is the health of device updates: a refused update is kept and
+// retried, and until it lands the device differs from the desired state.
+type Apply struct {
+	Failures    uint64 `json:"failures"`      // refused device updates since start
+	LastError   string `json:"last_error"`    // "" if none
+	LastErrorAt string `json:"last_error_at"` // RFC 3339, "" if none
+	Pending     int    `json:"pending"`       // peer changes waiting for a retry
+	RetryAt     string `json:"retry_at"`      // RFC 3339, "" if nothing waits
 }
 
 // PingResult is `meshctl ping`: replies and the path that carried them.
@@ -113,6 +136,7 @@ type Fleet struct {
 	ByVersion map[string]int            `json:"by_version"`
 	Total     int                       `json:"total"`
 	InMesh    int                       `json:"in_mesh"`
+	Stale     int                       `json:"stale"` // missing from the registry, alive on the wire
 	Summary   string                    `json:"summary"`
 }
 
@@ -122,7 +146,9 @@ type FleetHost struct {
 	Network   string `json:"network"`
 	OverlayIP string `json:"overlay_ip"`
 	Version   string `json:"version"`
-	State     string `json:"state"` // in-mesh (live record) or absent (lease only)
+	// State: in-mesh (live record), stale (no record, but alive on the
+	// wire: this host's WireGuard still hears it) or absent (lease only).
+	State string `json:"state"`
 }
 
 // Source is what the server asks the daemon.

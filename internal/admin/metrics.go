@@ -45,6 +45,10 @@ var (
 	descConntrack = prometheus.NewDesc("meshd_conntrack_entries", "Connection tracking entries in use.", nil, nil)
 	descCTMax     = prometheus.NewDesc("meshd_conntrack_max", "Connection tracking table size.", nil, nil)
 	descBreaker   = prometheus.NewDesc("meshd_breaker_held_removals", "Peer removals held by the mass-removal breaker.", nil, nil)
+	descStale     = prometheus.NewDesc("meshd_peers_stale", "Peers whose registry record is gone while WireGuard still hears them (kept, stale), by their network: alert on a network cut off from the registry.", []string{"network"}, nil)
+	descTripped   = prometheus.NewDesc("meshd_breaker_tripped", "1 while the mass-removal breaker holds removals.", nil, nil)
+	descApplyFail = prometheus.NewDesc("meshd_device_apply_failures_total", "Device updates the WireGuard device refused (each is retried).", nil, nil)
+	descPending   = prometheus.NewDesc("meshd_device_pending_changes", "Peer changes waiting for a retry: the device differs from the desired state while this is not 0.", nil, nil)
 	descBuild     = prometheus.NewDesc("meshd_build_info", "meshd's version.", []string{"version"}, nil)
 )
 
@@ -54,7 +58,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descBuild} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descStale, descTripped, descApplyFail, descPending, descBuild} {
 		ch <- d
 	}
 }
@@ -94,6 +98,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descConntrack, prometheus.GaugeValue, float64(st.Conntrack[0]))
 	ch <- prometheus.MustNewConstMetric(descCTMax, prometheus.GaugeValue, float64(st.Conntrack[1]))
 	ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(st.Breaker.Held))
+	for network, n := range st.KeptAliveByNetwork {
+		ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, float64(n), network)
+	}
+	ch <- prometheus.MustNewConstMetric(descTripped, prometheus.GaugeValue, b2f(st.Breaker.Tripped))
+	ch <- prometheus.MustNewConstMetric(descApplyFail, prometheus.CounterValue, float64(st.Apply.Failures))
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(st.Apply.Pending))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ServeMetrics serves /metrics on listen until ctx ends.

@@ -86,20 +86,24 @@ func (d *Daemon) Explain(ctx context.Context, name string) (admin.Explanation, e
 	if rec != nil {
 		step("registry record", true, "%s in network %s, private %s, public %s, groups %v", rec.InstanceID, rec.Network, rec.PrivateIP, orNone(rec.PublicIP), rec.Groups)
 		step("lease", true, "overlay address %s, leased to %s", rec.OverlayIP, rec.InstanceID)
+	} else if st == registry.Connected {
+		step("registry record", false, "%s has no record in the registry while this host is connected to it: %s", name, orText(p.StaleReason, "its record vanished"))
 	} else {
-		step("registry record", st == registry.Connected, "no live record for %s; kept from the snapshot while the registry is %s", name, st)
+		step("registry record", false, "no live record for %s; kept from the snapshot while the registry is %s", name, st)
 	}
 	if perr != nil {
 		step("peer", false, "%s is in the registry but not configured as a peer on this host", name)
 		return ex, nil
 	}
-	if p.RemovalHeld {
-		s := d.rec.Summary()
+	switch {
+	case p.KeptAlive:
+		step("record present", false, "%s's record is gone from the registry, but the data plane is alive: %s. Is %s cut off from ZooKeeper?", p.Name, p.StaleReason, p.Network)
+	case p.RemovalHeld:
 		held := "its hold-down"
-		if s.Breaker.Tripped {
+		if p.HeldByBreaker {
 			held = "the mass-removal breaker (release with meshctl breaker release)"
 		}
-		step("record present", false, "%s's record is gone; the peer is kept by %s", p.Name, held)
+		step("record present", false, "%s's record is gone; the peer is kept by %s: %s", p.Name, held, p.StaleReason)
 	}
 	if !step("path", p.Path != "", "%s", orText(p.Reason, "no usable path")) {
 		return ex, nil
@@ -108,6 +112,9 @@ func (d *Daemon) Explain(ctx context.Context, name string) (admin.Explanation, e
 	switch {
 	case p.State == "up":
 		step("handshake", true, "last handshake %s on %s", p.LastHandshake, p.Endpoint)
+	case p.State == "idle":
+		step("handshake", true, "idle: no traffic with %s since %s, so no session is kept; WireGuard handshakes on %s with the next packet",
+			p.Name, orText(p.LastHandshake, "meshd started"), p.Endpoint)
 	case p.LastHandshake == "":
 		step("handshake", false, "no handshake ever completed with %s on %s: the peer does not answer there (its meshd down, or UDP %s blocked between the hosts)", p.Name, p.Endpoint, p.Endpoint)
 	default:
@@ -214,12 +221,16 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 	for _, h := range d.reg.Hosts() {
 		live[h.InstanceID] = h
 	}
+	wire := d.rec.KeptAlive()
 	f := admin.Fleet{ByNetwork: map[string]map[string]int{}, ByVersion: map[string]int{}}
 	for id, ip := range leases {
 		fh := admin.FleetHost{Name: id, OverlayIP: ip.String(), State: "absent", Network: "-", Version: "-"}
 		if h, ok := live[id]; ok {
 			fh.State, fh.Network, fh.Version = "in-mesh", h.Network, h.Version
 			f.InMesh++
+		} else if p, ok := wire[id]; ok {
+			fh.State, fh.Network = "stale", p.Network
+			f.Stale++
 		}
 		if f.ByNetwork[fh.Network] == nil {
 			f.ByNetwork[fh.Network] = map[string]int{}
@@ -235,5 +246,8 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 		pct = 100 * float64(f.InMesh) / float64(f.Total)
 	}
 	f.Summary = fmt.Sprintf("%d hosts, %d in the mesh (%.0f%%)", f.Total, f.InMesh, pct)
+	if f.Stale > 0 {
+		f.Summary += fmt.Sprintf(", %d missing from the registry but alive on the wire", f.Stale)
+	}
 	return f, nil
 }

@@ -24,7 +24,7 @@ func (d *Daemon) Peers(ctx context.Context) ([]admin.Peer, error) {
 		ap := admin.Peer{
 			Name: p.Name, OverlayIP: p.OverlayIP.String(), Network: p.Network, Path: string(p.Path), Reason: p.Reason,
 			RxBytes: p.RxBytes, TxBytes: p.TxBytes, State: p.State, PublicKey: p.PublicKey.String(), Groups: p.Groups,
-			RemovalHeld: p.RemovalHeld,
+			RemovalHeld: p.RemovalHeld, HeldByBreaker: p.HeldByBreaker, KeptAlive: p.KeptAlive, StaleReason: p.StaleReason,
 		}
 		if ap.Groups == nil {
 			ap.Groups = []string{}
@@ -54,9 +54,20 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		PeersByState: map[string]int{}, PeersByPath: map[string]int{},
 		Interface: d.dev.Name(), ListenPort: int(d.self.ListenPort), MTU: d.dev.MTU(),
 		Firewall: d.cfg.Firewall.Mode, Links: sum.Links, Version: version.Version,
-		Uptime:     time.Since(d.start).Round(time.Second).String(),
-		Breaker:    admin.Breaker{Tripped: sum.Breaker.Tripped, Held: sum.Breaker.Held, Limit: sum.Breaker.Limit},
-		BadRecords: d.reg.Stats().BadRecordCounts(),
+		Uptime:             time.Since(d.start).Round(time.Second).String(),
+		Breaker:            admin.Breaker{Tripped: sum.Breaker.Tripped, Held: sum.Breaker.Held, Limit: sum.Breaker.Limit},
+		BadRecords:         d.reg.Stats().BadRecordCounts(),
+		Apply:              admin.Apply{Failures: sum.Apply.Failures, LastError: sum.Apply.LastError, Pending: sum.Apply.Pending},
+		KeptAliveByNetwork: sum.KeptAlive,
+	}
+	for _, n := range sum.KeptAlive {
+		s.KeptAlive += n
+	}
+	if !sum.Apply.LastErrorAt.IsZero() {
+		s.Apply.LastErrorAt = sum.Apply.LastErrorAt.UTC().Format(time.RFC3339)
+	}
+	if !sum.Apply.RetryAt.IsZero() {
+		s.Apply.RetryAt = sum.Apply.RetryAt.UTC().Format(time.RFC3339)
 	}
 	d.mu.Lock()
 	if d.policyErr != nil {
