@@ -72,6 +72,9 @@ func renderFixed(c ruleConfig) string {
 	w("*filter")
 	w(":%s - [0:0]", chainInput)
 	w(":%s - [0:0]", chainOverlay)
+	// Loopback first: a host calling its own overlay address does so over
+	// lo, which the anti-spoof rule below would take for the underlay.
+	w(`-A %s -i lo -j ACCEPT`, chainInput)
 	if c.SSH {
 		w(`-A %s -p tcp --dport 22 -m set --match-set %s src -m comment --comment "meshd breakglass ssh" -j ACCEPT`, chainInput, setSSH)
 	}

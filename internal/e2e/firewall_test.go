@@ -334,3 +334,32 @@ func TestFirewallShadowModeCountsDropsNothing(t *testing.T) {
 		t.Error("/metrics does not count the would-drop")
 	}
 }
+
+// TestFirewallOwnOverlayAddress: a service that calls itself on its own
+// overlay address (or lists every host, itself included) works in every
+// firewall mode. Such traffic goes over loopback, which the anti-spoof rule
+// once matched as "overlay address from an underlay interface".
+func TestFirewallOwnOverlayAddress(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	for _, mode := range []string{"enforce", "shadow", "off"} {
+		h, err := tb.AddHost("vpc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Groups: []string{"web"}, Firewall: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := m.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		listen(t, h, "0.0.0.0", 5432)
+		if !tcpOpen(h, st.OverlayIP, 5432) {
+			t.Errorf("firewall %s: the host cannot connect to its own overlay address %s:5432", mode, st.OverlayIP)
+		}
+		if !h.Ping(mustAddr(st.OverlayIP)) {
+			t.Errorf("firewall %s: the host cannot ping its own overlay address %s", mode, st.OverlayIP)
+		}
+	}
+}
