@@ -166,9 +166,11 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	}
 	r.conn = conn
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	// The snapshot becomes the view, not events: a consumer takes the
+	// view from Hosts() before it reads Events, so starting costs no more
+	// with 10 000 hosts than the view's size, whatever the channel holds.
 	for _, h := range snap.Hosts {
 		r.hosts[h.InstanceID] = h
-		r.events <- Event{Kind: Added, Host: h}
 	}
 	if snap.Lease.IsValid() {
 		r.selfLease = snap.Lease
@@ -223,10 +225,13 @@ func (r *Registry) LastError() error {
 	return nil
 }
 
-// Events delivers host changes, starting with the snapshot's hosts.
+// Events delivers host changes. A consumer takes the view from Hosts()
+// first, then reads Events: the channel may repeat changes the view
+// already holds (the watch runs meanwhile); applied in order after the
+// view they end in the same state, as each host's last event is its state.
 func (r *Registry) Events() <-chan Event { return r.events }
 
-// Hosts returns the current view.
+// Hosts returns the current view: at start, the snapshot's hosts.
 func (r *Registry) Hosts() []Host {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -9,6 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -291,9 +294,11 @@ func TestOutageSnapshotAndResync(t *testing.T) {
 	// "leaves" dies while ZooKeeper is down: its record goes only when the
 	// restarted server expires its session.
 	leaver.Close()
-	// Starting while ZooKeeper is down: the snapshot's hosts come back.
+	// Starting while ZooKeeper is down: the snapshot's hosts are the view.
 	w2 := open(t, []string{zs.Addr()}, mesh, dir)
-	expect(t, w2, 2*time.Second, "added stays", "added leaves")
+	if got := ids(w2.Hosts()); got != "leaves stays" {
+		t.Errorf("view from the snapshot: %q, want leaves and stays", got)
+	}
 	// ZooKeeper stays down 30 s: no event at all, nothing removed.
 	expectQuiet(t, w2, 30*time.Second)
 	if st, _ := w2.State(); st == Connected {
@@ -309,4 +314,55 @@ func TestOutageSnapshotAndResync(t *testing.T) {
 	}
 	expect(t, w2, 20*time.Second, "added joined", "removed leaves")
 	expectQuiet(t, w2, 500*time.Millisecond)
+}
+
+func ids(hs []Host) string {
+	var out []string
+	for _, h := range hs {
+		out = append(out, h.InstanceID)
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
+
+// TestOpenLargeSnapshot: a snapshot larger than the events channel is the
+// view as soon as Open returns, and Open returns at once (it used to push
+// every host into a 4096-slot channel nobody read yet, and hung).
+func TestOpenLargeSnapshot(t *testing.T) {
+	const n = 10000
+	dir := t.TempDir()
+	s := snapshot{SavedAt: time.Now().UTC(), Lease: netip.MustParseAddr("100.100.0.1")}
+	for i := 0; i < n; i++ {
+		h := hostFor(fmt.Sprintf("h%05d", i), "vpc", i%250+1)
+		h.Schema, h.OverlayIP = Schema, netip.AddrFrom4([4]byte{100, 100, byte(64 + i/250), byte(i%250 + 1)})
+		s.Hosts = append(s.Hosts, h)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, SnapshotFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan *Registry, 1)
+	go func() {
+		// Nothing listens on loopback port 1: ZooKeeper is down.
+		r, err := Open(context.Background(), Options{Servers: []string{"127.0.0.1:1"}, Mesh: "big", Pool: testPool, StateDir: dir})
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- r
+	}()
+	select {
+	case r := <-opened:
+		if r == nil {
+			return
+		}
+		defer r.Close()
+		if got := len(r.Hosts()); got != n {
+			t.Errorf("view after Open: %d hosts, want %d", got, n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Open with a %d-host snapshot has not returned after 5s", n)
+	}
 }

@@ -135,6 +135,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		},
 		Logger: log,
 	}, d.dev, mem)
+	// The view (at start the snapshot's hosts) goes in as one batch: the
+	// reconciler knows every peer before the admin API answers, and the
+	// registry's events are only the changes after it.
+	d.rec.HandleEvents(viewAsEvents(d.reg.Hosts()))
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
 	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
 	log.Info("meshd up", "host", id.InstanceID, "overlay_ip", overlay, "interface", cfg.Interface.Name, "mtu", mtu,
@@ -159,6 +163,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
 	}
 	return d.rec.Run(ctx, d.reg.Events())
+}
+
+func viewAsEvents(hosts []registry.Host) []registry.Event {
+	evs := make([]registry.Event, len(hosts))
+	for i, h := range hosts {
+		evs[i] = registry.Event{Kind: registry.Added, Host: h}
+	}
+	return evs
 }
 
 // onLinks merges the fleet-wide links from the registry with the config's.
