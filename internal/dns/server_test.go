@@ -49,7 +49,7 @@ func TestServerSurvivesGarbage(t *testing.T) {
 	defer c.Close()
 	long := strings.Repeat("a", 63)
 	oversized := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0} // header: one question
-	for range 5 {                                                         // 5 labels of 63: 320 bytes of name
+	for range 5 {                                                       // 5 labels of 63: 320 bytes of name
 		oversized = append(oversized, 63)
 		oversized = append(oversized, long...)
 	}

@@ -89,9 +89,9 @@ func TestNegativeAnswers(t *testing.T) {
 		qtype uint16
 		rcode int
 	}{
-		{"h1.prod.mesh.internal.", dns.TypeAAAA, dns.RcodeSuccess},     // NODATA: getent's AAAA must not wait
-		{"nope.prod.mesh.internal.", dns.TypeA, dns.RcodeNameError},    // no such host
-		{"x.h1.prod.mesh.internal.", dns.TypeA, dns.RcodeNameError},    // nothing below a host
+		{"h1.prod.mesh.internal.", dns.TypeAAAA, dns.RcodeSuccess},  // NODATA: getent's AAAA must not wait
+		{"nope.prod.mesh.internal.", dns.TypeA, dns.RcodeNameError}, // no such host
+		{"x.h1.prod.mesh.internal.", dns.TypeA, dns.RcodeNameError}, // nothing below a host
 		{"nope.group.prod.mesh.internal.", dns.TypeA, dns.RcodeNameError},
 		{"cold.group.prod.mesh.internal.", dns.TypeA, dns.RcodeSuccess}, // group exists, nobody live
 		{"group.prod.mesh.internal.", dns.TypeA, dns.RcodeSuccess},
