@@ -50,6 +50,7 @@ type Daemon struct {
 	rotateMu          sync.Mutex
 	region            string // EC2 region, "" off EC2
 	tagger            *ec2.Tagger
+	dns               dnsState
 }
 
 // Start brings the host up: key, registry (or its snapshot), lease, device,
@@ -135,6 +136,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		},
 		Logger: log,
 	}, d.dev, mem)
+	d.startDNS()
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
 	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
 	log.Info("meshd up", "host", id.InstanceID, "overlay_ip", overlay, "interface", cfg.Interface.Name, "mtu", mtu,
@@ -190,6 +192,7 @@ func (d *Daemon) Reload(cfg config.Config) {
 
 // Close deregisters and removes the interface. Safe on a partial start.
 func (d *Daemon) Close() {
+	d.stopDNS()
 	if d.reg != nil {
 		d.reg.Close()
 	}
