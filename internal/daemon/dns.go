@@ -132,3 +132,20 @@ func (d *Daemon) peerName(name string) (string, error) {
 	}
 	return id, nil
 }
+
+// dnsFirewallPort is the port the firewall opens to members on the overlay
+// for meshd's DNS: only when meshd serves there.
+func (d *Daemon) dnsFirewallPort() int {
+	c := d.cfg.DNS
+	if !c.Enabled {
+		return 0
+	}
+	if c.Listen == "" {
+		return dnsPort
+	}
+	ap := netip.MustParseAddrPort(c.Listen)
+	if a := ap.Addr(); a.IsUnspecified() || d.cfg.Overlay.CIDR.Contains(a) {
+		return int(ap.Port())
+	}
+	return 0
+}

@@ -209,6 +209,25 @@ func TestDNSNamesHostsAndGroups(t *testing.T) {
 	if d > dnsConvergence {
 		t.Errorf("leave took %s to show in DNS, want <= %s", d, dnsConvergence)
 	}
+
+	// A policy that names no DNS port: members still get answers.
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(policy, []byte("rules:\n  - {to: db, from: web, ports: [tcp/5432]}\n"), 0o644)
+	if out, err := meshctl(t, h1, "policy", "set", policy); err != nil {
+		t.Fatalf("policy set: %v\n%s", err, out)
+	}
+	waitFor(t, 10*time.Second, "the policy closes h1 to h3's pings", func() error {
+		if h3.Host.Ping(mustAddr(ip1)) {
+			return fmt.Errorf("h3 still pings h1")
+		}
+		return nil
+	})
+	if err := wantDig(h3.Host, ip1, []string{ip2, ip3}, "db.group."+f.dom); err != nil {
+		t.Errorf("member's query under a policy without port 53: %v", err)
+	}
+	if out, err := h3.Host.Run(context.Background(), "dig", "+tcp", "+short", "+time=1", "+tries=1", "@"+ip1, "h2."+f.dom); err != nil || strings.TrimSpace(out) != ip2 {
+		t.Errorf("member's TCP query under a policy without port 53: %q %v", out, err)
+	}
 }
 
 func matches(s, re string) bool {
