@@ -81,6 +81,9 @@ func renderFixed(c ruleConfig) string {
 	// The kernel answers for a local address on any interface: without
 	// this, a neighbour on the underlay could reach overlay addresses
 	// directly, around WireGuard and the policy.
+	// The host talking to its own overlay address (its resolver asking
+	// meshd's DNS) comes in on lo: not spoofed, not inbound.
+	w(`-A %s -i lo -d %s -j RETURN`, chainInput, c.Overlay)
 	w(`-A %s -d %s ! -i %s -m comment --comment "%s"%s`, chainInput, c.Overlay, c.Interface, CounterSpoofed, verdict(c.Mode))
 	w(`-A %s -i %s -j %s`, chainInput, c.Interface, chainOverlay)
 	w(`-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`, chainOverlay)
