@@ -33,7 +33,10 @@ type Config struct {
 	Overlay       netip.Prefix
 	BreakglassSSH []netip.Prefix
 	Groups        []string // this host's groups: which policy rules apply here
-	Logger        *slog.Logger
+	// DNSPort, if set, admits members' DNS queries (UDP and TCP) on the
+	// overlay whatever the policy says: meshd's names are for every member.
+	DNSPort int
+	Logger  *slog.Logger
 }
 
 // Host is one mesh member as the firewall sees it.
@@ -89,7 +92,7 @@ func (f *Firewall) Start() error {
 			return err
 		}
 	}
-	rc := ruleConfig{Mode: f.cfg.Mode, Interface: f.cfg.Interface, ListenPort: f.cfg.ListenPort, Overlay: f.cfg.Overlay, SSH: len(f.cfg.BreakglassSSH) > 0}
+	rc := ruleConfig{Mode: f.cfg.Mode, Interface: f.cfg.Interface, ListenPort: f.cfg.ListenPort, Overlay: f.cfg.Overlay, SSH: len(f.cfg.BreakglassSSH) > 0, DNSPort: f.cfg.DNSPort}
 	// The policy chain must exist before the chain that jumps to it.
 	if err := f.rules.Restore(renderPolicy(nil, nil)); err != nil {
 		return fmt.Errorf("firewall: install policy chain: %w", err)

@@ -50,6 +50,7 @@ type ruleConfig struct {
 	ListenPort int
 	Overlay    netip.Prefix // the pool: reachable only through the mesh interface
 	SSH        bool         // break-glass sources configured
+	DNSPort    int          // meshd's DNS on the overlay, open to members; 0 = none
 }
 
 // verdict renders the end of a denying rule: a drop when enforcing; in
@@ -83,9 +84,17 @@ func renderFixed(c ruleConfig) string {
 	// The kernel answers for a local address on any interface: without
 	// this, a neighbour on the underlay could reach overlay addresses
 	// directly, around WireGuard and the policy.
+	// The host talking to its own overlay address (its resolver asking
+	// meshd's DNS) comes in on lo: not spoofed, not inbound.
+	w(`-A %s -i lo -d %s -j RETURN`, chainInput, c.Overlay)
 	w(`-A %s -d %s ! -i %s -m comment --comment "%s"%s`, chainInput, c.Overlay, c.Interface, CounterSpoofed, verdict(c.Mode))
 	w(`-A %s -i %s -j %s`, chainInput, c.Interface, chainOverlay)
 	w(`-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`, chainOverlay)
+	for _, proto := range []string{"udp", "tcp"} {
+		if c.DNSPort != 0 {
+			w(`-A %s -p %s --dport %d -m set --match-set %s src -m comment --comment "meshd dns from members" -j ACCEPT`, chainOverlay, proto, c.DNSPort, setMembers)
+		}
+	}
 	w(`-A %s -j %s`, chainOverlay, chainPolicy)
 	w(`-A %s -m comment --comment "%s"%s`, chainOverlay, CounterOverlayDen, verdict(c.Mode))
 	w("COMMIT")

@@ -131,7 +131,7 @@ func sendPolicy(g *globals, method, path, file, ok string) error {
 }
 
 type pingCmd struct {
-	Peer  string `arg:"" help:"Peer name (instance id) or overlay address."`
+	Peer  string `arg:"" help:"Peer name (instance id), its DNS name (<id>.<dns.domain>) or overlay address."`
 	Count int    `short:"c" default:"3" help:"Echo requests to send (1-100)."`
 }
 
@@ -155,7 +155,7 @@ func (c *pingCmd) Run(g *globals) error {
 }
 
 type explainCmd struct {
-	Peer string `arg:"" help:"Peer name (instance id) or overlay address."`
+	Peer string `arg:"" help:"Peer name (instance id), its DNS name (<id>.<dns.domain>) or overlay address."`
 	output
 }
 

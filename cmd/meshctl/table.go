@@ -53,6 +53,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	}
 	row("breaker", b)
 	row("device updates", applyText(s.Apply))
+	if s.DNS != nil {
+		row("dns", dnsLine(*s.DNS))
+	}
 	if len(s.BadRecords) > 0 {
 		row("bad records", counts(intMap(s.BadRecords)))
 	}
@@ -161,4 +164,12 @@ func writeFleet(w io.Writer, f admin.Fleet) {
 		fmt.Fprintf(w, "network %s: %s\n", n, counts(f.ByNetwork[n]))
 	}
 	fmt.Fprintf(w, "versions: %s\n%s\n", counts(f.ByVersion), f.Summary)
+}
+
+// dnsLine says which zone this host serves, where, and who routes to it.
+func dnsLine(d admin.DNSStatus) string {
+	if d.Listen == "" {
+		return fmt.Sprintf("%s NOT SERVED: %s", d.Domain, d.Error)
+	}
+	return fmt.Sprintf("%s on %s (%d answered, %d from non-members dropped); systemd-resolved: %s", d.Domain, d.Listen, d.Answered, d.Dropped, d.Resolved)
 }

@@ -78,6 +78,17 @@ type Status struct {
 	TagError           string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
+	DNS              *DNSStatus        `json:"dns,omitempty"` // absent when dns.enabled is false
+}
+
+// DNSStatus is the zone meshd serves and where.
+type DNSStatus struct {
+	Domain   string `json:"domain"`
+	Listen   string `json:"listen"`          // ip:port served, "" if not serving
+	Resolved string `json:"resolved"`        // what systemd-resolved routes to meshd, in words
+	Error    string `json:"error,omitempty"` // why it is not serving
+	Answered uint64 `json:"answered"`
+	Dropped  uint64 `json:"dropped"` // queries from non-members, unanswered
 }
 
 // Breaker is the mass-removal breaker's state.

@@ -27,6 +27,7 @@ type Config struct {
 	Links         [][]string `yaml:"links"`
 	Firewall      Firewall   `yaml:"firewall"`
 	Tuning        Tuning     `yaml:"tuning"`
+	DNS           DNS        `yaml:"dns"`
 	StateDir      string     `yaml:"state_dir"`
 	AdminSocket   string     `yaml:"admin_socket"`
 	MetricsListen string     `yaml:"metrics_listen"`
@@ -132,6 +133,7 @@ func Default() Config {
 			BreakerWindow:    time.Minute,
 			Quarantine:       24 * time.Hour,
 		},
+		DNS:           DNS{Enabled: true},
 		StateDir:      "/var/lib/meshd",
 		AdminSocket:   "/run/meshd/meshd.sock",
 		MetricsListen: "127.0.0.1:9474",

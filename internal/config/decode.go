@@ -47,6 +47,7 @@ func Parse(data []byte) (Config, error) {
 	if len(root.Content) > 0 {
 		decodeInto(root.Content[0], reflect.ValueOf(&cfg).Elem(), "", &errs)
 	}
+	cfg.dnsDefaults()
 	if len(errs) == 0 {
 		errs = append(errs, cfg.Validate()...)
 	}
@@ -124,6 +125,8 @@ func typeHint(t reflect.Type, err error) string {
 		return "want a CIDR such as 100.100.0.0/16"
 	case "int":
 		return "want a whole number"
+	case "bool":
+		return "want true or false"
 	case "string":
 		return "want a string"
 	case "[]string":

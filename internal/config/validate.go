@@ -140,6 +140,8 @@ func (c *Config) Validate() Errors {
 		bad("tuning.quarantine", t.Quarantine, "must not be negative")
 	}
 
+	errs = append(errs, c.validateDNS()...)
+
 	for key, path := range map[string]string{"state_dir": c.StateDir, "admin_socket": c.AdminSocket} {
 		if !filepath.IsAbs(path) {
 			bad(key, path, "must be an absolute path")

@@ -50,6 +50,7 @@ type Daemon struct {
 	rotateMu          sync.Mutex
 	region            string // EC2 region, "" off EC2
 	tagger            *ec2.Tagger
+	dns               dnsState
 }
 
 // Start brings the host up: key, registry (or its snapshot), lease, device,
@@ -116,7 +117,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	var mem mesh.Members
 	if cfg.Firewall.Mode != config.ModeOff {
 		d.fw = firewall.New(firewall.Config{Mode: cfg.Firewall.Mode, Interface: cfg.Interface.Name, ListenPort: cfg.Interface.ListenPort,
-			Overlay: cfg.Overlay.CIDR, BreakglassSSH: cfg.Firewall.BreakglassSSHFrom, Groups: id.Groups, Logger: log})
+			Overlay: cfg.Overlay.CIDR, BreakglassSSH: cfg.Firewall.BreakglassSSHFrom, Groups: id.Groups, DNSPort: d.dnsFirewallPort(), Logger: log})
 		if err = d.fw.Start(); err != nil {
 			return nil, err
 		}
@@ -139,6 +140,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	// reconciler knows every peer before the admin API answers, and the
 	// registry's events are only the changes after it.
 	d.rec.HandleEvents(viewAsEvents(d.reg.Hosts()))
+	d.startDNS()
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
 	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
 	log.Info("meshd up", "host", id.InstanceID, "overlay_ip", overlay, "interface", cfg.Interface.Name, "mtu", mtu,
@@ -202,6 +204,7 @@ func (d *Daemon) Reload(cfg config.Config) {
 
 // Close deregisters and removes the interface. Safe on a partial start.
 func (d *Daemon) Close() {
+	d.stopDNS()
 	if d.reg != nil {
 		d.reg.Close()
 	}

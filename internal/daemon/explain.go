@@ -22,6 +22,10 @@ func (n NotFound) NotFound() bool { return true }
 
 // findPeer resolves a name or overlay address to a peer.
 func (d *Daemon) findPeer(ctx context.Context, name string) (admin.Peer, error) {
+	name, err := d.peerName(name)
+	if err != nil {
+		return admin.Peer{}, err
+	}
 	peers, _ := d.Peers(ctx)
 	for _, p := range peers {
 		if p.Name == name || p.OverlayIP == name {
@@ -63,6 +67,10 @@ func (d *Daemon) Ping(ctx context.Context, name string, count int) (admin.PingRe
 // and names the first link that is broken.
 func (d *Daemon) Explain(ctx context.Context, name string) (admin.Explanation, error) {
 	ex := admin.Explanation{Peer: name}
+	name, err := d.peerName(name)
+	if err != nil {
+		return ex, err
+	}
 	step := func(check string, ok bool, format string, args ...any) bool {
 		ex.Steps = append(ex.Steps, admin.Step{Check: check, OK: ok, Detail: fmt.Sprintf(format, args...)})
 		if !ok && ex.Cause == "" {

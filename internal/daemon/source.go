@@ -79,6 +79,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	}
 	s.Conntrack[0], s.Conntrack[1] = firewall.Conntrack()
 	s.Region = d.region
+	s.DNS = d.dnsStatus()
 	if d.tagger != nil {
 		if _, err := d.tagger.Status(); err != nil {
 			s.TagError = err.Error()
