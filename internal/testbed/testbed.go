@@ -362,6 +362,24 @@ func (tb *Testbed) privateRule(a, b *Host, op string) error {
 	return nil
 }
 
+// BlockUDP drops UDP to and from h where its network meets the internet
+// (its gateway): h's paths to other networks blackhole while its TCP, and so
+// its ZooKeeper session, keeps working.
+func (tb *Testbed) BlockUDP(h *Host) error { return tb.udpRule(h, "-I") }
+
+// UnblockUDP undoes BlockUDP.
+func (tb *Testbed) UnblockUDP(h *Host) error { return tb.udpRule(h, "-D") }
+
+func (tb *Testbed) udpRule(h *Host, op string) error {
+	gw := tb.ns("gw" + h.Network[:1])
+	for _, dir := range []string{"-s", "-d"} {
+		if err := in(gw, "iptables", "-w", op, "FORWARD", dir, h.PrivateIP.String(), "-p", "udp", "-j", "DROP"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Command builds a command that runs inside the host's namespace.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.Netns, name}, args...)...)
