@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -105,7 +104,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	d.self.OverlayIP = overlay
 	mtu := cfg.Interface.MTU
 	if mtu == 0 {
-		mtu = autoMTU(cfg.ZooKeeper.Servers, log)
+		mtu = autoMTU(id.PrivateIP, log)
 	}
 	d.dev, err = device.New(device.Config{
 		Name: cfg.Interface.Name, PrivateKey: key, ListenPort: cfg.Interface.ListenPort, MTU: mtu,
@@ -243,30 +242,39 @@ func zkTLS(t config.TLS) (*tls.Config, error) {
 	return c, nil
 }
 
-// autoMTU fits the overlay into the underlay: the MTU of the interface that
-// routes to the registry, less WireGuard's 80 bytes.
-func autoMTU(servers []string, log *slog.Logger) int {
-	for _, s := range servers {
-		host, _, err := net.SplitHostPort(s)
-		if err != nil {
-			continue
-		}
-		ips, err := net.LookupIP(host)
-		if err != nil || len(ips) == 0 {
-			continue
-		}
-		routes, err := netlink.RouteGet(ips[0])
-		if err != nil || len(routes) == 0 {
-			continue
-		}
-		link, err := netlink.LinkByIndex(routes[0].LinkIndex)
-		if err != nil {
-			continue
-		}
-		if mtu := link.Attrs().MTU - 80; mtu >= 1280 {
-			return mtu
+// autoMTU picks the overlay MTU when interface.mtu is 0. A packet to a
+// peer may cross the private network, a direct-connect link or the public
+// internet, and this host cannot see the narrowest of them: its own
+// interface (9001 bytes on EC2, 65536 on loopback) says nothing about the
+// internet, which carries 1500 and often drops the ICMP that would say so,
+// so a larger overlay MTU blackholes large packets there. The default is
+// 1420 (1500 less WireGuard's 80 bytes), lower only when the interface
+// holding the host's underlay address is itself narrower; an overlay MTU
+// above 1420 is for interface.mtu, set by someone who knows every path.
+func autoMTU(underlay netip.Addr, log *slog.Logger) int {
+	mtu := device.DefaultMTU
+	if link, err := linkWithAddr(underlay); err != nil {
+		log.Debug("underlay interface unknown; using the default overlay MTU", "underlay", underlay, "mtu", mtu, "err", err)
+	} else if m := link.Attrs().MTU - 80; m < mtu {
+		// Never below IPv6's minimum: a smaller overlay would not work at all.
+		mtu = max(m, 1280)
+	}
+	return mtu
+}
+
+// linkWithAddr finds the interface that holds addr.
+func linkWithAddr(addr netip.Addr) (netlink.Link, error) {
+	if !addr.IsValid() {
+		return nil, fmt.Errorf("no underlay address")
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr.Unmap() {
+			return netlink.LinkByIndex(a.LinkIndex)
 		}
 	}
-	log.Debug("underlay MTU unknown; using the default", "mtu", device.DefaultMTU)
-	return device.DefaultMTU
+	return nil, fmt.Errorf("no interface holds %s", addr)
 }

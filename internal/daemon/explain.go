@@ -58,6 +58,11 @@ func (d *Daemon) Ping(ctx context.Context, name string, count int) (admin.PingRe
 		res.Replies = append(res.Replies, reply)
 	}
 	if after, err := d.findPeer(ctx, name); err == nil {
+		// The endpoint the device used for these echoes, not the one the
+		// reconciler last read (up to a second old).
+		if l, err := d.readLive(after); err == nil {
+			l.overlay(&after, time.Now())
+		}
 		res.Path, res.Endpoint, res.Reason = after.Path, after.Endpoint, after.Reason
 	}
 	return res, nil
@@ -116,17 +121,33 @@ func (d *Daemon) Explain(ctx context.Context, name string) (admin.Explanation, e
 	if !step("path", p.Path != "", "%s", orText(p.Reason, "no usable path")) {
 		return ex, nil
 	}
+	// The handshake is judged from the device as it is now; without a
+	// session, one is started and awaited before the peer is called
+	// unreachable.
+	live, err := d.readLive(p)
+	if err != nil {
+		step("device", false, "%v", err)
+		return ex, nil
+	}
+	tried := false
+	if !live.up(time.Now()) {
+		live, tried = d.awaitHandshake(ctx, p, live), true
+	}
+	live.overlay(&p, time.Now())
 	step("path", true, "%s via %s: %s", p.Path, p.Endpoint, p.Reason)
+	waited := ""
+	if tried {
+		waited = fmt.Sprintf(", not even after one was started just now and awaited for %s", handshakeWait)
+	}
 	switch {
-	case p.State == "up":
+	case live.up(time.Now()):
 		step("handshake", true, "last handshake %s on %s", p.LastHandshake, p.Endpoint)
-	case p.State == "idle":
-		step("handshake", true, "idle: no traffic with %s since %s, so no session is kept; WireGuard handshakes on %s with the next packet",
-			p.Name, orText(p.LastHandshake, "meshd started"), p.Endpoint)
+	case !live.inDevice:
+		step("handshake", false, "%s is not in the WireGuard device and traffic sent to it brought no handshake within %s", p.Name, handshakeWait)
 	case p.LastHandshake == "":
-		step("handshake", false, "no handshake ever completed with %s on %s: the peer does not answer there (its meshd down, or UDP %s blocked between the hosts)", p.Name, p.Endpoint, p.Endpoint)
+		step("handshake", false, "no handshake ever completed with %s on %s%s: the peer does not answer there (its meshd down, or UDP %s blocked between the hosts)", p.Name, p.Endpoint, waited, p.Endpoint)
 	default:
-		step("handshake", false, "no handshake with %s since %s on %s: the path stopped answering", p.Name, p.LastHandshake, p.Endpoint)
+		step("handshake", false, "no handshake with %s since %s on %s%s: the path stopped answering", p.Name, p.LastHandshake, p.Endpoint, waited)
 	}
 	step("mtu", true, "interface MTU %d", d.dev.MTU())
 	d.explainFirewall(p, step)

@@ -69,7 +69,12 @@ type fleet struct {
 }
 
 func newFleet(t *testing.T, networks ...string) *fleet {
-	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	return newFleetOn(t, testbed.Options{ZooKeeper: true}, networks...)
+}
+
+// newFleetOn is newFleet on a testbed built with o.
+func newFleetOn(t *testing.T, o testbed.Options, networks ...string) *fleet {
+	tb := testbed.NewForTest(t, o)
 	f := &fleet{tb: tb, hosts: map[string]*testbed.Meshd{}}
 	for _, n := range networks {
 		f.add(t, n)
@@ -90,7 +95,13 @@ func (f *fleet) add(t *testing.T, network string) *testbed.Meshd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := f.tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{network},
+	return f.start(t, h)
+}
+
+// start runs meshd, configured as add does, on a host already added.
+func (f *fleet) start(t *testing.T, h *testbed.Host) *testbed.Meshd {
+	t.Helper()
+	m, err := f.tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{h.Network},
 		Extra: "tuning:\n  hold_down: 2s\n  handshake_timeout: 3s\n  path_retry: 5s\n"})
 	if err != nil {
 		t.Fatal(err)

@@ -42,7 +42,13 @@ const ZooKeeperIP = "198.19.0.2"
 type Options struct {
 	Dir       string // state and logs; a temp dir if empty
 	ZooKeeper bool   // start ZooKeeper on the internet segment
-	Logger    *slog.Logger
+	// MTU sets, per network, the MTU of its private links (hosts' legs and
+	// the LAN) and of its gateway's leg on the internet, e.g. {"vpc": 9000}
+	// for jumbo frames as on EC2. The internet's other legs stay at 1500, and
+	// its bridge drops what does not fit without a word, as public paths
+	// that filter ICMP do. Unset: 1500.
+	MTU    map[string]int
+	Logger *slog.Logger
 }
 
 // Host is one namespace on the testbed.
@@ -69,6 +75,7 @@ type Testbed struct {
 	zk      *zkserver.Server
 	procs   []*Process
 	counter int
+	mtu     map[string]int
 }
 
 // State is what teardown needs, persisted to Dir/testbed.json.
@@ -90,7 +97,7 @@ func New(ctx context.Context, o Options) (_ *Testbed, err error) {
 	}
 	suffix := make([]byte, 2)
 	rand.Read(suffix)
-	tb := &Testbed{Prefix: "mt" + hex.EncodeToString(suffix), Dir: o.Dir, log: o.Logger, nextIP: map[string]int{}}
+	tb := &Testbed{Prefix: "mt" + hex.EncodeToString(suffix), Dir: o.Dir, log: o.Logger, nextIP: map[string]int{}, mtu: o.MTU}
 	if tb.Dir == "" {
 		if tb.Dir, err = os.MkdirTemp("", "testbed-"); err != nil {
 			return nil, err
@@ -216,6 +223,16 @@ func (tb *Testbed) buildNetwork(name string, i int) error {
 		{"ip", "link", "set", "lan", "up"},
 		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 	}
+	if mtu := tb.mtu[name]; mtu != 0 {
+		m := fmt.Sprint(mtu)
+		cmds = append(cmds, []string{"ip", "link", "set", "lan", "mtu", m}, []string{"ip", "link", "set", "wan", "mtu", m})
+		// The internet's end of the gateway's leg: the bridge forwards
+		// jumbo frames in from this network, and drops them on the way out
+		// to any 1500-byte leg.
+		if err := in(tb.ns("inet"), "ip", "link", "set", fmt.Sprintf("gw%d", i), "mtu", m); err != nil {
+			return err
+		}
+	}
 	for other, j := range Networks {
 		if other != name {
 			cmds = append(cmds, []string{"ip", "route", "add", fmt.Sprintf("198.19.%d.0/24", j), "via", fmt.Sprintf("198.19.0.%d", 10+j)})
@@ -292,6 +309,14 @@ func (tb *Testbed) attach(h *Host, network string, i int) error {
 	if err := tb.plug(h.Netns, "eth0", gw, port, "lan"); err != nil {
 		return err
 	}
+	if mtu := tb.mtu[network]; mtu != 0 {
+		if err := in(h.Netns, "ip", "link", "set", "eth0", "mtu", fmt.Sprint(mtu)); err != nil {
+			return err
+		}
+		if err := in(gw, "ip", "link", "set", port, "mtu", fmt.Sprint(mtu)); err != nil {
+			return err
+		}
+	}
 	if err := in(h.Netns, "ip", "addr", "add", h.PrivateIP.String()+"/24", "dev", "eth0"); err != nil {
 		return err
 	}
@@ -356,6 +381,24 @@ func (tb *Testbed) UnblockPrivate(a, b *Host) error { return tb.privateRule(a, b
 func (tb *Testbed) privateRule(a, b *Host, op string) error {
 	for _, p := range [][2]*Host{{a, b}, {b, a}} {
 		if err := in(p[0].Netns, "iptables", "-w", op, "INPUT", "-s", p[1].PrivateIP.String(), "-j", "DROP"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BlockUDP drops UDP to and from h where its network meets the internet
+// (its gateway): h's paths to other networks blackhole while its TCP, and so
+// its ZooKeeper session, keeps working.
+func (tb *Testbed) BlockUDP(h *Host) error { return tb.udpRule(h, "-I") }
+
+// UnblockUDP undoes BlockUDP.
+func (tb *Testbed) UnblockUDP(h *Host) error { return tb.udpRule(h, "-D") }
+
+func (tb *Testbed) udpRule(h *Host, op string) error {
+	gw := tb.ns("gw" + h.Network[:1])
+	for _, dir := range []string{"-s", "-d"} {
+		if err := in(gw, "iptables", "-w", op, "FORWARD", dir, h.PrivateIP.String(), "-p", "udp", "-j", "DROP"); err != nil {
 			return err
 		}
 	}
