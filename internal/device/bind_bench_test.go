@@ -1,7 +1,6 @@
 package device
 
 import (
-	"fmt"
 	"net/netip"
 	"testing"
 
@@ -34,27 +33,40 @@ func openBench(b *testing.B, newBind func() conn.Bind) (conn.Bind, conn.ReceiveF
 	return bind, fns[0], netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 }
 
-func benchBatch(n int) [][]byte {
+// benchBatch is n datagrams of 96 bytes, or with distinct sizes (96 and
+// up), which GSO cannot coalesce: one message per datagram, as over a path
+// without offloads.
+func benchBatch(n int, distinct bool) [][]byte {
 	bufs := make([][]byte, n)
 	for i := range bufs {
-		bufs[i] = packet(i, 96)
+		size := 96
+		if distinct {
+			size += i
+		}
+		bufs[i] = packet(i, size)
 	}
 	return bufs
 }
 
+var benchShapes = []struct {
+	name     string
+	batch    int
+	distinct bool
+}{{"batch=1", 1, false}, {"batch=8", 8, false}, {"batch=128", 128, false}, {"batch=128,no-gso", 128, true}}
+
 // BenchmarkBindSend: one op is one Send of a batch to a socket nobody
 // reads (the kernel drops what overflows, at the same cost for both).
 func BenchmarkBindSend(b *testing.B) {
-	for _, batch := range []int{1, 8, 128} {
+	for _, shape := range benchShapes {
 		for _, bb := range benchBinds {
-			b.Run(fmt.Sprintf("batch=%d/%s", batch, bb.name), func(b *testing.B) {
+			b.Run(shape.name+"/"+bb.name, func(b *testing.B) {
 				sender, _, _ := openBench(b, bb.new)
 				_, _, to := openBench(b, bb.new)
 				ep, err := sender.ParseEndpoint(to.String())
 				if err != nil {
 					b.Fatal(err)
 				}
-				bufs := benchBatch(batch)
+				bufs := benchBatch(shape.batch, shape.distinct)
 				b.ReportAllocs()
 				for b.Loop() {
 					if err := sender.Send(bufs, ep); err != nil {
@@ -69,16 +81,16 @@ func BenchmarkBindSend(b *testing.B) {
 // BenchmarkBindRoundTrip: one op is one Send of a batch and the receives
 // that return all of it; receive allocations show here.
 func BenchmarkBindRoundTrip(b *testing.B) {
-	for _, batch := range []int{1, 8, 128} {
+	for _, shape := range benchShapes {
 		for _, bb := range benchBinds {
-			b.Run(fmt.Sprintf("batch=%d/%s", batch, bb.name), func(b *testing.B) {
+			b.Run(shape.name+"/"+bb.name, func(b *testing.B) {
 				sender, _, _ := openBench(b, bb.new)
 				_, fn, to := openBench(b, bb.new)
 				ep, err := sender.ParseEndpoint(to.String())
 				if err != nil {
 					b.Fatal(err)
 				}
-				out := benchBatch(batch)
+				out := benchBatch(shape.batch, shape.distinct)
 				in := make([][]byte, conn.IdealBatchSize)
 				for i := range in {
 					in[i] = make([]byte, bufSize)
@@ -90,7 +102,7 @@ func BenchmarkBindRoundTrip(b *testing.B) {
 					if err := sender.Send(out, ep); err != nil {
 						b.Fatal(err)
 					}
-					for got := 0; got < batch; {
+					for got := 0; got < shape.batch; {
 						n, err := fn(in, sizes, eps)
 						if err != nil {
 							b.Fatal(err)
