@@ -68,6 +68,10 @@ type Interface struct {
 	Name       string `yaml:"name"`
 	ListenPort int    `yaml:"listen_port"`
 	MTU        int    `yaml:"mtu"`
+	// Bind is the UDP socket layer under WireGuard: "meshd" (its own,
+	// batched without per-packet allocation) or "wireguard-go" (upstream's
+	// StdNetBind), the way back and the benchmarks' reference.
+	Bind string `yaml:"bind"`
 }
 
 // Overlay is the address pool overlay addresses are leased from.
@@ -123,7 +127,7 @@ func Default() Config {
 	return Config{
 		ZooKeeper: ZooKeeper{SessionTimeout: 10 * time.Second},
 		Identity:  Identity{Source: SourceStatic},
-		Interface: Interface{Name: "mesh0", ListenPort: 51820},
+		Interface: Interface{Name: "mesh0", ListenPort: 51820, Bind: "meshd"},
 		Overlay:   Overlay{CIDR: netip.MustParsePrefix("100.100.0.0/16")},
 		Firewall:  Firewall{Mode: ModeEnforce},
 		Tuning: Tuning{

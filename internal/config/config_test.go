@@ -57,6 +57,7 @@ func TestParseNamesBadKey(t *testing.T) {
 		{"port out of range", base + "interface: {listen_port: 70000}\n", `interface.listen_port: bad value "70000": must be 1-65535`},
 		{"port not a number", base + "interface: {listen_port: high}\n", `interface.listen_port: bad value "high" (line 4): want a whole number`},
 		{"mtu too small", base + "interface: {mtu: 500}\n", "interface.mtu"},
+		{"unknown bind", base + "interface: {bind: kernel}\n", `interface.bind: bad value "kernel"`},
 		{"ifname too long", base + "interface: {name: averyverylongname0}\n", "interface.name"},
 		{"mode", base + "firewall: {mode: permissive}\n", `firewall.mode: bad value "permissive": want enforce, shadow or off`},
 		{"breakglass", base + "firewall: {breakglass_ssh_from: [nonsense]}\n", "firewall.breakglass_ssh_from"},

@@ -77,6 +77,9 @@ func (c *Config) Validate() Errors {
 	if c.Interface.MTU != 0 && (c.Interface.MTU < 1280 || c.Interface.MTU > 9000) {
 		bad("interface.mtu", c.Interface.MTU, "must be 0 (automatic) or 1280-9000")
 	}
+	if c.Interface.Bind != "meshd" && c.Interface.Bind != "wireguard-go" {
+		bad("interface.bind", c.Interface.Bind, "want meshd or wireguard-go")
+	}
 
 	p := c.Overlay.CIDR
 	switch {

@@ -107,7 +107,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		mtu = autoMTU(id.PrivateIP, log)
 	}
 	d.dev, err = device.New(device.Config{
-		Name: cfg.Interface.Name, PrivateKey: key, ListenPort: cfg.Interface.ListenPort, MTU: mtu,
+		Name: cfg.Interface.Name, PrivateKey: key, ListenPort: cfg.Interface.ListenPort, MTU: mtu, Bind: cfg.Interface.Bind,
 		Address: netip.PrefixFrom(overlay, cfg.Overlay.CIDR.Bits()), Logger: log,
 	})
 	if err != nil {

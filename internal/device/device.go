@@ -37,6 +37,27 @@ type Config struct {
 	MTU        int          // 0: DefaultMTU
 	Address    netip.Prefix // overlay address with the pool's length, e.g. 100.100.0.5/16
 	Logger     *slog.Logger
+	// Bind chooses the UDP sockets: BindMeshd (the default, also for "") or
+	// BindWireGuardGo, upstream's StdNetBind, kept so the two can be
+	// compared on the same build and as a way back should ours misbehave.
+	Bind string
+}
+
+// UDP binds Config.Bind selects.
+const (
+	BindMeshd       = "meshd"
+	BindWireGuardGo = "wireguard-go"
+)
+
+// newBind is the conn.Bind the name selects.
+func newBind(name string) (conn.Bind, error) {
+	switch name {
+	case "", BindMeshd:
+		return NewBind(BindOptions{}), nil
+	case BindWireGuardGo:
+		return conn.NewStdNetBind(), nil
+	}
+	return nil, fmt.Errorf("UDP bind %q: want %s or %s", name, BindMeshd, BindWireGuardGo)
 }
 
 // Device is a running WireGuard interface.
@@ -66,10 +87,14 @@ func New(cfg Config) (_ *Device, err error) {
 			d.Close()
 		}
 	}()
+	bind, err := newBind(cfg.Bind)
+	if err != nil {
+		return nil, err
+	}
 	if d.tun, err = tun.CreateTUN(cfg.Name, cfg.MTU); err != nil {
 		return nil, fmt.Errorf("create TUN %s: %w", cfg.Name, err)
 	}
-	d.wg = wgdevice.NewDevice(d.tun, conn.NewDefaultBind(), wgLogger(d.log))
+	d.wg = wgdevice.NewDevice(d.tun, bind, wgLogger(d.log))
 	k := cfg.PrivateKey
 	if err = d.wg.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(k[:]), cfg.ListenPort)); err != nil {
 		return nil, fmt.Errorf("configure %s (listen port %d): %w", cfg.Name, cfg.ListenPort, err)

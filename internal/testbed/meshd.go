@@ -21,6 +21,7 @@ type MeshdOptions struct {
 	LogLevel   string
 	Firewall   string // enforce (default), shadow or off
 	Metrics    string // metrics_listen inside the host, "" = off
+	Bind       string // interface.bind: meshd (default) or wireguard-go
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -91,6 +92,7 @@ identity:
 interface:
   name: %s
   listen_port: 51820
+  bind: %s
 overlay:
   cidr: 100.100.0.0/16
 links: [%s]
@@ -101,7 +103,7 @@ admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
 %s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
+		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 
@@ -157,4 +159,12 @@ func fwMode(m string) string {
 		return "enforce"
 	}
 	return m
+}
+
+// bindName is interface.bind for the config: meshd unless asked otherwise.
+func bindName(b string) string {
+	if b == "" {
+		return "meshd"
+	}
+	return b
 }

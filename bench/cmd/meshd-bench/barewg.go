@@ -32,7 +32,8 @@ func runBareWG(spec string) error {
 	if err := json.Unmarshal([]byte(spec), &s); err != nil {
 		return err
 	}
-	d, err := device.New(device.Config{Name: s.Name, PrivateKey: s.Key, ListenPort: 51820, Address: s.Address,
+	// Upstream's bind: this is the reference without anything of meshd's.
+	d, err := device.New(device.Config{Name: s.Name, PrivateKey: s.Key, ListenPort: 51820, Address: s.Address, Bind: device.BindWireGuardGo,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {
 		return err

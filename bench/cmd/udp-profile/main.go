@@ -26,14 +26,16 @@ func main() {
 	out := flag.String("out", "/tmp/perf.data", "perf data file")
 	bin := flag.String("bin", "bin", "directory with the built meshd")
 	secs := flag.Int("seconds", 8, "length of the profile (the flood runs 2 s longer)")
+	bind := flag.String("bind", "meshd", "interface.bind on both hosts: meshd or wireguard-go")
+	record := flag.Bool("perf", true, "record the profile (false: only the flood, for its rate)")
 	flag.Parse()
-	if err := run(*fw, *out, *bin, *secs); err != nil {
+	if err := run(*fw, *out, *bin, *bind, *secs, *record); err != nil {
 		fmt.Fprintln(os.Stderr, "udp-profile:", err)
 		os.Exit(1)
 	}
 }
 
-func run(fw, out, bin string, secs int) error {
+func run(fw, out, bin, bind string, secs int, record bool) error {
 	logDir, err := os.MkdirTemp("", "udp-profile-")
 	if err != nil {
 		return err
@@ -49,7 +51,7 @@ func run(fw, out, bin string, secs int) error {
 		if err != nil {
 			return err
 		}
-		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name})
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name, Bind: bind})
 		if err != nil {
 			return err
 		}
@@ -85,6 +87,9 @@ func run(fw, out, bin string, secs int) error {
 	flood.Stdout = os.Stdout
 	if err := flood.Start(); err != nil {
 		return err
+	}
+	if !record {
+		return flood.Wait()
 	}
 	time.Sleep(time.Second) // past the start of the flood
 	perf := exec.Command("perf", "record", "-a", "-g", "-o", out, "--", "sleep", fmt.Sprint(secs))
