@@ -34,6 +34,7 @@ type cli struct {
 	Key          keyCmd          `cmd:"" help:"This host's WireGuard key."`
 	Breaker      breakerCmd      `cmd:"" help:"The mass-removal breaker."`
 	Policy       policyCmd       `cmd:"" help:"The fleet-wide group ingress policy."`
+	CA           caCmd           `cmd:"" name:"ca" help:"A fleet CA on files, for fleets without a PKI: init, sign host requests, make operator certificates."`
 	Version      versionCmd      `cmd:"" help:"Print meshctl's version."`
 }
 

@@ -48,6 +48,7 @@ type Status struct {
 	Registry     string           `json:"registry"`
 	Peers        int              `json:"peers"`
 	LastSync     string           `json:"last_sync"`
+	Trust        string           `json:"trust"` // none | ca
 	PeersByState map[string]int   `json:"peers_by_state"`
 	PeersByPath  map[string]int   `json:"peers_by_path"`
 	Interface    string           `json:"interface"`
@@ -65,6 +66,29 @@ type Status struct {
 	TagError     string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
+	// With trust: the mode, this host's certificate, hosts whose records
+	// are unsigned (permissive), and the latest records refused.
+	TrustMode     string    `json:"trust_mode,omitempty"`
+	Cert          *Cert     `json:"cert,omitempty"`
+	CertError     string    `json:"cert_error,omitempty"` // last failed renewal
+	UnsignedHosts []string  `json:"unsigned_hosts,omitempty"`
+	Refusals      []Refusal `json:"refusals,omitempty"`
+}
+
+// Cert is this host's certificate as peers see it.
+type Cert struct {
+	Serial   string   `json:"serial"`
+	NotAfter string   `json:"not_after"` // RFC 3339
+	Network  string   `json:"network,omitempty"`
+	Groups   []string `json:"groups"`
+}
+
+// Refusal is one record or document that was not believed.
+type Refusal struct {
+	At     string `json:"at"`
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail"`
 }
 
 // Breaker is the mass-removal breaker's state.
@@ -113,6 +137,7 @@ type Fleet struct {
 	ByVersion map[string]int            `json:"by_version"`
 	Total     int                       `json:"total"`
 	InMesh    int                       `json:"in_mesh"`
+	Unsigned  int                       `json:"unsigned"` // in the mesh, not yet signing
 	Summary   string                    `json:"summary"`
 }
 
@@ -123,6 +148,10 @@ type FleetHost struct {
 	OverlayIP string `json:"overlay_ip"`
 	Version   string `json:"version"`
 	State     string `json:"state"` // in-mesh (live record) or absent (lease only)
+	// Signed: "yes" (the record is signed; Cert is its serial), "no" (not
+	// yet signing), "-" (absent).
+	Signed string `json:"signed"`
+	Cert   string `json:"cert,omitempty"`
 }
 
 // Source is what the server asks the daemon.

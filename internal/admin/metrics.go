@@ -40,12 +40,15 @@ var (
 	descPeers     = prometheus.NewDesc("meshd_peers", "Peers by state and path.", []string{"state", "path"}, nil)
 	descRegistry  = prometheus.NewDesc("meshd_registry_state", "1 for the registry connection's current state.", []string{"state"}, nil)
 	descSyncAge   = prometheus.NewDesc("meshd_registry_last_sync_age_seconds", "Seconds since the registry view was last in step.", nil, nil)
-	descBad       = prometheus.NewDesc("meshd_registry_bad_records_total", "Host records skipped, by reason.", []string{"reason"}, nil)
+	descBad       = prometheus.NewDesc("meshd_registry_bad_records_total", "Host records skipped or refused (trust), by reason; meshctl status names the latest.", []string{"reason"}, nil)
 	descFirewall  = prometheus.NewDesc("meshd_firewall_packets_total", "Packets matched by meshd's rules: drops, or would-drops in shadow mode.", []string{"rule"}, nil)
 	descConntrack = prometheus.NewDesc("meshd_conntrack_entries", "Connection tracking entries in use.", nil, nil)
 	descCTMax     = prometheus.NewDesc("meshd_conntrack_max", "Connection tracking table size.", nil, nil)
 	descBreaker   = prometheus.NewDesc("meshd_breaker_held_removals", "Peer removals held by the mass-removal breaker.", nil, nil)
 	descBuild     = prometheus.NewDesc("meshd_build_info", "meshd's version.", []string{"version"}, nil)
+	descTrust     = prometheus.NewDesc("meshd_trust_enabled", "1 when records are signed and verified (trust: ca), by mode.", []string{"mode"}, nil)
+	descUnsigned  = prometheus.NewDesc("meshd_trust_unsigned_hosts", "Hosts in the view whose record is not signed (trust.mode permissive).", nil, nil)
+	descCertLeft  = prometheus.NewDesc("meshd_trust_cert_expiry_seconds", "Seconds until this host's certificate expires.", nil, nil)
 )
 
 type collector struct {
@@ -54,7 +57,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descBuild} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descBuild, descTrust, descUnsigned, descCertLeft} {
 		ch <- d
 	}
 }
@@ -94,6 +97,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descConntrack, prometheus.GaugeValue, float64(st.Conntrack[0]))
 	ch <- prometheus.MustNewConstMetric(descCTMax, prometheus.GaugeValue, float64(st.Conntrack[1]))
 	ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(st.Breaker.Held))
+	if st.Trust == "ca" {
+		ch <- prometheus.MustNewConstMetric(descTrust, prometheus.GaugeValue, 1, st.TrustMode)
+		ch <- prometheus.MustNewConstMetric(descUnsigned, prometheus.GaugeValue, float64(len(st.UnsignedHosts)))
+		if st.Cert != nil {
+			if t, err := time.Parse(time.RFC3339, st.Cert.NotAfter); err == nil {
+				ch <- prometheus.MustNewConstMetric(descCertLeft, prometheus.GaugeValue, time.Until(t).Seconds())
+			}
+		}
+	} else {
+		ch <- prometheus.MustNewConstMetric(descTrust, prometheus.GaugeValue, 0, "none")
+	}
 }
 
 // ServeMetrics serves /metrics on listen until ctx ends.

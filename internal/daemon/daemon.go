@@ -50,6 +50,7 @@ type Daemon struct {
 	rotateMu          sync.Mutex
 	region            string // EC2 region, "" off EC2
 	tagger            *ec2.Tagger
+	trust             *hostTrust // nil: trust none
 }
 
 // Start brings the host up: key, registry (or its snapshot), lease, device,
@@ -83,10 +84,20 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	if err != nil {
 		return nil, err
 	}
+	if d.trust, err = loadTrust(cfg, log); err != nil {
+		return nil, err
+	}
+	var recordTrust registry.Trust
+	if d.trust != nil {
+		recordTrust = d.trust
+		// Groups come from the certificate alone, for this host too.
+		cfg.Identity.Groups = d.trust.signer.Identity().Groups
+		d.cfg.Identity.Groups = cfg.Identity.Groups
+	}
 	d.reg, err = registry.Open(ctx, registry.Options{
 		Servers: cfg.ZooKeeper.Servers, Mesh: cfg.Mesh, SessionTimeout: cfg.ZooKeeper.SessionTimeout,
 		Pool: cfg.Overlay.CIDR, Quarantine: cfg.Tuning.Quarantine, DigestSecretFile: cfg.ZooKeeper.DigestSecretFile,
-		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log,
+		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log, Trust: recordTrust,
 	})
 	if err != nil {
 		return nil, err
@@ -155,6 +166,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go d.resyncFirewall(ctx)
 	}
 	d.startTagger(ctx)
+	if d.trust != nil {
+		go d.watchCert(ctx)
+	}
 	if d.cfg.Tuning.KeyRotation > 0 {
 		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
 	}
@@ -180,12 +194,17 @@ func (d *Daemon) onLinks(data []byte) {
 // Reload applies what can change without a restart: log level and links.
 func (d *Daemon) Reload(cfg config.Config) {
 	d.level.Set(parseLevel(cfg.LogLevel))
+	if d.trust != nil {
+		// Rollout goes permissive -> strict host by host, with no restart.
+		d.trust.strict.Store(cfg.Trust.Mode == config.TrustStrict)
+		d.reloadCert()
+	}
 	d.mu.Lock()
 	d.cfg.Links, d.cfg.LogLevel = cfg.Links, cfg.LogLevel
 	all := append(append([][]string{}, cfg.Links...), d.linksFromRegistry...)
 	d.mu.Unlock()
 	d.rec.SetLinks(mesh.NewLinks(all))
-	d.log.Info("configuration reloaded", "links", all, "log_level", cfg.LogLevel)
+	d.log.Info("configuration reloaded", "links", all, "log_level", cfg.LogLevel, "trust_mode", cfg.Trust.Mode)
 }
 
 // Close deregisters and removes the interface. Safe on a partial start.

@@ -216,9 +216,13 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 	}
 	f := admin.Fleet{ByNetwork: map[string]map[string]int{}, ByVersion: map[string]int{}}
 	for id, ip := range leases {
-		fh := admin.FleetHost{Name: id, OverlayIP: ip.String(), State: "absent", Network: "-", Version: "-"}
+		fh := admin.FleetHost{Name: id, OverlayIP: ip.String(), State: "absent", Network: "-", Version: "-", Signed: "-"}
 		if h, ok := live[id]; ok {
-			fh.State, fh.Network, fh.Version = "in-mesh", h.Network, h.Version
+			fh.State, fh.Network, fh.Version, fh.Signed, fh.Cert = "in-mesh", h.Network, h.Version, "yes", h.CertSerial
+			if h.Seq == 0 {
+				fh.Signed = "no"
+				f.Unsigned++
+			}
 			f.InMesh++
 		}
 		if f.ByNetwork[fh.Network] == nil {
@@ -234,6 +238,6 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 	if f.Total > 0 {
 		pct = 100 * float64(f.InMesh) / float64(f.Total)
 	}
-	f.Summary = fmt.Sprintf("%d hosts, %d in the mesh (%.0f%%)", f.Total, f.InMesh, pct)
+	f.Summary = fmt.Sprintf("%d hosts, %d in the mesh (%.0f%%), %d not yet signing", f.Total, f.InMesh, pct, f.Unsigned)
 	return f, nil
 }

@@ -58,6 +58,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		Breaker:    admin.Breaker{Tripped: sum.Breaker.Tripped, Held: sum.Breaker.Held, Limit: sum.Breaker.Limit},
 		BadRecords: d.reg.Stats().BadRecordCounts(),
 	}
+	d.trustStatus(&s)
 	d.mu.Lock()
 	if d.policyErr != nil {
 		s.PolicyError = d.policyErr.Error()
