@@ -54,12 +54,28 @@ func (s *Signer) Reload() (changed bool, err error) {
 	if same {
 		return false, nil
 	}
-	certs, err := parseCertsPEM(data)
-	if err != nil {
+	if err := s.install(data); err != nil {
 		return false, fmt.Errorf("trust.cert_file %s: %w", s.certFile, err)
 	}
+	return true, nil
+}
+
+// NewSigner signs with key under certPEM, without files: for tools,
+// tests and benchmarks.
+func NewSigner(key crypto.Signer, certPEM []byte, pool *Pool) (*Signer, error) {
+	s := &Signer{key: key, pool: pool, keyFile: "the key"}
+	return s, s.install(certPEM)
+}
+
+// install checks a certificate (chain) against the key and the CA and
+// makes it the one signatures carry.
+func (s *Signer) install(data []byte) error {
+	certs, err := parseCertsPEM(data)
+	if err != nil {
+		return err
+	}
 	if !publicKeysEqual(certs[0].PublicKey, s.key.Public()) {
-		return false, fmt.Errorf("trust.cert_file %s: certificate %s is not for the key in %s", s.certFile, SerialOf(certs[0]), s.keyFile)
+		return fmt.Errorf("certificate %s is not for the key in %s", SerialOf(certs[0]), s.keyFile)
 	}
 	chain := make([][]byte, len(certs))
 	for i, c := range certs {
@@ -73,16 +89,16 @@ func (s *Signer) Reload() (changed bool, err error) {
 	probe := []byte("meshd self-check")
 	sig, err := sign(s.key, domain, probe)
 	if err != nil {
-		return false, err
+		return err
 	}
 	id, err := verify(probe, sig, chain)
 	if err != nil {
-		return false, fmt.Errorf("trust.cert_file %s: peers would refuse it: %w", s.certFile, err)
+		return fmt.Errorf("peers would refuse it: %w", err)
 	}
 	s.mu.Lock()
 	s.certPEM, s.chain, s.id = data, chain, id
 	s.mu.Unlock()
-	return true, nil
+	return nil
 }
 
 // Identity is what this signer's certificate says.
