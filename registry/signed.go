@@ -47,7 +47,12 @@ type Trust interface {
 	// Strict refuses unsigned records; otherwise they are accepted and
 	// listed (trust.mode permissive).
 	Strict() bool
+	// Enabled is false until trust is configured: a fleet turns it on host
+	// by host, without restarts (SIGHUP).
+	Enabled() bool
 }
+
+func (r *Registry) trustOn() bool { return r.o.Trust != nil && r.o.Trust.Enabled() }
 
 // Signer is what a record's certificate says about its host.
 type Signer struct {
@@ -113,7 +118,7 @@ func (s *trustState) init() {
 // first, and only then the signed bytes.
 func (r *Registry) decode(data []byte) (Host, error) {
 	t := r.o.Trust
-	if t == nil {
+	if !r.trustOn() {
 		return DecodeHost(data, r.o.Pool)
 	}
 	var env struct {
@@ -193,7 +198,7 @@ func (s *signedJSON) sum() string {
 // as seen: sequence, downgrade, address binding. Check and record happen
 // under one lock, so two records racing for one address cannot both win.
 func (r *Registry) admit(h Host) error {
-	if r.o.Trust == nil {
+	if !r.trustOn() {
 		return nil
 	}
 	r.mu.Lock()
@@ -273,7 +278,7 @@ func (r *Registry) Unsigned() []string {
 // a new, higher sequence whenever its content changed, else the same bytes
 // as before (a session restart republishes them unchanged).
 func (r *Registry) selfRecord(self Host) ([]byte, error) {
-	if r.o.Trust == nil {
+	if !r.trustOn() {
 		return json.Marshal(self)
 	}
 	self.Seq, self.signed = 0, nil
@@ -369,4 +374,34 @@ func (r *Registry) restoreTrust(ts *trustSnapshot) {
 			r.trust.addrs[a], r.trust.addrOf[id] = id, a
 		}
 	}
+}
+
+// DropRevoked removes at once every host whose certificate is revoked now,
+// as a decommission would (no hold-down): a signed revocation list takes
+// effect without waiting. Its record stays refused until it is signed
+// under a certificate that is not revoked.
+func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
+	r.mu.Lock()
+	var gone []Host
+	for id, h := range r.hosts {
+		if h.CertSerial != "" && revoked(h.CertSerial) {
+			gone = append(gone, h)
+			delete(r.hosts, id) // its node name stays known: not read again until it changes
+		}
+	}
+	if len(gone) > 0 {
+		r.dirty = true
+	}
+	r.mu.Unlock()
+	var ids []string
+	for _, h := range gone {
+		ids = append(ids, h.InstanceID)
+		r.noteRefusal(h.InstanceID, "revoked", bad("revoked", "certificate %s of %s revoked by the signed revocation list", h.CertSerial, h.InstanceID))
+		select {
+		case r.events <- Event{Kind: Removed, Host: h, Decommissioned: true}:
+		case <-r.ctx.Done():
+			return ids
+		}
+	}
+	return ids
 }

@@ -73,6 +73,9 @@ type Status struct {
 	CertError     string    `json:"cert_error,omitempty"` // last failed renewal
 	UnsignedHosts []string  `json:"unsigned_hosts,omitempty"`
 	Refusals      []Refusal `json:"refusals,omitempty"`
+	// DocumentsRefused counts fleet documents ignored (unsigned, not an
+	// operator's, deleted), by reason; the latest are among Refusals.
+	DocumentsRefused map[string]int64 `json:"documents_refused,omitempty"`
 }
 
 // Cert is this host's certificate as peers see it.
@@ -169,6 +172,9 @@ type Source interface {
 	SetLinks(ctx context.Context, pairs [][]string) error
 	Fleet(ctx context.Context) (Fleet, error)
 	RotateKey(ctx context.Context) (string, error)
+	SetLinksSigned(ctx context.Context, sealed []byte) error
+	SetRevoked(ctx context.Context, sealed []byte) error
+	Revoked(ctx context.Context) ([]byte, error)
 }
 
 // NotFoundError is implemented by errors naming something unknown (404).
@@ -256,12 +262,28 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 		replyRaw(w, doc, err)
 	})
 	mux.HandleFunc("PUT /v1/links", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if bytes.Contains(body, []byte(`"signed_document"`)) {
+			reply(w, map[string]string{"result": "stored"}, src.SetLinksSigned(r.Context(), body))
+			return
+		}
 		var pairs [][]string
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&pairs); err != nil {
+		if err := json.Unmarshal(body, &pairs); err != nil {
 			reply(w, nil, badRequest{fmt.Errorf("links: want a JSON list of pairs: %v", err)})
 			return
 		}
 		reply(w, map[string]string{"result": "stored"}, src.SetLinks(r.Context(), pairs))
+	})
+	mux.HandleFunc("GET /v1/revoked", func(w http.ResponseWriter, r *http.Request) {
+		doc, err := src.Revoked(r.Context())
+		if err == nil && len(doc) == 0 {
+			doc = []byte(`{"serials":[]}`)
+		}
+		replyRaw(w, doc, err)
+	})
+	mux.HandleFunc("PUT /v1/revoked", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		reply(w, map[string]string{"result": "stored"}, src.SetRevoked(r.Context(), body))
 	})
 	// Profiles for operators chasing CPU or memory on a big fleet, e.g.
 	//   curl --unix-socket /run/meshd/meshd.sock http://meshd/debug/pprof/heap

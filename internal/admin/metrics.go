@@ -48,6 +48,7 @@ var (
 	descBuild     = prometheus.NewDesc("meshd_build_info", "meshd's version.", []string{"version"}, nil)
 	descTrust     = prometheus.NewDesc("meshd_trust_enabled", "1 when records are signed and verified (trust: ca), by mode.", []string{"mode"}, nil)
 	descUnsigned  = prometheus.NewDesc("meshd_trust_unsigned_hosts", "Hosts in the view whose record is not signed (trust.mode permissive).", nil, nil)
+	descDocs      = prometheus.NewDesc("meshd_trust_documents_refused_total", "Fleet documents (policy, links, revocations) ignored, by reason.", []string{"reason"}, nil)
 	descCertLeft  = prometheus.NewDesc("meshd_trust_cert_expiry_seconds", "Seconds until this host's certificate expires.", nil, nil)
 )
 
@@ -57,7 +58,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descBuild, descTrust, descUnsigned, descCertLeft} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descBuild, descTrust, descUnsigned, descCertLeft, descDocs} {
 		ch <- d
 	}
 }
@@ -100,6 +101,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if st.Trust == "ca" {
 		ch <- prometheus.MustNewConstMetric(descTrust, prometheus.GaugeValue, 1, st.TrustMode)
 		ch <- prometheus.MustNewConstMetric(descUnsigned, prometheus.GaugeValue, float64(len(st.UnsignedHosts)))
+		for reason, n := range st.DocumentsRefused {
+			ch <- prometheus.MustNewConstMetric(descDocs, prometheus.CounterValue, float64(n), reason)
+		}
 		if st.Cert != nil {
 			if t, err := time.Parse(time.RFC3339, st.Cert.NotAfter); err == nil {
 				ch <- prometheus.MustNewConstMetric(descCertLeft, prometheus.GaugeValue, time.Until(t).Seconds())

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,16 +32,39 @@ type hostTrust struct {
 	certErr error // last failed renewal
 }
 
-var _ registry.Trust = (*hostTrust)(nil)
+// trustGate is what the registry holds: trust may be turned on later by a
+// reload (none -> permissive without a restart), so the registry asks the
+// gate each time.
+type trustGate struct{ p atomic.Pointer[hostTrust] }
 
-func (t *hostTrust) SignRecord(payload []byte) ([]byte, [][]byte, error) {
+var _ registry.Trust = (*trustGate)(nil)
+
+func (g *trustGate) SignRecord(payload []byte) ([]byte, [][]byte, error) {
+	t := g.p.Load()
+	if t == nil {
+		return nil, nil, errors.New("trust is off")
+	}
 	return t.signer.SignRecord(payload)
 }
 
-func (t *hostTrust) VerifyRecord(payload, sig []byte, chain [][]byte) (registry.Signer, error) {
+func (g *trustGate) VerifyRecord(payload, sig []byte, chain [][]byte) (registry.Signer, error) {
+	t := g.p.Load()
+	if t == nil {
+		return registry.Signer{}, errors.New("trust is off")
+	}
 	id, err := t.pool.VerifyRecord(payload, sig, chain)
 	return registry.Signer(id), err
 }
+
+func (g *trustGate) Strict() bool {
+	t := g.p.Load()
+	return t != nil && t.strict.Load()
+}
+
+func (g *trustGate) Enabled() bool { return g.p.Load() != nil }
+
+// tr is the trust in force, nil when none.
+func (d *Daemon) tr() *hostTrust { return d.gate.p.Load() }
 
 func (t *hostTrust) Strict() bool { return t.strict.Load() }
 
@@ -97,7 +122,7 @@ func (d *Daemon) watchCert(ctx context.Context) {
 // reloadCert re-reads the certificate; a new one is published at once,
 // signed anew, and its groups become this host's.
 func (d *Daemon) reloadCert() {
-	t := d.trust
+	t := d.tr()
 	if t == nil {
 		return
 	}
@@ -128,25 +153,67 @@ func (d *Daemon) reloadCert() {
 // trustStatus fills the trust part of `meshctl status`.
 func (d *Daemon) trustStatus(s *admin.Status) {
 	s.Trust = "none"
-	if d.trust == nil {
+	if d.tr() == nil {
 		return
 	}
 	s.Trust, s.TrustMode = "ca", config.TrustPermissive
-	if d.trust.Strict() {
+	if d.tr().Strict() {
 		s.TrustMode = config.TrustStrict
 	}
-	id := d.trust.signer.Identity()
+	id := d.tr().signer.Identity()
 	s.Cert = &admin.Cert{Serial: id.Serial, NotAfter: id.NotAfter.UTC().Format(time.RFC3339), Network: id.Network, Groups: id.Groups}
 	if s.Cert.Groups == nil {
 		s.Cert.Groups = []string{}
 	}
-	d.trust.mu.Lock()
-	if d.trust.certErr != nil {
-		s.CertError = d.trust.certErr.Error()
+	d.tr().mu.Lock()
+	if d.tr().certErr != nil {
+		s.CertError = d.tr().certErr.Error()
 	}
-	d.trust.mu.Unlock()
+	d.tr().mu.Unlock()
 	s.UnsignedHosts = d.reg.Unsigned()
 	for _, r := range d.reg.Refusals() {
 		s.Refusals = append(s.Refusals, admin.Refusal{At: r.At.Format(time.RFC3339), Node: r.Node, Reason: r.Reason, Detail: r.Detail})
+	}
+	d.mu.Lock()
+	s.Refusals = append(s.Refusals, d.docRefusals...)
+	if len(d.docRefused) > 0 {
+		s.DocumentsRefused = maps.Clone(d.docRefused)
+	}
+	d.mu.Unlock()
+}
+
+// reloadTrust applies the trust keys of a reloaded config: a fleet goes
+// none -> permissive -> strict host by host with SIGHUP, no restart, so
+// traffic keeps flowing. Turning trust off again needs a restart.
+func (d *Daemon) reloadTrust(cfg config.Config) {
+	t := d.tr()
+	switch {
+	case t == nil && cfg.Trust.Enabled():
+		nt, err := loadTrust(cfg, d.log)
+		if err != nil {
+			d.log.Error("reload: trust not turned on", "err", err)
+			return
+		}
+		if err := checkOwnCert(nt.signer.Identity(), d.cfg.Identity); err != nil {
+			d.log.Error("reload: trust not turned on", "err", err)
+			return
+		}
+		d.mu.Lock()
+		d.cfg.Trust = cfg.Trust
+		d.self.Groups = slices.Clone(nt.signer.Identity().Groups)
+		self := d.self
+		d.mu.Unlock()
+		d.gate.p.Store(nt)
+		d.reg.UpdateSelf(self)
+		d.reg.Resign()
+		d.log.Info("trust turned on", "mode", cfg.Trust.Mode)
+	case t != nil && !cfg.Trust.Enabled():
+		d.log.Error("reload: turning trust off needs a restart; keeping it on")
+	case t != nil:
+		t.strict.Store(cfg.Trust.Mode == config.TrustStrict)
+		d.mu.Lock()
+		d.cfg.Trust.Mode = cfg.Trust.Mode
+		d.mu.Unlock()
+		d.reloadCert()
 	}
 }

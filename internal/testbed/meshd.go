@@ -21,6 +21,10 @@ type MeshdOptions struct {
 	LogLevel   string
 	Firewall   string // enforce (default), shadow or off
 	Metrics    string // metrics_listen inside the host, "" = off
+	// Trust is the trust.mode ("" = no trust block): the testbed's CA
+	// certifies the host, with CertGroups (default Groups) as its groups.
+	Trust      string
+	CertGroups []string
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -65,9 +69,10 @@ func (tb *Testbed) StartMeshd(h *Host, o MeshdOptions) (*Meshd, error) {
 // WriteConfig writes the config for the host's current addresses.
 func (m *Meshd) WriteConfig() error {
 	o, h := m.opts, m.Host
-	id := o.InstanceID
-	if id == "" {
-		id = h.Name
+	id := m.InstanceID()
+	trustBlock, err := m.trustConfig()
+	if err != nil {
+		return err
 	}
 	level := o.LogLevel
 	if level == "" {
@@ -100,8 +105,8 @@ state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
-%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
+%s%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
+		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, trustBlock, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 

@@ -42,7 +42,8 @@ func LoadSigner(keyFile, certFile string, pool *Pool) (*Signer, error) {
 
 // Reload re-reads the certificate file; changed is false when it is the
 // same. A certificate that does not fit the key or the CA is refused and
-// the previous one is kept.
+// the previous one is kept. With a nil pool (LoadSigner for an operator
+// without the CA at hand) the certificate is not checked against a CA.
 func (s *Signer) Reload() (changed bool, err error) {
 	data, err := os.ReadFile(s.certFile)
 	if err != nil {
@@ -80,6 +81,17 @@ func (s *Signer) install(data []byte) error {
 	chain := make([][]byte, len(certs))
 	for i, c := range certs {
 		chain[i] = c.Raw
+	}
+	if s.pool == nil {
+		// An operator's machine may not hold the CA: hosts check it.
+		id, err := IdentityOf(certs[0])
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.certPEM, s.chain, s.id = data, chain, id
+		s.mu.Unlock()
+		return nil
 	}
 	// Check it the way peers will: sign something and verify it.
 	verify, domain := s.pool.VerifyRecord, domainRecord

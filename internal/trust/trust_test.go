@@ -255,3 +255,34 @@ func TestSignerReload(t *testing.T) {
 		t.Errorf("kept groups %s", g)
 	}
 }
+
+func TestSealedDocuments(t *testing.T) {
+	ca, pool := newCA(t)
+	op := hostSigner(t, ca, pool, "alice", Template{Operator: true})
+	doc := []byte(`{"rules":[{"to":"db","from":"web","ports":["tcp/5432"]}]}`)
+	sealed, err := SealDocument(op, "policy", doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, id, err := pool.OpenDocument("policy", sealed)
+	if err != nil || string(got) != string(doc) || id.InstanceID != "alice" {
+		t.Fatalf("open: %q %+v %v", got, id, err)
+	}
+	if _, _, err := pool.OpenDocument("links", sealed); reason(err) != ReasonDocName {
+		t.Errorf("policy stored as links: %v", err)
+	}
+	if _, _, err := pool.OpenDocument("policy", doc); reason(err) != ReasonUnsignedDoc {
+		t.Errorf("unsigned: %v", err)
+	}
+	tampered := strings.Replace(string(sealed), `"doc":"`, `"doc":"e30`, 1)
+	if _, _, err := pool.OpenDocument("policy", []byte(tampered)); err == nil {
+		t.Error("tampered document opened")
+	}
+	host := hostSigner(t, ca, pool, "h1", Template{})
+	if _, err := SealDocument(host, "policy", doc); err == nil {
+		t.Error("a host certificate sealed a document")
+	}
+	if inner, ok := Unseal(sealed); !ok || string(inner) != string(doc) {
+		t.Errorf("unseal: %q %v", inner, ok)
+	}
+}

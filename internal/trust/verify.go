@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -63,7 +64,7 @@ func LoadPool(caFile string) (*Pool, error) {
 func (p *Pool) SetRevoked(serials []string) {
 	m := make(map[string]bool, len(serials))
 	for _, s := range serials {
-		m[s] = true
+		m[normalSerial(s)] = true
 	}
 	p.mu.Lock()
 	p.revoked = m
@@ -74,7 +75,17 @@ func (p *Pool) SetRevoked(serials []string) {
 func (p *Pool) Revoked(serial string) bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.revoked[serial]
+	return p.revoked[normalSerial(serial)]
+}
+
+// normalSerial writes a hex serial as SerialOf does: upper case, no
+// leading zeros or colons (openssl pads and may separate bytes).
+func normalSerial(s string) string {
+	s = strings.ToUpper(strings.ReplaceAll(s, ":", ""))
+	if t := strings.TrimLeft(s, "0"); t != "" {
+		return t
+	}
+	return s
 }
 
 // VerifyRecord checks a host record's signature: by the leaf of chain (DER,
