@@ -17,8 +17,9 @@ import (
 
 // Documents.
 const (
-	DocPolicy = "policy"
-	DocLinks  = "links"
+	DocPolicy  = "policy"
+	DocLinks   = "links"
+	DocRevoked = "revoked" // operator-signed certificate revocations (trust)
 )
 
 type docWatchers struct {
@@ -43,7 +44,7 @@ func (r *Registry) OnDocument(name string, fn func([]byte)) {
 }
 
 func (r *Registry) startDocWatchers() {
-	for _, d := range []string{DocPolicy, DocLinks} {
+	for _, d := range []string{DocPolicy, DocLinks, DocRevoked} {
 		r.wg.Add(1)
 		go r.watchDoc(d)
 	}

@@ -27,6 +27,13 @@ type Host struct {
 	Groups        []string
 	Version       string
 	StartTime     time.Time
+
+	// Set when the record was signed under the fleet CA (trust): its
+	// sequence, which only increases, and the certificate's serial. Groups
+	// and Network then come from the certificate, not from the record.
+	Seq        uint64
+	CertSerial string
+	signed     *signedJSON // the signature as stored, kept for the snapshot
 }
 
 type hostJSON struct {
@@ -42,12 +49,16 @@ type hostJSON struct {
 	Groups        []string   `json:"groups,omitempty"`
 	Version       string     `json:"version,omitempty"`
 	StartTime     time.Time  `json:"start_time"`
+	// Added by trust; a reader that predates them ignores them.
+	Seq    uint64      `json:"seq,omitempty"`
+	Signed *signedJSON `json:"signed,omitempty"`
 }
 
 // MarshalJSON writes the record in its wire form.
 func (h Host) MarshalJSON() ([]byte, error) {
 	j := hostJSON{Schema: h.Schema, InstanceID: h.InstanceID, OverlayIP: h.OverlayIP, PublicKey: h.PublicKey.String(),
-		Network: h.Network, PrivateIP: h.PrivateIP, ListenPort: h.ListenPort, Groups: h.Groups, Version: h.Version, StartTime: h.StartTime}
+		Network: h.Network, PrivateIP: h.PrivateIP, ListenPort: h.ListenPort, Groups: h.Groups, Version: h.Version, StartTime: h.StartTime,
+		Seq: h.Seq, Signed: h.signed}
 	if j.Schema == 0 {
 		j.Schema = Schema
 	}
@@ -83,7 +94,7 @@ func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 		return Host{}, bad("schema", "unknown schema %d (this meshd reads %d)", j.Schema, Schema)
 	}
 	h := Host{Schema: j.Schema, InstanceID: j.InstanceID, OverlayIP: j.OverlayIP, Network: j.Network, PrivateIP: j.PrivateIP,
-		ListenPort: j.ListenPort, Groups: j.Groups, Version: j.Version, StartTime: j.StartTime}
+		ListenPort: j.ListenPort, Groups: j.Groups, Version: j.Version, StartTime: j.StartTime, Seq: j.Seq}
 	if !validName(h.InstanceID) {
 		return Host{}, bad("instance_id", "bad instance id %q", h.InstanceID)
 	}

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -331,9 +330,9 @@ func (r *Registry) publishSelf() error {
 	if r.conn.State() != zk.StateHasSession {
 		return nil // the next session start pokes us again
 	}
-	data, err := json.Marshal(self)
+	data, err := r.selfRecord(self)
 	if err != nil {
-		return err
+		return fmt.Errorf("record for %s: %w", self.InstanceID, err)
 	}
 	b := r.bucketPath(BucketOf(self.InstanceID))
 	if err := r.ensurePath(b); err != nil {

@@ -31,6 +31,7 @@ type Options struct {
 	TLS              *tls.Config   // nil: plain TCP
 	StateDir         string        // snapshot; "" keeps none
 	Logger           *slog.Logger
+	Trust            Trust // nil: records are neither signed nor verified (trust: none)
 }
 
 // State is the registry connection as operators see it.
@@ -95,6 +96,7 @@ type Registry struct {
 	stats   Stats
 	dialErr atomic.Value // error: the last failed connection attempt
 	docs    docWatchers
+	trust   trustState
 }
 
 // Stats count the registry's work, for metrics and the watch measurement.
@@ -129,6 +131,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		hosts: map[string]Host{}, names: map[string]string{}, state: Disconnected,
 		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
 	}
+	r.trust.init()
 	var auth []byte
 	if o.DigestSecretFile != "" {
 		secret, err := os.ReadFile(o.DigestSecretFile)

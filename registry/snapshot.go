@@ -18,9 +18,10 @@ const SnapshotFile = "registry.json"
 
 // snapshot is the last known good view, and this host's own lease.
 type snapshot struct {
-	SavedAt time.Time  `json:"saved_at"`
-	Lease   netip.Addr `json:"lease"`
-	Hosts   []Host     `json:"hosts"`
+	SavedAt time.Time      `json:"saved_at"`
+	Lease   netip.Addr     `json:"lease"`
+	Hosts   []Host         `json:"hosts"`
+	Trust   *trustSnapshot `json:"trust,omitempty"`
 }
 
 func (r *Registry) snapshotPath() string {
@@ -47,14 +48,17 @@ func (r *Registry) loadSnapshot() (snapshot, error) {
 		SavedAt time.Time         `json:"saved_at"`
 		Lease   netip.Addr        `json:"lease"`
 		Hosts   []json.RawMessage `json:"hosts"`
+		Trust   *trustSnapshot    `json:"trust"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return s, fmt.Errorf("snapshot %s: %w", p, err)
 	}
 	s.SavedAt, s.Lease = raw.SavedAt, raw.Lease
+	r.restoreTrust(raw.Trust)
 	for _, h := range raw.Hosts {
-		// The snapshot is checked like ZooKeeper's records: it may be old.
-		if host, err := DecodeHost(h, r.o.Pool); err == nil {
+		// The snapshot is checked like ZooKeeper's records: it may be old,
+		// and with trust its signatures are checked again.
+		if host, err := r.decode(h); err == nil && r.admit(host) == nil {
 			s.Hosts = append(s.Hosts, host)
 		}
 	}
@@ -92,7 +96,7 @@ func (r *Registry) saveSnapshot() error {
 		return nil
 	}
 	r.mu.Lock()
-	s := snapshot{SavedAt: time.Now().UTC(), Lease: r.selfLease}
+	s := snapshot{SavedAt: time.Now().UTC(), Lease: r.selfLease, Trust: r.trustForSnapshot()}
 	for _, h := range r.hosts {
 		s.Hosts = append(s.Hosts, h)
 	}

@@ -124,6 +124,9 @@ func (r *Registry) syncBucket(b int, children []string) {
 		// One read per removal: a retired host has no owner node left.
 		r.stats.Requests.Add(1)
 		owned, _, err := r.conn.Exists(r.ownerPath(h.InstanceID))
+		if err == nil && !owned {
+			r.release(h)
+		}
 		events = append(events, Event{Kind: Removed, Host: h, Decommissioned: err == nil && !owned})
 	}
 	r.mu.Lock()
@@ -156,7 +159,7 @@ func (r *Registry) readRecord(nodePath, id string) (Host, error) {
 		return Host{}, err
 	}
 	r.stats.BytesIn.Add(int64(len(data)))
-	h, err := DecodeHost(data, r.o.Pool)
+	h, err := r.decode(data)
 	if err != nil {
 		return Host{}, err
 	}
@@ -174,7 +177,7 @@ func (r *Registry) readRecord(nodePath, id string) (Host, error) {
 	if string(owner) != id {
 		return Host{}, bad("lease", "claims %s, leased to %q", h.OverlayIP, owner)
 	}
-	return h, nil
+	return h, r.admit(h)
 }
 
 // skip logs a bad record once per node and reason, and counts it.
@@ -194,6 +197,7 @@ func (r *Registry) skip(nodePath string, err error) {
 	}
 	v, _ := r.stats.BadRecords.LoadOrStore(reason, new(atomicInt))
 	v.(*atomicInt).Add(1)
+	r.noteRefusal(nodePath, reason, err)
 	r.log.Warn("skipping bad host record", "path", nodePath, "reason", reason, "err", err)
 }
 

@@ -56,8 +56,15 @@ func writeStatus(w io.Writer, s admin.Status) {
 	if s.DNS != nil {
 		row("dns", dnsLine(*s.DNS))
 	}
+	row("trust", trustLine(s))
+	if len(s.UnsignedHosts) > 0 {
+		row("unsigned", fmt.Sprintf("%d host(s) not yet signing: %s", len(s.UnsignedHosts), strings.Join(s.UnsignedHosts, ", ")))
+	}
 	if len(s.BadRecords) > 0 {
 		row("bad records", counts(intMap(s.BadRecords)))
+	}
+	for _, r := range s.Refusals {
+		row("refused", fmt.Sprintf("%s %s %s: %s", r.At, r.Reason, r.Node, r.Detail))
 	}
 	if s.TagError != "" {
 		row("ec2 tags", "FAILING: "+s.TagError)
@@ -75,6 +82,21 @@ func applyText(a admin.Apply) string {
 		return fmt.Sprintf("in step (%d failure(s) since start, all retried; last at %s: %s)", a.Failures, a.LastErrorAt, a.LastError)
 	}
 	return "in step"
+}
+
+// trustLine says whether records are signed, and under which certificate.
+func trustLine(s admin.Status) string {
+	if s.Trust != "ca" {
+		return "none (ZooKeeper is trusted for identity; set trust.ca_file)"
+	}
+	line := "ca, " + s.TrustMode
+	if c := s.Cert; c != nil {
+		line += fmt.Sprintf(", cert %s until %s, groups [%s]", c.Serial, c.NotAfter, strings.Join(c.Groups, " "))
+	}
+	if s.CertError != "" {
+		line += "; RENEWAL REFUSED: " + s.CertError
+	}
+	return line
 }
 
 func intMap(m map[string]int64) map[string]int {
@@ -149,9 +171,9 @@ func writeExplanation(w io.Writer, ex admin.Explanation) {
 
 func writeFleet(w io.Writer, f admin.Fleet) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tNETWORK\tOVERLAY IP\tVERSION\tSTATE")
+	fmt.Fprintln(tw, "NAME\tNETWORK\tOVERLAY IP\tVERSION\tSTATE\tSIGNED")
 	for _, h := range f.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.Network, h.OverlayIP, h.Version, h.State)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Network, h.OverlayIP, h.Version, h.State, orDash(h.Signed))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

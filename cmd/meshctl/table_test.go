@@ -53,6 +53,19 @@ func TestStatusGolden(t *testing.T) {
 	golden(t, "status", b.String())
 }
 
+// With trust, status names the certificate, the hosts not yet signing and
+// each refused record.
+func TestStatusTrustGolden(t *testing.T) {
+	var b bytes.Buffer
+	writeStatus(&b, admin.Status{Name: "h2", OverlayIP: "100.100.116.188", Network: "vpc", PublicKey: "pYmujt1s9NVLGuj+4ym4gfFd/ZxY0Maxyp6QEfOMm2I=",
+		Registry: "connected", Peers: 2, LastSync: "2026-11-24T12:00:00Z", PeersByState: map[string]int{"up": 2}, PeersByPath: map[string]int{"private": 2},
+		Interface: "mesh0", ListenPort: 51820, MTU: 1420, Firewall: "enforce", Conntrack: [2]int{12, 262144}, Version: "1.0.0", Uptime: "3s",
+		Trust: "ca", TrustMode: "permissive", Cert: &admin.Cert{Serial: "5F3A", NotAfter: "2027-11-24T12:00:00Z", Network: "vpc", Groups: []string{"web", "api"}},
+		UnsignedHosts: []string{"old-1", "old-2"}, BadRecords: map[string]int64{"replay": 1},
+		Refusals: []admin.Refusal{{At: "2026-11-24T11:59:00Z", Node: "/meshd/prod/hosts/92/h1#0000000042", Reason: "replay", Detail: "replay: sequence 17 of h1 is older than 18, already seen"}}})
+	golden(t, "status-trust", b.String())
+}
+
 func TestHumanUnits(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB"} {
 		if got := humanBytes(n); got != want {

@@ -4,19 +4,50 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/identity"
+	"github.com/meshd/meshd/internal/trust"
 	"github.com/meshd/meshd/internal/version"
 )
 
 type cli struct {
 	Run         runCmd         `cmd:"" help:"Run the daemon in the foreground (systemd Type=notify)."`
 	CheckConfig checkConfigCmd `cmd:"" name:"check-config" help:"Validate a config file and print the effective config."`
+	CSR         csrCmd         `cmd:"" name:"csr" help:"Print a PKCS#10 request (PEM) for this host's identity key, creating the key (0600) at trust.key_file if missing."`
 	Version     versionCmd     `cmd:"" help:"Print the version."`
+}
+
+type csrCmd struct {
+	Config string `short:"c" default:"/etc/meshd/meshd.yaml" type:"path" help:"Config file: instance id and trust.key_file."`
+}
+
+// Run writes the request on stdout; the CA (meshctl ca sign, or the
+// fleet's PKI) decides groups and network.
+func (c *csrCmd) Run() error {
+	cfg, err := config.Load(c.Config)
+	if err != nil {
+		return err
+	}
+	res, err := identity.Resolve(context.Background(), cfg.Identity, identity.Options{})
+	if err != nil {
+		return err
+	}
+	key, err := trust.LoadOrCreateKey(cfg.TrustKeyFile())
+	if err != nil {
+		return err
+	}
+	csr, err := trust.CSR(key, res.Identity.InstanceID)
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(csr)
+	return err
 }
 
 type checkConfigCmd struct {

@@ -55,6 +55,7 @@ type Status struct {
 	Registry     string         `json:"registry"`
 	Peers        int            `json:"peers"`
 	LastSync     string         `json:"last_sync"`
+	Trust        string         `json:"trust"` // none | ca
 	PeersByState map[string]int `json:"peers_by_state"`
 	PeersByPath  map[string]int `json:"peers_by_path"`
 	Interface    string         `json:"interface"`
@@ -79,6 +80,16 @@ type Status struct {
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
 	DNS              *DNSStatus        `json:"dns,omitempty"` // absent when dns.enabled is false
+	// With trust: the mode, this host's certificate, hosts whose records
+	// are unsigned (permissive), and the latest records refused.
+	TrustMode     string    `json:"trust_mode,omitempty"`
+	Cert          *Cert     `json:"cert,omitempty"`
+	CertError     string    `json:"cert_error,omitempty"` // last failed renewal
+	UnsignedHosts []string  `json:"unsigned_hosts,omitempty"`
+	Refusals      []Refusal `json:"refusals,omitempty"`
+	// DocumentsRefused counts fleet documents ignored (unsigned, not an
+	// operator's, deleted), by reason; the latest are among Refusals.
+	DocumentsRefused map[string]int64 `json:"documents_refused,omitempty"`
 }
 
 // DNSStatus is the zone meshd serves and where.
@@ -89,6 +100,22 @@ type DNSStatus struct {
 	Error    string `json:"error,omitempty"` // why it is not serving
 	Answered uint64 `json:"answered"`
 	Dropped  uint64 `json:"dropped"` // queries from non-members, unanswered
+}
+
+// Cert is this host's certificate as peers see it.
+type Cert struct {
+	Serial   string   `json:"serial"`
+	NotAfter string   `json:"not_after"` // RFC 3339
+	Network  string   `json:"network,omitempty"`
+	Groups   []string `json:"groups"`
+}
+
+// Refusal is one record or document that was not believed.
+type Refusal struct {
+	At     string `json:"at"`
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail"`
 }
 
 // Breaker is the mass-removal breaker's state.
@@ -147,7 +174,8 @@ type Fleet struct {
 	ByVersion map[string]int            `json:"by_version"`
 	Total     int                       `json:"total"`
 	InMesh    int                       `json:"in_mesh"`
-	Stale     int                       `json:"stale"` // missing from the registry, alive on the wire
+	Stale     int                       `json:"stale"`    // missing from the registry, alive on the wire
+	Unsigned  int                       `json:"unsigned"` // in the mesh, not yet signing
 	Summary   string                    `json:"summary"`
 }
 
@@ -160,6 +188,10 @@ type FleetHost struct {
 	// State: in-mesh (live record), stale (no record, but alive on the
 	// wire: this host's WireGuard still hears it) or absent (lease only).
 	State string `json:"state"`
+	// Signed: "yes" (the record is signed; Cert is its serial), "no" (not
+	// yet signing), "-" (absent).
+	Signed string `json:"signed"`
+	Cert   string `json:"cert,omitempty"`
 }
 
 // Source is what the server asks the daemon.
@@ -177,6 +209,9 @@ type Source interface {
 	SetLinks(ctx context.Context, pairs [][]string) error
 	Fleet(ctx context.Context) (Fleet, error)
 	RotateKey(ctx context.Context) (string, error)
+	SetLinksSigned(ctx context.Context, sealed []byte) error
+	SetRevoked(ctx context.Context, sealed []byte) error
+	Revoked(ctx context.Context) ([]byte, error)
 }
 
 // NotFoundError is implemented by errors naming something unknown (404).
@@ -264,12 +299,28 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 		replyRaw(w, doc, err)
 	})
 	mux.HandleFunc("PUT /v1/links", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if bytes.Contains(body, []byte(`"signed_document"`)) {
+			reply(w, map[string]string{"result": "stored"}, src.SetLinksSigned(r.Context(), body))
+			return
+		}
 		var pairs [][]string
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&pairs); err != nil {
+		if err := json.Unmarshal(body, &pairs); err != nil {
 			reply(w, nil, badRequest{fmt.Errorf("links: want a JSON list of pairs: %v", err)})
 			return
 		}
 		reply(w, map[string]string{"result": "stored"}, src.SetLinks(r.Context(), pairs))
+	})
+	mux.HandleFunc("GET /v1/revoked", func(w http.ResponseWriter, r *http.Request) {
+		doc, err := src.Revoked(r.Context())
+		if err == nil && len(doc) == 0 {
+			doc = []byte(`{"serials":[]}`)
+		}
+		replyRaw(w, doc, err)
+	})
+	mux.HandleFunc("PUT /v1/revoked", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		reply(w, map[string]string{"result": "stored"}, src.SetRevoked(r.Context(), body))
 	})
 	// Profiles for operators chasing CPU or memory on a big fleet, e.g.
 	//   curl --unix-socket /run/meshd/meshd.sock http://meshd/debug/pprof/heap

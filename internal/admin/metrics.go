@@ -40,7 +40,7 @@ var (
 	descPeers     = prometheus.NewDesc("meshd_peers", "Peers by state and path.", []string{"state", "path"}, nil)
 	descRegistry  = prometheus.NewDesc("meshd_registry_state", "1 for the registry connection's current state.", []string{"state"}, nil)
 	descSyncAge   = prometheus.NewDesc("meshd_registry_last_sync_age_seconds", "Seconds since the registry view was last in step.", nil, nil)
-	descBad       = prometheus.NewDesc("meshd_registry_bad_records_total", "Host records skipped, by reason.", []string{"reason"}, nil)
+	descBad       = prometheus.NewDesc("meshd_registry_bad_records_total", "Host records skipped or refused (trust), by reason; meshctl status names the latest.", []string{"reason"}, nil)
 	descFirewall  = prometheus.NewDesc("meshd_firewall_packets_total", "Packets matched by meshd's rules: drops, or would-drops in shadow mode.", []string{"rule"}, nil)
 	descConntrack = prometheus.NewDesc("meshd_conntrack_entries", "Connection tracking entries in use.", nil, nil)
 	descCTMax     = prometheus.NewDesc("meshd_conntrack_max", "Connection tracking table size.", nil, nil)
@@ -50,6 +50,10 @@ var (
 	descApplyFail = prometheus.NewDesc("meshd_device_apply_failures_total", "Device updates the WireGuard device refused (each is retried).", nil, nil)
 	descPending   = prometheus.NewDesc("meshd_device_pending_changes", "Peer changes waiting for a retry: the device differs from the desired state while this is not 0.", nil, nil)
 	descBuild     = prometheus.NewDesc("meshd_build_info", "meshd's version.", []string{"version"}, nil)
+	descTrust     = prometheus.NewDesc("meshd_trust_enabled", "1 when records are signed and verified (trust: ca), by mode.", []string{"mode"}, nil)
+	descUnsigned  = prometheus.NewDesc("meshd_trust_unsigned_hosts", "Hosts in the view whose record is not signed (trust.mode permissive).", nil, nil)
+	descDocs      = prometheus.NewDesc("meshd_trust_documents_refused_total", "Fleet documents (policy, links, revocations) ignored, by reason.", []string{"reason"}, nil)
+	descCertLeft  = prometheus.NewDesc("meshd_trust_cert_expiry_seconds", "Seconds until this host's certificate expires.", nil, nil)
 )
 
 type collector struct {
@@ -58,7 +62,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descStale, descTripped, descApplyFail, descPending, descBuild} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descStale, descTripped, descApplyFail, descPending, descBuild, descTrust, descUnsigned, descCertLeft, descDocs} {
 		ch <- d
 	}
 }
@@ -104,6 +108,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descTripped, prometheus.GaugeValue, b2f(st.Breaker.Tripped))
 	ch <- prometheus.MustNewConstMetric(descApplyFail, prometheus.CounterValue, float64(st.Apply.Failures))
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(st.Apply.Pending))
+	if st.Trust == "ca" {
+		ch <- prometheus.MustNewConstMetric(descTrust, prometheus.GaugeValue, 1, st.TrustMode)
+		ch <- prometheus.MustNewConstMetric(descUnsigned, prometheus.GaugeValue, float64(len(st.UnsignedHosts)))
+		for reason, n := range st.DocumentsRefused {
+			ch <- prometheus.MustNewConstMetric(descDocs, prometheus.CounterValue, float64(n), reason)
+		}
+		if st.Cert != nil {
+			if t, err := time.Parse(time.RFC3339, st.Cert.NotAfter); err == nil {
+				ch <- prometheus.MustNewConstMetric(descCertLeft, prometheus.GaugeValue, time.Until(t).Seconds())
+			}
+		}
+	} else {
+		ch <- prometheus.MustNewConstMetric(descTrust, prometheus.GaugeValue, 0, "none")
+	}
 }
 
 func b2f(b bool) float64 {
@@ -111,6 +129,7 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+
 }
 
 // ServeMetrics serves /metrics on listen until ctx ends.

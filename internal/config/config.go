@@ -28,6 +28,7 @@ type Config struct {
 	Firewall      Firewall   `yaml:"firewall"`
 	Tuning        Tuning     `yaml:"tuning"`
 	DNS           DNS        `yaml:"dns"`
+	Trust         Trust      `yaml:"trust"`
 	StateDir      string     `yaml:"state_dir"`
 	AdminSocket   string     `yaml:"admin_socket"`
 	MetricsListen string     `yaml:"metrics_listen"`
@@ -108,6 +109,26 @@ type Tuning struct {
 	Quarantine time.Duration `yaml:"quarantine"`
 }
 
+// Trust configures host certificates and signed records. Without CAFile
+// ZooKeeper is trusted as before (status says trust: none).
+type Trust struct {
+	// Mode is permissive (sign, verify signed records, accept unsigned
+	// ones and list them) or strict (refuse unsigned records).
+	Mode     string `yaml:"mode"`
+	CAFile   string `yaml:"ca_file"`   // fleet CA (PEM)
+	CertFile string `yaml:"cert_file"` // this host's certificate (PEM, leaf first)
+	KeyFile  string `yaml:"key_file"`  // identity key; "" = <state_dir>/identity.key
+}
+
+// Enabled reports whether records are signed and verified.
+func (t Trust) Enabled() bool { return t.CAFile != "" }
+
+// Trust modes.
+const (
+	TrustPermissive = "permissive"
+	TrustStrict     = "strict"
+)
+
 // Firewall modes.
 const (
 	ModeEnforce = "enforce"
@@ -138,6 +159,7 @@ func Default() Config {
 			Quarantine:       24 * time.Hour,
 		},
 		DNS:           DNS{Enabled: true},
+		Trust:         Trust{Mode: TrustPermissive},
 		StateDir:      "/var/lib/meshd",
 		AdminSocket:   "/run/meshd/meshd.sock",
 		MetricsListen: "127.0.0.1:9474",

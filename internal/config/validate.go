@@ -144,6 +144,7 @@ func (c *Config) Validate() Errors {
 	}
 
 	errs = append(errs, c.validateDNS()...)
+	errs = append(errs, c.validateTrust()...)
 
 	for key, path := range map[string]string{"state_dir": c.StateDir, "admin_socket": c.AdminSocket} {
 		if !filepath.IsAbs(path) {
@@ -187,4 +188,36 @@ func (c *Config) ValidateIdentity() Errors {
 		errs = append(errs, fmt.Errorf("identity.public_ip: bad value %q: must be IPv4", id.PublicIP))
 	}
 	return errs
+}
+
+// validateTrust checks the trust keys; the files themselves are read (and
+// their problems named) when meshd starts.
+func (c *Config) validateTrust() Errors {
+	var errs Errors
+	t := c.Trust
+	switch t.Mode {
+	case TrustPermissive, TrustStrict:
+	default:
+		errs = append(errs, fmt.Errorf("trust.mode: bad value %q: want permissive or strict", t.Mode))
+	}
+	for key, path := range map[string]string{"trust.ca_file": t.CAFile, "trust.cert_file": t.CertFile, "trust.key_file": t.KeyFile} {
+		if path != "" && !filepath.IsAbs(path) {
+			errs = append(errs, fmt.Errorf("%s: bad value %q: must be an absolute path", key, path))
+		}
+	}
+	if t.CAFile == "" && t.CertFile != "" {
+		errs = append(errs, fmt.Errorf("trust.ca_file: missing: trust.cert_file is set, and peers check it against the fleet CA"))
+	}
+	if t.CAFile != "" && t.CertFile == "" {
+		errs = append(errs, fmt.Errorf("trust.cert_file: missing: with trust.ca_file set this host signs its record under its certificate (make one with meshd csr)"))
+	}
+	return errs
+}
+
+// TrustKeyFile is where the identity key lives.
+func (c *Config) TrustKeyFile() string {
+	if c.Trust.KeyFile != "" {
+		return c.Trust.KeyFile
+	}
+	return filepath.Join(c.StateDir, "identity.key")
 }

@@ -50,6 +50,10 @@ type Daemon struct {
 	region            string // EC2 region, "" off EC2
 	tagger            *ec2.Tagger
 	dns               dnsState
+	gate              trustGate        // the trust in force (none until configured)
+	docGood           map[string]bool  // a signed document was accepted
+	docRefused        map[string]int64 // refused fleet documents by reason
+	docRefusals       []admin.Refusal
 }
 
 // Start brings the host up: key, registry (or its snapshot), lease, device,
@@ -64,7 +68,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	if errs := cfg.ValidateIdentity(); len(errs) > 0 {
 		return nil, fmt.Errorf("identity from %s:\n%w", cfg.Identity.Source, errs)
 	}
-	d = &Daemon{cfg: cfg, log: log, level: level, start: time.Now(), region: res.Region}
+	d = &Daemon{cfg: cfg, log: log, level: level, start: time.Now(), region: res.Region,
+		docGood: map[string]bool{}, docRefused: map[string]int64{}}
 	d.metrics = admin.NewMetrics(d, version.Version)
 	defer func() {
 		if err != nil {
@@ -83,10 +88,20 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	if err != nil {
 		return nil, err
 	}
+	t, err := loadTrust(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if t != nil {
+		d.gate.p.Store(t)
+		// Groups come from the certificate alone, for this host too.
+		cfg.Identity.Groups = t.signer.Identity().Groups
+		d.cfg.Identity.Groups = cfg.Identity.Groups
+	}
 	d.reg, err = registry.Open(ctx, registry.Options{
 		Servers: cfg.ZooKeeper.Servers, Mesh: cfg.Mesh, SessionTimeout: cfg.ZooKeeper.SessionTimeout,
 		Pool: cfg.Overlay.CIDR, Quarantine: cfg.Tuning.Quarantine, DigestSecretFile: cfg.ZooKeeper.DigestSecretFile,
-		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log,
+		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log, Trust: &d.gate,
 	})
 	if err != nil {
 		return nil, err
@@ -142,6 +157,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	d.startDNS()
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
 	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
+	d.reg.OnDocument(registry.DocRevoked, d.onRevoked)
 	log.Info("meshd up", "host", id.InstanceID, "overlay_ip", overlay, "interface", cfg.Interface.Name, "mtu", mtu,
 		"network", id.Network, "public_key", key.PublicKey(), "version", version.Version)
 	return d, nil
@@ -160,6 +176,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go d.resyncFirewall(ctx)
 	}
 	d.startTagger(ctx)
+	go d.watchCert(ctx)
 	if d.cfg.Tuning.KeyRotation > 0 {
 		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
 	}
@@ -176,6 +193,10 @@ func viewAsEvents(hosts []registry.Host) []registry.Event {
 
 // onLinks merges the fleet-wide links from the registry with the config's.
 func (d *Daemon) onLinks(data []byte) {
+	data, err := d.openDocument(registry.DocLinks, data)
+	if err != nil {
+		return
+	}
 	var pairs [][]string
 	if len(data) > 0 {
 		if err := json.Unmarshal(data, &pairs); err != nil {
@@ -193,12 +214,13 @@ func (d *Daemon) onLinks(data []byte) {
 // Reload applies what can change without a restart: log level and links.
 func (d *Daemon) Reload(cfg config.Config) {
 	d.level.Set(parseLevel(cfg.LogLevel))
+	d.reloadTrust(cfg)
 	d.mu.Lock()
 	d.cfg.Links, d.cfg.LogLevel = cfg.Links, cfg.LogLevel
 	all := append(append([][]string{}, cfg.Links...), d.linksFromRegistry...)
 	d.mu.Unlock()
 	d.rec.SetLinks(mesh.NewLinks(all))
-	d.log.Info("configuration reloaded", "links", all, "log_level", cfg.LogLevel)
+	d.log.Info("configuration reloaded", "links", all, "log_level", cfg.LogLevel, "trust_mode", cfg.Trust.Mode)
 }
 
 // Close deregisters and removes the interface. Safe on a partial start.

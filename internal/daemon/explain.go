@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/policy"
 	"github.com/meshd/meshd/internal/probe"
+	"github.com/meshd/meshd/internal/trust"
 	"github.com/meshd/meshd/registry"
 )
 
@@ -226,17 +229,47 @@ func (d *Daemon) Decommission(ctx context.Context, id string) error {
 }
 
 // Links returns the fleet-wide direct-connect links.
-func (d *Daemon) Links(ctx context.Context) ([]byte, error) { return d.reg.Document(registry.DocLinks) }
+func (d *Daemon) Links(ctx context.Context) ([]byte, error) {
+	data, err := d.reg.Document(registry.DocLinks)
+	doc, _ := trust.Unseal(data)
+	return doc, err
+}
 
 // SetLinks validates and stores the fleet-wide links.
 func (d *Daemon) SetLinks(ctx context.Context, pairs [][]string) error {
+	if d.tr() != nil {
+		return badInput(errors.New("trust is on: sign the links with --sign-key KEY --sign-cert CERT (an operator certificate)"))
+	}
+	if err := checkLinks(pairs); err != nil {
+		return err
+	}
+	doc, _ := jsonMarshal(pairs)
+	return d.reg.SetDocument(registry.DocLinks, doc)
+}
+
+// SetLinksSigned stores operator-signed links as signed.
+func (d *Daemon) SetLinksSigned(ctx context.Context, sealed []byte) error {
+	doc, err := d.storeDocument(registry.DocLinks, sealed)
+	if err != nil {
+		return err
+	}
+	var pairs [][]string
+	if err := json.Unmarshal(doc, &pairs); err != nil {
+		return badInput(fmt.Errorf("links: want a JSON list of pairs: %v", err))
+	}
+	if err := checkLinks(pairs); err != nil {
+		return err
+	}
+	return d.reg.SetDocument(registry.DocLinks, sealed)
+}
+
+func checkLinks(pairs [][]string) error {
 	for i, p := range pairs {
 		if len(p) != 2 || p[0] == "" || p[1] == "" || p[0] == p[1] {
 			return badInput(fmt.Errorf("links[%d]: %v: a link joins two different networks, e.g. vpc:dc", i, p))
 		}
 	}
-	doc, _ := jsonMarshal(pairs)
-	return d.reg.SetDocument(registry.DocLinks, doc)
+	return nil
 }
 
 // Fleet reports every host that holds a lease, live or not: the migration
@@ -253,9 +286,13 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 	wire := d.rec.KeptAlive()
 	f := admin.Fleet{ByNetwork: map[string]map[string]int{}, ByVersion: map[string]int{}}
 	for id, ip := range leases {
-		fh := admin.FleetHost{Name: id, OverlayIP: ip.String(), State: "absent", Network: "-", Version: "-"}
+		fh := admin.FleetHost{Name: id, OverlayIP: ip.String(), State: "absent", Network: "-", Version: "-", Signed: "-"}
 		if h, ok := live[id]; ok {
-			fh.State, fh.Network, fh.Version = "in-mesh", h.Network, h.Version
+			fh.State, fh.Network, fh.Version, fh.Signed, fh.Cert = "in-mesh", h.Network, h.Version, "yes", h.CertSerial
+			if h.Seq == 0 {
+				fh.Signed = "no"
+				f.Unsigned++
+			}
 			f.InMesh++
 		} else if p, ok := wire[id]; ok {
 			fh.State, fh.Network = "stale", p.Network
@@ -274,7 +311,7 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 	if f.Total > 0 {
 		pct = 100 * float64(f.InMesh) / float64(f.Total)
 	}
-	f.Summary = fmt.Sprintf("%d hosts, %d in the mesh (%.0f%%)", f.Total, f.InMesh, pct)
+	f.Summary = fmt.Sprintf("%d hosts, %d in the mesh (%.0f%%), %d not yet signing", f.Total, f.InMesh, pct, f.Unsigned)
 	if f.Stale > 0 {
 		f.Summary += fmt.Sprintf(", %d missing from the registry but alive on the wire", f.Stale)
 	}

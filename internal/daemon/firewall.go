@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/policy"
+	"github.com/meshd/meshd/internal/trust"
 	"github.com/meshd/meshd/mesh"
 	"github.com/meshd/meshd/registry"
 )
@@ -48,6 +49,10 @@ func (d *Daemon) resyncFirewall(ctx context.Context) {
 // onPolicy validates a policy document from the registry and applies it; a
 // bad one is refused and the previous policy stays.
 func (d *Daemon) onPolicy(data []byte) {
+	data, err := d.openDocument(registry.DocPolicy, data)
+	if err != nil {
+		return // refused and counted; the policy in force stays
+	}
 	var p *policy.Policy
 	if len(data) > 0 {
 		parsed, err := policy.Parse(data)
@@ -92,7 +97,9 @@ func (d *Daemon) knownGroups() map[string]bool {
 
 // Policy returns the fleet's policy document ("" when none is set).
 func (d *Daemon) Policy(ctx context.Context) ([]byte, error) {
-	return d.reg.Document(registry.DocPolicy)
+	data, err := d.reg.Document(registry.DocPolicy)
+	doc, _ := trust.Unseal(data)
+	return doc, err
 }
 
 // ValidatePolicy checks a policy document against the fleet's groups.
@@ -109,10 +116,17 @@ func (d *Daemon) ValidatePolicy(ctx context.Context, data []byte) error {
 
 // SetPolicy validates and stores the fleet's policy; every meshd applies it.
 func (d *Daemon) SetPolicy(ctx context.Context, data []byte) error {
-	if err := d.ValidatePolicy(ctx, data); err != nil {
+	doc, err := d.storeDocument(registry.DocPolicy, data)
+	if err != nil {
 		return err
 	}
-	p, _ := policy.Parse(data)
+	if err := d.ValidatePolicy(ctx, doc); err != nil {
+		return err
+	}
+	if _, sealed := trust.Unseal(data); sealed {
+		return d.reg.SetDocument(registry.DocPolicy, data) // the signed bytes, as signed
+	}
+	p, _ := policy.Parse(doc)
 	return d.reg.SetDocument(registry.DocPolicy, p.JSON())
 }
 

@@ -69,6 +69,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	if !sum.Apply.RetryAt.IsZero() {
 		s.Apply.RetryAt = sum.Apply.RetryAt.UTC().Format(time.RFC3339)
 	}
+	d.trustStatus(&s)
 	d.mu.Lock()
 	if d.policyErr != nil {
 		s.PolicyError = d.policyErr.Error()

@@ -419,13 +419,3 @@ func runFlood(spec string) {
 	}
 	fmt.Printf("%d %d %d %d\n", sent, ok, bad, int64(p99))
 }
-
-// TestMain turns the test binary into the flood generator when it is run
-// inside a testbed host for TestDNSUnderAbuse.
-func TestMain(m *testing.M) {
-	if spec := os.Getenv("MESHD_DNS_FLOOD"); spec != "" {
-		runFlood(spec)
-		return
-	}
-	os.Exit(m.Run())
-}

@@ -22,6 +22,10 @@ type MeshdOptions struct {
 	Firewall   string // enforce (default), shadow or off
 	Metrics    string // metrics_listen inside the host, "" = off
 	Bind       string // interface.bind: meshd (default) or wireguard-go
+	// Trust is the trust.mode ("" = no trust block): the testbed's CA
+	// certifies the host, with CertGroups (default Groups) as its groups.
+	Trust      string
+	CertGroups []string
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -66,9 +70,10 @@ func (tb *Testbed) StartMeshd(h *Host, o MeshdOptions) (*Meshd, error) {
 // WriteConfig writes the config for the host's current addresses.
 func (m *Meshd) WriteConfig() error {
 	o, h := m.opts, m.Host
-	id := o.InstanceID
-	if id == "" {
-		id = h.Name
+	id := m.InstanceID()
+	trustBlock, err := m.trustConfig()
+	if err != nil {
+		return err
 	}
 	level := o.LogLevel
 	if level == "" {
@@ -102,8 +107,8 @@ state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
-%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
+%s%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
+		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, trustBlock, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 

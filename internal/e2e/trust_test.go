@@ -1,0 +1,355 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/testbed"
+	"github.com/meshd/meshd/internal/trust"
+	"github.com/meshd/meshd/registry"
+)
+
+// trustFleet starts one strict-trust meshd per network, each certified by
+// the testbed's CA with its network as its only group.
+func trustFleet(t *testing.T, mode string, extra func(i int, o *testbed.MeshdOptions), networks ...string) (*testbed.Testbed, []*testbed.Meshd) {
+	t.Helper()
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	var ms []*testbed.Meshd
+	for i, n := range networks {
+		h, err := tb.AddHost(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{n}, Trust: mode,
+			Extra: "tuning:\n  hold_down: 2s\n  handshake_timeout: 3s\n  path_retry: 5s\n"}
+		if extra != nil {
+			extra(i, &o)
+		}
+		m, err := tb.StartMeshd(h, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, m := range ms {
+				t.Logf("--- log of %s:\n%s", m.Host.Name, m.LogTail(30))
+			}
+		}
+	})
+	return tb, ms
+}
+
+// recordOf reads a host's live record node from ZooKeeper.
+func recordOf(t *testing.T, tb *testbed.Testbed, id string) (string, []byte) {
+	t.Helper()
+	bucket := fmt.Sprintf("/meshd/%s/hosts/%02x", tb.Prefix, registry.BucketOf(id))
+	ls := zkDo(t, tb, zkOp{Op: "children", Path: bucket})
+	for _, n := range ls[0].Names {
+		if strings.HasPrefix(n, id+"#") {
+			p := path.Join(bucket, n)
+			return p, zkDo(t, tb, zkOp{Op: "get", Path: p})[0].Data
+		}
+	}
+	t.Fatalf("no record of %s in %s", id, bucket)
+	return "", nil
+}
+
+// forger signs made-up records under a certificate the test chooses.
+func forger(t *testing.T, ca *trust.CA, id string, tmpl trust.Template) *trust.Signer {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := trust.LoadOrCreateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(key.Public(), id, tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "c"), cert, 0o644)
+	pool, _ := trust.NewPool(ca.PEM)
+	s, err := trust.LoadSigner(filepath.Join(dir, "k"), filepath.Join(dir, "c"), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestTrustAttacksFail: with trust strict, a second ZooKeeper client with
+// full access writes forged records for h1. Every observer keeps h1's real
+// key and address, counts and names each refusal, and still reaches h1.
+func TestTrustAttacksFail(t *testing.T) {
+	tb, ms := trustFleet(t, "strict", func(i int, o *testbed.MeshdOptions) {
+		if i == 0 {
+			// h1 claims a group its certificate does not give it.
+			o.Groups, o.CertGroups = []string{"vpc", "admin"}, []string{"vpc"}
+		}
+	}, "vpc", "vpc", "dc")
+	h1, observers := ms[0], ms[1:]
+	st1, _ := h1.Status()
+	if st1.Trust != "ca" || st1.TrustMode != "strict" || st1.Cert == nil {
+		t.Fatalf("h1 status trust %q mode %q cert %v", st1.Trust, st1.TrustMode, st1.Cert)
+	}
+	ip1 := netip.MustParseAddr(st1.OverlayIP)
+	for _, o := range observers {
+		waitFor(t, 30*time.Second, o.Host.Name+" reaches h1", func() error {
+			_, err := o.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", st1.OverlayIP)
+			return err
+		})
+		p, _ := peerOf(o, "h1")
+		if strings.Join(p.Groups, ",") != "vpc" {
+			t.Errorf("%s sees h1 in groups %v; its certificate says [vpc]", o.Host.Name, p.Groups)
+		}
+	}
+	// An older signed record of h1, for the replay: rotate h1's key.
+	_, oldRecord := recordOf(t, tb, "h1")
+	if out, err := meshctl(t, h1, "key", "rotate"); err != nil {
+		t.Fatalf("key rotate: %v\n%s", err, out)
+	}
+	st1, _ = h1.Status()
+	for _, o := range observers {
+		waitFor(t, 10*time.Second, o.Host.Name+" has h1's rotated key", func() error {
+			p, err := peerOf(o, "h1")
+			if err == nil && p.PublicKey != st1.PublicKey {
+				err = fmt.Errorf("h1's key is %s, want %s", p.PublicKey, st1.PublicKey)
+			}
+			return err
+		})
+	}
+
+	ca, err := tb.CA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, err := trust.InitCA(t.TempDir(), "another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil, _ := wgtypes.GeneratePrivateKey()
+	st2, _ := ms[1].Status()
+	forged := registry.Host{InstanceID: "h1", OverlayIP: ip1, PublicKey: evil.PublicKey(), Network: "vpc",
+		PrivateIP: netip.MustParseAddr("198.18.2.250"), ListenPort: 51820, Groups: []string{"vpc", "admin"},
+		StartTime: time.Now().UTC(), Seq: uint64(time.Now().Add(time.Hour).UnixMicro())}
+	h2claims := forged
+	h2claims.InstanceID, h2claims.OverlayIP = "h2", ip1
+	seal := func(h registry.Host, s *trust.Signer) []byte {
+		data, err := registry.SealRecord(h, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	h2cert := forger(t, ca, "h2", trust.Template{Network: "vpc"})
+	expiring := forger(t, ca, "h1", trust.Template{Network: "vpc", NotAfter: time.Now().Add(2 * time.Second)})
+	unsigned := forged
+	unsigned.Seq = 0
+	unsignedJSON, _ := json.Marshal(unsigned)
+
+	attacks := []struct {
+		name, reason, id string
+		data             func() []byte
+	}{
+		{"unsigned record of h1 with another key", registry.ReasonUnsigned, "h1", func() []byte { return unsignedJSON }},
+		{"h1's id signed by h2's valid certificate", registry.ReasonIdentity, "h1", func() []byte { return seal(forged, h2cert) }},
+		{"h2 claiming h1's overlay address", "lease", "h2", func() []byte { return seal(h2claims, h2cert) }},
+		{"older record of h1, replayed", registry.ReasonReplay, "h1", func() []byte { return oldRecord }},
+		{"certified by another CA", trust.ReasonUnknownCA, "h1", func() []byte { return seal(forged, forger(t, otherCA, "h1", trust.Template{})) }},
+		{"expired certificate", trust.ReasonExpired, "h1", func() []byte {
+			for time.Now().Before(expiring.Identity().NotAfter.Add(time.Second)) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			return seal(forged, expiring)
+		}},
+	}
+	bucket := func(id string) string {
+		return fmt.Sprintf("/meshd/%s/hosts/%02x/%s#", tb.Prefix, registry.BucketOf(id), id)
+	}
+	for _, a := range attacks {
+		node := zkDo(t, tb, zkOp{Op: "create", Path: bucket(a.id), Data: a.data(), Seq: true})[0].Path
+		for _, o := range observers {
+			waitFor(t, 10*time.Second, a.name+": refused and named on "+o.Host.Name, func() error {
+				st, err := o.Status()
+				if err != nil {
+					return err
+				}
+				for _, r := range st.Refusals {
+					if r.Node == node && r.Reason == a.reason {
+						if st.BadRecords[a.reason] < 1 {
+							return fmt.Errorf("refusal named but not counted: %v", st.BadRecords)
+						}
+						return nil
+					}
+				}
+				return fmt.Errorf("no %s refusal of %s in %+v", a.reason, node, st.Refusals)
+			})
+			p, err := peerOf(o, "h1")
+			if err != nil || p.PublicKey != st1.PublicKey || p.OverlayIP != st1.OverlayIP {
+				t.Fatalf("%s: %s's h1 is %+v (%v), want key %s at %s", a.name, o.Host.Name, p, err, st1.PublicKey, st1.OverlayIP)
+			}
+			if _, err := o.Host.Run(context.Background(), "ping", "-c", "2", "-i", "0.2", "-W", "1", st1.OverlayIP); err != nil {
+				t.Fatalf("%s: %s no longer reaches h1: %v", a.name, o.Host.Name, err)
+			}
+		}
+	}
+	if p, _ := peerOf(ms[2], "h2"); p.OverlayIP != st2.OverlayIP {
+		t.Errorf("h2 moved to %s", p.OverlayIP)
+	}
+}
+
+// TestTrustSignedDocuments: with trust strict, hosts ignore a policy that
+// no operator signed (keeping the one in force), apply one an operator
+// signed, and drop a host at once when an operator revokes its
+// certificate.
+func TestTrustSignedDocuments(t *testing.T) {
+	tb, ms := trustFleet(t, "strict", nil, "vpc", "dc")
+	h1, h2 := ms[0], ms[1]
+	st1, _ := h1.Status()
+	st2, _ := h2.Status()
+	reaches := func(from *testbed.Meshd, to string) bool {
+		_, err := from.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", to)
+		return err == nil
+	}
+	waitFor(t, 30*time.Second, "h2 reaches h1", func() error {
+		if !reaches(h2, st1.OverlayIP) {
+			return fmt.Errorf("no ping")
+		}
+		return nil
+	})
+	// An operator, provisioned with the CLI.
+	opDir := t.TempDir()
+	out, err := exec.Command(filepath.Join(bin(t), "meshctl"), "ca", "operator", "--ca", filepath.Join(tb.Dir, "ca"), "--name", "alice",
+		"--out", filepath.Join(opDir, "alice.crt"), "--key-out", filepath.Join(opDir, "alice.key")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("meshctl ca operator: %v\n%s", err, out)
+	}
+	sign := []string{"--sign-key", filepath.Join(opDir, "alice.key"), "--sign-cert", filepath.Join(opDir, "alice.crt")}
+	writePolicy := func(yaml string) string {
+		p := filepath.Join(t.TempDir(), "policy.yaml")
+		os.WriteFile(p, []byte(yaml), 0o644)
+		return p
+	}
+	// Unsigned, through meshctl: refused by meshd with advice.
+	if out, err := meshctl(t, h1, "policy", "set", writePolicy("rules: []\nicmp_echo: false\n")); err == nil || !strings.Contains(out, "--sign-key") {
+		t.Fatalf("unsigned policy set: %v\n%s", err, out)
+	}
+	// Operator-signed: applies fleet-wide (no echo between members).
+	if out, err := meshctl(t, h1, append([]string{"policy", "set", writePolicy("rules: []\nicmp_echo: false\n")}, sign...)...); err != nil {
+		t.Fatalf("signed policy set: %v\n%s", err, out)
+	}
+	waitFor(t, 10*time.Second, "the signed policy applies on h1", func() error {
+		if reaches(h2, st1.OverlayIP) {
+			return fmt.Errorf("h2 still pings h1")
+		}
+		return nil
+	})
+	// Unsigned, straight into ZooKeeper: ignored, counted, named; the
+	// signed policy stays.
+	policyPath := "/meshd/" + tb.Prefix + "/policy"
+	zkDo(t, tb, zkOp{Op: "set", Path: policyPath, Data: []byte(`{"rules":[]}`)})
+	waitFor(t, 10*time.Second, "unsigned policy refused on both", func() error {
+		for _, m := range ms {
+			st, err := m.Status()
+			if err != nil {
+				return err
+			}
+			if st.DocumentsRefused["unsigned"] < 1 {
+				return fmt.Errorf("%s: documents refused %v", m.Host.Name, st.DocumentsRefused)
+			}
+		}
+		return nil
+	})
+	if reaches(h2, st1.OverlayIP) {
+		t.Fatal("an unsigned policy in ZooKeeper replaced the signed one")
+	}
+	// Signed by an operator of another CA: ignored as well.
+	otherDir := t.TempDir()
+	if out, err := exec.Command(filepath.Join(bin(t), "meshctl"), "ca", "init", otherDir).CombinedOutput(); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	other, err := trust.LoadCA(otherDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory := forger(t, other, "mallory", trust.Template{Operator: true})
+	sealed, err := trust.SealDocument(mallory, "policy", []byte(`{"rules":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zkDo(t, tb, zkOp{Op: "set", Path: policyPath, Data: sealed})
+	waitFor(t, 10*time.Second, "foreign operator refused", func() error {
+		st, _ := h1.Status()
+		if st.DocumentsRefused[trust.ReasonUnknownCA] < 1 {
+			return fmt.Errorf("documents refused %v", st.DocumentsRefused)
+		}
+		return nil
+	})
+	if reaches(h2, st1.OverlayIP) {
+		t.Fatal("a policy signed under another CA applied")
+	}
+	// Signed again by alice, allowing echo: applies.
+	if out, err := meshctl(t, h2, append([]string{"policy", "set", writePolicy("rules: []\n")}, sign...)...); err != nil {
+		t.Fatalf("signed policy set: %v\n%s", err, out)
+	}
+	waitFor(t, 10*time.Second, "echo allowed again", func() error {
+		if !reaches(h2, st1.OverlayIP) {
+			return fmt.Errorf("h2 does not ping h1")
+		}
+		return nil
+	})
+	// Revoking h2's certificate removes it from h1 at once.
+	if out, err := meshctl(t, h1, append([]string{"revoke", st2.Cert.Serial}, sign...)...); err != nil {
+		t.Fatalf("revoke: %v\n%s", err, out)
+	}
+	waitFor(t, 5*time.Second, "h2 gone from h1", func() error {
+		if p, err := peerOf(h1, "h2"); err == nil {
+			return fmt.Errorf("h1 still lists h2 (%s)", p.State)
+		}
+		return nil
+	})
+	if reaches(h2, st1.OverlayIP) {
+		t.Error("revoked h2 still reaches h1")
+	}
+}
+
+// TestTrustCertRenewalWithoutRestart: a certificate renewed in place (new
+// groups) is picked up by the running meshd and its peers, same process.
+func TestTrustCertRenewalWithoutRestart(t *testing.T) {
+	_, ms := trustFleet(t, "strict", nil, "vpc", "dc")
+	h1, h2 := ms[0], ms[1]
+	waitFor(t, 30*time.Second, "h2 sees h1 up", func() error {
+		p, err := peerOf(h2, "h1")
+		if err == nil && strings.Join(p.Groups, ",") != "vpc" {
+			err = fmt.Errorf("h1 groups %v", p.Groups)
+		}
+		return err
+	})
+	before, _ := h1.Status()
+	pid := h1.Proc.PID()
+	if err := h1.Certify(trust.Template{Groups: []string{"vpc", "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "h2 sees h1's renewed groups", func() error {
+		p, err := peerOf(h2, "h1")
+		if err == nil && strings.Join(p.Groups, ",") != "vpc,web" {
+			err = fmt.Errorf("h1 groups %v", p.Groups)
+		}
+		return err
+	})
+	after, _ := h1.Status()
+	if after.Cert == nil || after.Cert.Serial == before.Cert.Serial || h1.Proc.PID() != pid {
+		t.Errorf("cert %v -> %v, pid %d -> %d: want a new certificate in the same process", before.Cert, after.Cert, pid, h1.Proc.PID())
+	}
+}

@@ -1,0 +1,407 @@
+package registry
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+)
+
+// Signed records (trust). With Options.Trust set, this host signs its
+// record and checks everyone else's before the view changes:
+//
+//	{ ...the schema 1 fields, as before...,
+//	  "seq": 1733100000000000,
+//	  "signed": {"record": "<base64 of the exact signed bytes>",
+//	             "sig": "<base64>", "chain": ["<base64 DER, leaf first>"]} }
+//
+// The signed bytes are the record itself (schema 1, with seq) before
+// "signed" was added. A reader of this release believes only them, and
+// takes groups and network from the certificate; a reader of the previous
+// release reads the plain fields beside them and ignores the two new keys.
+// The sequence is microseconds since 1970, or one more than the last one
+// this host used if that is higher: it rises across restarts.
+//
+// Per host, the highest sequence seen (and a digest of its bytes) is kept
+// in memory and in the snapshot, so an older signed record, replayed, is
+// refused; so is an unsigned record for a host that has signed before (a
+// downgrade), and a record claiming an overlay address that a signed record
+// of another host holds (the address stays bound until a decommission).
+
+// Trust signs this host's record and verifies everyone's; internal/trust
+// implements it. nil in Options: records are neither signed nor checked.
+type Trust interface {
+	// SignRecord signs payload with this host's identity key and returns
+	// the certificate chain (DER, leaf first) that vouches for the key.
+	SignRecord(payload []byte) (sig []byte, chain [][]byte, err error)
+	// VerifyRecord checks sig over payload by chain's leaf, the chain
+	// against the fleet CA, validity and revocation. An error may say
+	// why in a word with a method RefusalReason() string.
+	VerifyRecord(payload, sig []byte, chain [][]byte) (Signer, error)
+	// Strict refuses unsigned records; otherwise they are accepted and
+	// listed (trust.mode permissive).
+	Strict() bool
+	// Enabled is false until trust is configured: a fleet turns it on host
+	// by host, without restarts (SIGHUP).
+	Enabled() bool
+}
+
+func (r *Registry) trustOn() bool { return r.o.Trust != nil && r.o.Trust.Enabled() }
+
+// Signer is what a record's certificate says about its host.
+type Signer struct {
+	InstanceID string
+	Network    string
+	Groups     []string
+	Operator   bool
+	Serial     string
+	NotAfter   time.Time
+}
+
+// Refusal reasons of the trust checks, beside the certificate's own
+// (unknown_ca, expired, revoked, signature, certificate, role).
+const (
+	ReasonUnsigned  = "unsigned"  // no signature, trust.mode strict
+	ReasonDowngrade = "downgrade" // no signature from a host that signed before
+	ReasonReplay    = "replay"    // a sequence lower than (or equal to, with other content) one seen
+	ReasonIdentity  = "identity"  // signed by another host's certificate
+	ReasonNetwork   = "network"   // a network its certificate does not name
+	ReasonAddress   = "address"   // an overlay address bound to another host
+)
+
+type signedJSON struct {
+	Record string   `json:"record"`
+	Sig    string   `json:"sig"`
+	Chain  []string `json:"chain"`
+}
+
+// seqMark is the highest signed sequence seen for a host.
+type seqMark struct {
+	Seq uint64 `json:"seq"`
+	Sum string `json:"sum"` // hex SHA-256 of the signed bytes
+}
+
+// trustState is what the registry remembers between records.
+type trustState struct {
+	seqs   map[string]seqMark    // instance id -> highest sequence
+	addrs  map[netip.Addr]string // overlay address -> id of its signed owner
+	addrOf map[string]netip.Addr // and back
+	recent []Refusal             // the last refusals, newest last
+	self   struct {
+		key  string // the record's content without sequence and signature
+		data []byte // what is published
+		seq  uint64
+	}
+}
+
+// Refusal is one record that was not believed, for `meshctl status`.
+type Refusal struct {
+	At     time.Time `json:"at"`
+	Node   string    `json:"node"`
+	Reason string    `json:"reason"`
+	Detail string    `json:"detail"`
+}
+
+const keepRefusals = 32
+
+func (s *trustState) init() {
+	s.seqs, s.addrs, s.addrOf = map[string]seqMark{}, map[netip.Addr]string{}, map[string]netip.Addr{}
+}
+
+// decode checks a record as this host's trust settings say: signature
+// first, and only then the signed bytes.
+func (r *Registry) decode(data []byte) (Host, error) {
+	t := r.o.Trust
+	if !r.trustOn() {
+		return DecodeHost(data, r.o.Pool)
+	}
+	var env struct {
+		Signed *signedJSON `json:"signed"`
+	}
+	if err := json.Unmarshal(data, &env); err != nil {
+		return Host{}, bad("decode", "%v", err)
+	}
+	if env.Signed == nil {
+		if t.Strict() {
+			return Host{}, bad(ReasonUnsigned, "unsigned record; trust.mode is strict")
+		}
+		h, err := DecodeHost(data, r.o.Pool)
+		h.Seq, h.CertSerial = 0, ""
+		return h, err
+	}
+	payload, sig, chain, err := env.Signed.parts()
+	if err != nil {
+		return Host{}, bad("decode", "signed: %v", err)
+	}
+	who, err := t.VerifyRecord(payload, sig, chain)
+	if err != nil {
+		reason := "signature"
+		var rr interface{ RefusalReason() string }
+		if errors.As(err, &rr) {
+			reason = rr.RefusalReason()
+		}
+		return Host{}, bad(reason, "%v", err)
+	}
+	h, err := DecodeHost(payload, r.o.Pool)
+	if err != nil {
+		return Host{}, err
+	}
+	if h.InstanceID != who.InstanceID {
+		return Host{}, bad(ReasonIdentity, "record for %q signed by certificate %s of %q", h.InstanceID, who.Serial, who.InstanceID)
+	}
+	if who.Network != "" && h.Network != who.Network {
+		return Host{}, bad(ReasonNetwork, "%s claims network %q; its certificate %s says %q", h.InstanceID, h.Network, who.Serial, who.Network)
+	}
+	if h.Seq == 0 {
+		return Host{}, bad(ReasonReplay, "signed record of %s without a sequence", h.InstanceID)
+	}
+	h.Groups = slices.Clone(who.Groups)
+	if who.Network != "" {
+		h.Network = who.Network
+	}
+	h.CertSerial, h.signed = who.Serial, env.Signed
+	return h, nil
+}
+
+func (s *signedJSON) parts() (payload, sig []byte, chain [][]byte, err error) {
+	if payload, err = base64.StdEncoding.DecodeString(s.Record); err != nil {
+		return
+	}
+	if sig, err = base64.StdEncoding.DecodeString(s.Sig); err != nil {
+		return
+	}
+	for _, c := range s.Chain {
+		der, err := base64.StdEncoding.DecodeString(c)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		chain = append(chain, der)
+	}
+	return payload, sig, chain, nil
+}
+
+func (s *signedJSON) sum() string {
+	if s == nil {
+		return ""
+	}
+	h := sha256.Sum256([]byte(s.Record))
+	return hex.EncodeToString(h[:])
+}
+
+// admit is the last check before a record enters the view, and records it
+// as seen: sequence, downgrade, address binding. Check and record happen
+// under one lock, so two records racing for one address cannot both win.
+func (r *Registry) admit(h Host) error {
+	if !r.trustOn() {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ts := &r.trust
+	mark := ts.seqs[h.InstanceID]
+	if h.signed == nil {
+		if mark.Seq > 0 {
+			return bad(ReasonDowngrade, "unsigned record for %s, which signed up to sequence %d", h.InstanceID, mark.Seq)
+		}
+	} else {
+		sum := h.signed.sum()
+		switch {
+		case h.Seq < mark.Seq:
+			return bad(ReasonReplay, "sequence %d of %s is older than %d, already seen", h.Seq, h.InstanceID, mark.Seq)
+		case h.Seq == mark.Seq && sum != mark.Sum:
+			return bad(ReasonReplay, "sequence %d of %s already seen with other content", h.Seq, h.InstanceID)
+		}
+	}
+	if owner, ok := ts.addrs[h.OverlayIP]; ok && owner != h.InstanceID {
+		return bad(ReasonAddress, "%s claims %s, which belongs to %s", h.InstanceID, h.OverlayIP, owner)
+	}
+	if h.signed != nil {
+		ts.seqs[h.InstanceID] = seqMark{Seq: h.Seq, Sum: h.signed.sum()}
+		if prev, ok := ts.addrOf[h.InstanceID]; ok && prev != h.OverlayIP {
+			delete(ts.addrs, prev) // its lease moved: only a decommission does that
+		}
+		ts.addrs[h.OverlayIP], ts.addrOf[h.InstanceID] = h.InstanceID, h.OverlayIP
+	}
+	return nil
+}
+
+// release unbinds a decommissioned host's address; its sequence is kept.
+func (r *Registry) release(h Host) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.trust.addrs[h.OverlayIP] == h.InstanceID {
+		delete(r.trust.addrs, h.OverlayIP)
+		delete(r.trust.addrOf, h.InstanceID)
+	}
+}
+
+// noteRefusal keeps the latest refusals for operators.
+func (r *Registry) noteRefusal(node, reason string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rs := append(r.trust.recent, Refusal{At: time.Now().UTC(), Node: node, Reason: reason, Detail: err.Error()})
+	if len(rs) > keepRefusals {
+		rs = rs[len(rs)-keepRefusals:]
+	}
+	r.trust.recent = rs
+}
+
+// Refusals are the latest records that were skipped, newest last.
+func (r *Registry) Refusals() []Refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.trust.recent)
+}
+
+// Unsigned names the hosts in the view whose record is not signed: with
+// trust.mode permissive, the hosts that keep a fleet from going strict.
+func (r *Registry) Unsigned() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for id, h := range r.hosts {
+		if h.Seq == 0 {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// selfRecord is this host's record as published: with trust, signed under
+// a new, higher sequence whenever its content changed, else the same bytes
+// as before (a session restart republishes them unchanged).
+func (r *Registry) selfRecord(self Host) ([]byte, error) {
+	if !r.trustOn() {
+		return json.Marshal(self)
+	}
+	self.Seq, self.signed = 0, nil
+	plain, err := json.Marshal(self)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.trust.self.key == string(plain) && r.trust.self.data != nil {
+		data := r.trust.self.data
+		r.mu.Unlock()
+		return data, nil
+	}
+	self.Seq = max(r.trust.self.seq+1, uint64(time.Now().UnixMicro()))
+	r.mu.Unlock()
+	data, err := SealRecord(self, r.o.Trust)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.trust.self.key, r.trust.self.data, r.trust.self.seq, r.dirty = string(plain), data, self.Seq, true
+	r.mu.Unlock()
+	return data, nil
+}
+
+// RecordSigner signs a record's bytes; trust.Signer is one.
+type RecordSigner interface {
+	SignRecord(payload []byte) (sig []byte, chain [][]byte, err error)
+}
+
+// SealRecord signs h (its Seq set) and returns the record as stored: the
+// signed bytes, and beside them the same fields for older readers. meshd
+// calls it for its own record; tests and benchmarks for made-up ones.
+func SealRecord(h Host, t RecordSigner) ([]byte, error) {
+	h.Schema = Schema
+	h.signed = nil
+	payload, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	sig, chain, err := t.SignRecord(payload)
+	if err != nil {
+		return nil, err
+	}
+	s := &signedJSON{Record: base64.StdEncoding.EncodeToString(payload), Sig: base64.StdEncoding.EncodeToString(sig)}
+	for _, der := range chain {
+		s.Chain = append(s.Chain, base64.StdEncoding.EncodeToString(der))
+	}
+	h.signed = s
+	return json.Marshal(h)
+}
+
+// Resign publishes this host's record signed anew: after its certificate
+// was renewed, so peers see the new one long before the old one expires.
+func (r *Registry) Resign() {
+	r.mu.Lock()
+	r.trust.self.key, r.trust.self.data = "", nil
+	r.mu.Unlock()
+	select {
+	case r.registered <- struct{}{}:
+	default:
+	}
+}
+
+// trustSnapshot is the trust state kept in the snapshot.
+type trustSnapshot struct {
+	SelfSeq uint64             `json:"self_seq,omitempty"`
+	Seqs    map[string]seqMark `json:"seqs,omitempty"`
+	Addrs   map[string]string  `json:"addrs,omitempty"` // overlay address -> owner
+}
+
+func (r *Registry) trustForSnapshot() *trustSnapshot {
+	if r.o.Trust == nil {
+		return nil
+	}
+	ts := &trustSnapshot{SelfSeq: r.trust.self.seq, Seqs: maps.Clone(r.trust.seqs), Addrs: map[string]string{}}
+	for ip, id := range r.trust.addrs {
+		ts.Addrs[ip.String()] = id
+	}
+	return ts
+}
+
+func (r *Registry) restoreTrust(ts *trustSnapshot) {
+	if ts == nil {
+		return
+	}
+	r.trust.self.seq = ts.SelfSeq
+	for id, m := range ts.Seqs {
+		r.trust.seqs[id] = m
+	}
+	for ip, id := range ts.Addrs {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			r.trust.addrs[a], r.trust.addrOf[id] = id, a
+		}
+	}
+}
+
+// DropRevoked removes at once every host whose certificate is revoked now,
+// as a decommission would (no hold-down): a signed revocation list takes
+// effect without waiting. Its record stays refused until it is signed
+// under a certificate that is not revoked.
+func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
+	r.mu.Lock()
+	var gone []Host
+	for id, h := range r.hosts {
+		if h.CertSerial != "" && revoked(h.CertSerial) {
+			gone = append(gone, h)
+			delete(r.hosts, id) // its node name stays known: not read again until it changes
+		}
+	}
+	if len(gone) > 0 {
+		r.dirty = true
+	}
+	r.mu.Unlock()
+	var ids []string
+	for _, h := range gone {
+		ids = append(ids, h.InstanceID)
+		r.noteRefusal(h.InstanceID, "revoked", bad("revoked", "certificate %s of %s revoked by the signed revocation list", h.CertSerial, h.InstanceID))
+		select {
+		case r.events <- Event{Kind: Removed, Host: h, Decommissioned: true}:
+		case <-r.ctx.Done():
+			return ids
+		}
+	}
+	return ids
+}
