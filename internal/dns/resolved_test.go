@@ -139,7 +139,7 @@ func TestReverseZones(t *testing.T) {
 		{"100.100.0.0/16", 1, "100.100.in-addr.arpa"},
 		{"100.64.0.0/10", 64, "127.100.in-addr.arpa"},
 		{"100.100.4.0/22", 4, "7.100.100.in-addr.arpa"},
-		{"100.0.0.0/8", 1, "100.in-addr.arpa"},
+		{"100.100.0.0/24", 1, "0.100.100.in-addr.arpa"},
 	} {
 		got := reverseZones(netip.MustParsePrefix(c.pool))
 		if len(got) != c.n || !slices.Contains(got, c.some) {

@@ -52,6 +52,15 @@ func ask(z *Zone, name string, qtype uint16) *dns.Msg {
 	return z.Answer(req)
 }
 
+// rev is addr's in-addr.arpa name.
+func rev(addr string) string {
+	name, err := dns.ReverseAddr(addr)
+	if err != nil {
+		panic(err)
+	}
+	return name
+}
+
 func addrs(m *dns.Msg) []string {
 	var out []string
 	for _, rr := range m.Answer {
@@ -96,10 +105,10 @@ func TestNegativeAnswers(t *testing.T) {
 		{"cold.group.prod.mesh.internal.", dns.TypeA, dns.RcodeSuccess}, // group exists, nobody live
 		{"group.prod.mesh.internal.", dns.TypeA, dns.RcodeSuccess},
 		{"prod.mesh.internal.", dns.TypeA, dns.RcodeSuccess},
-		{"99.0.100.100.in-addr.arpa.", dns.TypePTR, dns.RcodeNameError}, // in the pool, unleased
-		{"1.0.100.100.in-addr.arpa.", dns.TypeA, dns.RcodeSuccess},
+		{rev("100.100.0.99"), dns.TypePTR, dns.RcodeNameError}, // in the pool, unleased
+		{rev("100.100.0.1"), dns.TypeA, dns.RcodeSuccess},
 		{"0.100.100.in-addr.arpa.", dns.TypePTR, dns.RcodeSuccess},
-		{"x.1.0.100.100.in-addr.arpa.", dns.TypePTR, dns.RcodeNameError},
+		{"x." + rev("100.100.0.1"), dns.TypePTR, dns.RcodeNameError},
 	} {
 		m := ask(z, c.name, c.qtype)
 		if m.Rcode != c.rcode || len(m.Answer) != 0 || !m.Authoritative {
@@ -122,7 +131,7 @@ func TestNegativeAnswers(t *testing.T) {
 func TestOutsideRefused(t *testing.T) {
 	z, _, _ := testZone(t)
 	for _, name := range []string{"example.com.", "mesh.internal.", "internal.", ".", "h1.prod.mesh.internal.example.com.",
-		"7.2.0.192.in-addr.arpa.", "100.in-addr.arpa.", "1.0.101.100.in-addr.arpa."} {
+		rev("192.0.2.7"), "100.in-addr.arpa.", rev("100.101.0.1")} {
 		m := ask(z, name, dns.TypeA)
 		if m.Rcode != dns.RcodeRefused || len(m.Answer) != 0 || m.Authoritative {
 			t.Errorf("%s: rcode %s answers %v aa %v, want REFUSED, nothing forwarded", name, dns.RcodeToString[m.Rcode], m.Answer, m.Authoritative)
@@ -181,15 +190,15 @@ func TestPTR(t *testing.T) {
 	}
 }
 
-// A /10 pool spans many /16s: each is a reverse apex of ours.
+// An /11 pool spans many /16s: each is a reverse apex of ours.
 func TestPTRWidePool(t *testing.T) {
 	src := &fakeSource{hosts: []Host{{Name: "a", Addr: netip.MustParseAddr("100.127.3.4"), Live: true}}}
-	z := NewZone(Config{Domain: "m.mesh.internal", Pool: netip.MustParsePrefix("100.64.0.0/10")}, src)
-	if m := ask(z, "4.3.127.100.in-addr.arpa.", dns.TypePTR); len(m.Answer) != 1 {
-		t.Errorf("PTR in a /10 pool: %s %v", dns.RcodeToString[m.Rcode], m.Answer)
+	z := NewZone(Config{Domain: "m.mesh.internal", Pool: netip.MustParsePrefix("100.96.0.0/11")}, src)
+	if m := ask(z, rev("100.127.3.4"), dns.TypePTR); len(m.Answer) != 1 {
+		t.Errorf("PTR in a /11 pool: %s %v", dns.RcodeToString[m.Rcode], m.Answer)
 	}
-	if m := ask(z, "4.3.128.100.in-addr.arpa.", dns.TypePTR); m.Rcode != dns.RcodeRefused {
-		t.Errorf("PTR just outside the /10: %s, want REFUSED", dns.RcodeToString[m.Rcode])
+	if m := ask(z, rev("100.95.3.4"), dns.TypePTR); m.Rcode != dns.RcodeRefused {
+		t.Errorf("PTR just outside the /11: %s, want REFUSED", dns.RcodeToString[m.Rcode])
 	}
 }
 
