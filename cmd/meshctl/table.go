@@ -46,7 +46,13 @@ func writeStatus(w io.Writer, s admin.Status) {
 	}
 	row("breaker", b)
 	if len(s.BadRecords) > 0 {
-		row("bad records", counts(intMap(s.BadRecords)))
+		row("bad records", counts(intMap(s.BadRecords))+" since start")
+	}
+	for _, f := range s.RefusedRecords {
+		row("refused", fmt.Sprintf("%s: %s: %s", f.Host, f.Reason, f.Detail))
+	}
+	if more := s.RefusedTotal - len(s.RefusedRecords); more > 0 {
+		row("refused", fmt.Sprintf("and %d more", more))
 	}
 	if s.TagError != "" {
 		row("ec2 tags", "FAILING: "+s.TagError)

@@ -27,6 +27,7 @@ type Config struct {
 	Links         [][]string `yaml:"links"`
 	Firewall      Firewall   `yaml:"firewall"`
 	Tuning        Tuning     `yaml:"tuning"`
+	Registry      Registry   `yaml:"registry"`
 	StateDir      string     `yaml:"state_dir"`
 	AdminSocket   string     `yaml:"admin_socket"`
 	MetricsListen string     `yaml:"metrics_listen"`
@@ -103,6 +104,13 @@ type Tuning struct {
 	Quarantine time.Duration `yaml:"quarantine"`
 }
 
+// Registry bounds what another host's record may carry; a record beyond
+// them is refused, counted and named in status.
+type Registry struct {
+	// MaxGroups is how many groups a host record may list.
+	MaxGroups int `yaml:"max_groups"`
+}
+
 // Firewall modes.
 const (
 	ModeEnforce = "enforce"
@@ -132,6 +140,7 @@ func Default() Config {
 			BreakerWindow:    time.Minute,
 			Quarantine:       24 * time.Hour,
 		},
+		Registry:      Registry{MaxGroups: 32},
 		StateDir:      "/var/lib/meshd",
 		AdminSocket:   "/run/meshd/meshd.sock",
 		MetricsListen: "127.0.0.1:9474",

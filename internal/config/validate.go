@@ -140,6 +140,10 @@ func (c *Config) Validate() Errors {
 		bad("tuning.quarantine", t.Quarantine, "must not be negative")
 	}
 
+	if g := c.Registry.MaxGroups; g < 1 || g > 1024 {
+		bad("registry.max_groups", g, "must be between 1 and 1024")
+	}
+
 	for key, path := range map[string]string{"state_dir": c.StateDir, "admin_socket": c.AdminSocket} {
 		if !filepath.IsAbs(path) {
 			bad(key, path, "must be an absolute path")

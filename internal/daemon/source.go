@@ -58,6 +58,12 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		Breaker:    admin.Breaker{Tripped: sum.Breaker.Tripped, Held: sum.Breaker.Held, Limit: sum.Breaker.Limit},
 		BadRecords: d.reg.Stats().BadRecordCounts(),
 	}
+	refused := d.reg.Refused()
+	s.RefusedTotal, s.RefusedRecords = len(refused), []admin.RefusedRecord{}
+	for _, f := range refused[:min(len(refused), admin.MaxRefusedListed)] {
+		s.RefusedRecords = append(s.RefusedRecords, admin.RefusedRecord{Host: f.Host, Node: f.Node, Reason: f.Reason,
+			Detail: f.Detail, Since: f.Since.UTC().Format(time.RFC3339)})
+	}
 	d.mu.Lock()
 	if d.policyErr != nil {
 		s.PolicyError = d.policyErr.Error()
