@@ -83,8 +83,11 @@ func bad(reason, format string, args ...any) error {
 	return &BadRecord{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }
 
-// DecodeHost parses and checks a record. pool bounds the overlay address;
-// every failure is a *BadRecord.
+// DecodeHost parses and checks a record: its format, underlay addresses
+// that are routable unicast outside pool (which also bounds the overlay
+// address), a short printable version. Every failure is a *BadRecord. The
+// bounds that depend on this host (group count, its own addresses) and on
+// other records (key clashes) are the Registry's.
 func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 	var j hostJSON
 	if err := json.Unmarshal(data, &j); err != nil {
@@ -118,13 +121,22 @@ func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 	if !h.PrivateIP.Is4() {
 		return Host{}, bad("address", "private address %v is not IPv4", h.PrivateIP)
 	}
+	if err := checkUnderlay("private", h.PrivateIP, pool); err != nil {
+		return Host{}, err
+	}
 	if j.PublicIP != "" {
 		if h.PublicIP, err = netip.ParseAddr(j.PublicIP); err != nil || !h.PublicIP.Is4() {
 			return Host{}, bad("address", "public address %q is not IPv4", j.PublicIP)
 		}
+		if err := checkUnderlay("public", h.PublicIP, pool); err != nil {
+			return Host{}, err
+		}
 	}
 	if h.ListenPort == 0 {
 		return Host{}, bad("listen_port", "listen port 0")
+	}
+	if err := checkVersion(h.Version); err != nil {
+		return Host{}, err
 	}
 	for _, g := range h.Groups {
 		if !validName(g) {

@@ -32,6 +32,11 @@ type Options struct {
 	StateDir         string        // snapshot; "" keeps none
 	Logger           *slog.Logger
 	Trust            Trust // nil: records are neither signed nor verified (trust: none)
+	// MaxGroups is how many groups a record may carry; 0: DefaultMaxGroups.
+	MaxGroups int
+	// Self is this host as known before it registers (id, network,
+	// underlay addresses): another record claiming its addresses is refused.
+	Self Host
 }
 
 // State is the registry connection as operators see it.
@@ -81,8 +86,9 @@ type Registry struct {
 	wg     sync.WaitGroup
 
 	mu             sync.Mutex
-	hosts          map[string]Host   // the current view, by instance id
-	names          map[string]string // instance id -> record node name
+	view           *view                      // the accepted view and its candidates
+	names          [Buckets]map[string]string // per bucket: instance id -> newest record node name
+	refused        map[string]Refusal         // records refused by their own checks, by id (or node)
 	state          State
 	lastSync       time.Time
 	disconnectedAt time.Time
@@ -122,16 +128,22 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.MaxGroups == 0 {
+		o.MaxGroups = DefaultMaxGroups
+	}
 	if len(o.Servers) == 0 || o.Mesh == "" || !o.Pool.IsValid() {
 		return nil, fmt.Errorf("registry: servers, mesh and pool are required")
 	}
 	r := &Registry{
 		o: o, log: o.Logger.With("component", "registry"), root: "/meshd/" + o.Mesh,
 		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
-		hosts: map[string]Host{}, names: map[string]string{}, state: Disconnected,
+		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
 		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
 	}
 	r.trust.init()
+	for b := range r.names {
+		r.names[b] = map[string]string{}
+	}
 	var auth []byte
 	if o.DigestSecretFile != "" {
 		secret, err := os.ReadFile(o.DigestSecretFile)
@@ -172,9 +184,22 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	// The snapshot becomes the view, not events: a consumer takes the
 	// view from Hosts() before it reads Events, so starting costs no more
 	// with 10 000 hosts than the view's size, whatever the channel holds.
+	// The snapshot may be older than this host's bounds: checked again.
+	r.mu.Lock()
+	now := time.Now()
 	for _, h := range snap.Hosts {
-		r.hosts[h.InstanceID] = h
+		// Known, from no node yet: the first listing reads it again or,
+		// if it is gone, removes it (and ends a refusal).
+		r.names[BucketOf(h.InstanceID)][h.InstanceID] = ""
+		if err := r.boundsLocked().check(h); err != nil {
+			r.mu.Unlock()
+			r.skip(r.snapshotPath()+":"+h.InstanceID, h.InstanceID, err)
+			r.mu.Lock()
+			continue
+		}
+		r.putLocked(h.InstanceID, &h, r.snapshotPath(), now)
 	}
+	r.mu.Unlock()
 	if snap.Lease.IsValid() {
 		r.selfLease = snap.Lease
 	}
@@ -238,8 +263,8 @@ func (r *Registry) Events() <-chan Event { return r.events }
 func (r *Registry) Hosts() []Host {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Host, 0, len(r.hosts))
-	for _, h := range r.hosts {
+	out := make([]Host, 0, len(r.view.hosts))
+	for _, h := range r.view.hosts {
 		out = append(out, h)
 	}
 	return out

@@ -92,7 +92,7 @@ type trustState struct {
 	seqs   map[string]seqMark    // instance id -> highest sequence
 	addrs  map[netip.Addr]string // overlay address -> id of its signed owner
 	addrOf map[string]netip.Addr // and back
-	recent []Refusal             // the last refusals, newest last
+	recent []RecentRefusal             // the last refusals, newest last
 	self   struct {
 		key  string // the record's content without sequence and signature
 		data []byte // what is published
@@ -100,8 +100,8 @@ type trustState struct {
 	}
 }
 
-// Refusal is one record that was not believed, for `meshctl status`.
-type Refusal struct {
+// RecentRefusal is one record that was not believed, for `meshctl status`.
+type RecentRefusal struct {
 	At     time.Time `json:"at"`
 	Node   string    `json:"node"`
 	Reason string    `json:"reason"`
@@ -245,7 +245,7 @@ func (r *Registry) release(h Host) {
 func (r *Registry) noteRefusal(node, reason string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rs := append(r.trust.recent, Refusal{At: time.Now().UTC(), Node: node, Reason: reason, Detail: err.Error()})
+	rs := append(r.trust.recent, RecentRefusal{At: time.Now().UTC(), Node: node, Reason: reason, Detail: err.Error()})
 	if len(rs) > keepRefusals {
 		rs = rs[len(rs)-keepRefusals:]
 	}
@@ -253,7 +253,7 @@ func (r *Registry) noteRefusal(node, reason string, err error) {
 }
 
 // Refusals are the latest records that were skipped, newest last.
-func (r *Registry) Refusals() []Refusal {
+func (r *Registry) Refusals() []RecentRefusal {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.trust.recent)
@@ -265,7 +265,7 @@ func (r *Registry) Unsigned() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
-	for id, h := range r.hosts {
+	for id, h := range r.view.hosts {
 		if h.Seq == 0 {
 			out = append(out, id)
 		}
@@ -383,11 +383,17 @@ func (r *Registry) restoreTrust(ts *trustSnapshot) {
 func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 	r.mu.Lock()
 	var gone []Host
-	for id, h := range r.hosts {
+	var ids0 []string
+	for id, h := range r.view.hosts {
 		if h.CertSerial != "" && revoked(h.CertSerial) {
 			gone = append(gone, h)
-			delete(r.hosts, id) // its node name stays known: not read again until it changes
+			ids0 = append(ids0, id)
 		}
+	}
+	// Through the view, so its key index forgets the host too; the node
+	// name stays known: not read again until it changes.
+	for _, id := range ids0 {
+		r.putLocked(id, nil, "", time.Now())
 	}
 	if len(gone) > 0 {
 		r.dirty = true

@@ -50,7 +50,7 @@ func BenchmarkFirstSyncSigned(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		pool, _ := trust.NewPool(ca.PEM) // empty cache: the first sync
-		r := &Registry{o: Options{Pool: testPool, Trust: &hostTrust{pool: pool}}, hosts: map[string]Host{}}
+		r := &Registry{o: Options{Pool: testPool, Trust: &hostTrust{pool: pool}}, view: newView(), refused: map[string]Refusal{}}
 		r.trust.init()
 		before := cpuTime()
 		b.StartTimer()

@@ -130,7 +130,7 @@ func waitRefused(t *testing.T, r *Registry, reason, node string) {
 	t.Fatalf("no %s refusal named %s; refusals %+v, counts %v", reason, node, r.Refusals(), r.Stats().BadRecordCounts())
 }
 
-func viewOf(r *Registry, id string) (Host, bool) {
+func hostInView(r *Registry, id string) (Host, bool) {
 	for _, h := range r.Hosts() {
 		if h.InstanceID == id {
 			return h, true
@@ -169,7 +169,7 @@ func TestForgedRecordsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, ro, 5*time.Second, "added h1", "added h2")
-	got, _ := viewOf(ro, "h1")
+	got, _ := hostInView(ro, "h1")
 	if got.PublicKey != h1.PublicKey || got.Seq == 0 || got.CertSerial == "" || strings.Join(got.Groups, ",") != "web" {
 		t.Fatalf("h1 as seen: key %v seq %d cert %q groups %v (want the certificate's groups only)", got.PublicKey, got.Seq, got.CertSerial, got.Groups)
 	}
@@ -223,7 +223,7 @@ func TestForgedRecordsRefused(t *testing.T) {
 	for _, c := range cases {
 		node := a.write("h1", c.data())
 		waitRefused(t, ro, c.reason, node)
-		if h, ok := viewOf(ro, "h1"); !ok || h.PublicKey != h1.PublicKey || h.OverlayIP != ip1 {
+		if h, ok := hostInView(ro, "h1"); !ok || h.PublicKey != h1.PublicKey || h.OverlayIP != ip1 {
 			t.Fatalf("%s: the observer's h1 is now %+v", c.name, h)
 		}
 	}
@@ -234,7 +234,7 @@ func TestForgedRecordsRefused(t *testing.T) {
 	}
 	node := a.write("h2", signed(t, h2claims, now, h2t))
 	waitRefused(t, ro, ReasonAddress, node)
-	if h, _ := viewOf(ro, "h2"); h.OverlayIP != ip2 {
+	if h, _ := hostInView(ro, "h2"); h.OverlayIP != ip2 {
 		t.Fatalf("h2 took %s", h.OverlayIP)
 	}
 	expectQuiet(t, ro, 300*time.Millisecond)
@@ -248,7 +248,7 @@ func TestForgedRecordsRefused(t *testing.T) {
 	ro2 := openTrusted(t, []string{zs.Addr()}, mesh, stateDir, obs)
 	node = a.write("h1", firstRecord)
 	waitRefused(t, ro2, ReasonReplay, node)
-	if h, ok := viewOf(ro2, "h1"); !ok || h.PublicKey != h1.PublicKey {
+	if h, ok := hostInView(ro2, "h1"); !ok || h.PublicKey != h1.PublicKey {
 		t.Fatalf("after restart the observer's h1 is %+v", h)
 	}
 }
@@ -277,7 +277,7 @@ func TestPermissiveAcceptsUnsignedButNoDowngrade(t *testing.T) {
 	expect(t, ro, 5*time.Second, "added legacy", "added h1")
 	// A reader without trust reads the signed record as before.
 	expect(t, old, 5*time.Second, "added legacy", "added h1")
-	if h, _ := viewOf(old, "h1"); h.PublicKey != h1.PublicKey {
+	if h, _ := hostInView(old, "h1"); h.PublicKey != h1.PublicKey {
 		t.Fatalf("untrusting reader sees h1 as %+v", h)
 	}
 	if u := ro.Unsigned(); !slices.Equal(u, []string{"legacy"}) {
@@ -295,7 +295,7 @@ func TestPermissiveAcceptsUnsignedButNoDowngrade(t *testing.T) {
 	data, _ := json.Marshal(forged)
 	node := (&attacker{t: t, c: zc, r: ro}).write("h1", data)
 	waitRefused(t, ro, ReasonDowngrade, node)
-	if h, _ := viewOf(ro, "h1"); h.PublicKey != h1.PublicKey {
+	if h, _ := hostInView(ro, "h1"); h.PublicKey != h1.PublicKey {
 		t.Fatalf("downgraded: %+v", h)
 	}
 }

@@ -97,7 +97,7 @@ func (r *Registry) saveSnapshot() error {
 	}
 	r.mu.Lock()
 	s := snapshot{SavedAt: time.Now().UTC(), Lease: r.selfLease, Trust: r.trustForSnapshot()}
-	for _, h := range r.hosts {
+	for _, h := range r.view.hosts {
 		s.Hosts = append(s.Hosts, h)
 	}
 	r.mu.Unlock()

@@ -1,8 +1,10 @@
 package registry
 
 import (
+	"cmp"
 	"errors"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,13 +62,13 @@ func splitName(name string) (id, seq string, ok bool) {
 }
 
 // syncBucket turns one listing into events: records whose node name
-// changed are read and decoded; ids no longer listed are removed.
+// changed are read and checked; ids no longer listed are removed.
 func (r *Registry) syncBucket(b int, children []string) {
 	latest := map[string]string{} // id -> newest record node name
 	for _, c := range children {
 		id, seq, ok := splitName(c)
 		if !ok {
-			r.skip(path.Join(r.bucketPath(b), c), &BadRecord{Reason: "name", Detail: "record node name is not <id>#<seq>"})
+			r.skip(path.Join(r.bucketPath(b), c), "", &BadRecord{Reason: "name", Detail: "record node name is not <id>#<seq>"})
 			continue
 		}
 		if prev, ok := latest[id]; !ok || seq > prevSeq(prev) {
@@ -74,60 +76,69 @@ func (r *Registry) syncBucket(b int, children []string) {
 		}
 	}
 	r.mu.Lock()
-	var changed []string
-	var gone []Host
+	var changed, gone []string
 	for id, name := range latest {
-		if r.names[id] != name {
+		if r.names[b][id] != name {
 			changed = append(changed, id)
 		}
 	}
-	for id, h := range r.hosts {
-		if BucketOf(id) != b {
-			continue
-		}
+	for id := range r.names[b] {
 		if _, ok := latest[id]; !ok {
-			gone = append(gone, h)
-			delete(r.hosts, id)
-			delete(r.names, id)
+			gone = append(gone, id)
 		}
 	}
 	r.mu.Unlock()
 
 	var events []Event
+	now := time.Now()
 	for _, id := range changed {
 		name := latest[id]
 		nodePath := path.Join(r.bucketPath(b), name)
 		h, err := r.readRecord(nodePath, id)
-		if err != nil {
-			if errors.Is(err, zk.ErrNoNode) {
-				continue // replaced meanwhile; its successor fires the watch
-			}
-			r.skip(nodePath, err)
-			// A bad record must not hijack the id: keep the last good one.
-			r.mu.Lock()
-			r.names[id] = name
-			r.mu.Unlock()
-			continue
+		if errors.Is(err, zk.ErrNoNode) {
+			continue // replaced meanwhile; its successor fires the watch
 		}
 		r.mu.Lock()
-		old, had := r.hosts[id]
-		r.hosts[id], r.names[id] = h, name
+		r.names[b][id] = name
+		if err != nil {
+			r.mu.Unlock()
+			// A bad record must not hijack the id: its last good one stays.
+			r.skip(nodePath, id, err)
+			continue
+		}
+		delete(r.refused, id)
+		events = append(events, r.putLocked(id, &h, nodePath, now)...)
 		r.mu.Unlock()
-		switch {
-		case !had:
-			events = append(events, Event{Kind: Added, Host: h})
-		case !sameRecord(old, h):
-			events = append(events, Event{Kind: Updated, Host: h})
+	}
+	vanished := map[string]bool{}
+	r.mu.Lock()
+	// Refusals of nodes that name no host end when the node goes.
+	listed := make(map[string]bool, len(children))
+	for _, c := range children {
+		listed[c] = true
+	}
+	for k, f := range r.refused {
+		if _, named := latest[k]; !named && path.Dir(f.Node) == r.bucketPath(b) && !listed[path.Base(f.Node)] {
+			delete(r.refused, k)
 		}
 	}
-	for _, h := range gone {
-		// One read per removal: a retired host has no owner node left.
-		r.stats.Requests.Add(1)
-		owned, _, err := r.conn.Exists(r.ownerPath(h.InstanceID))
-		if err == nil && !owned {
-			r.release(h)
+	for _, id := range gone {
+		vanished[id] = true
+		delete(r.names[b], id)
+		delete(r.refused, id)
+		events = append(events, r.putLocked(id, nil, "", now)...)
+	}
+	r.mu.Unlock()
+	for i, ev := range events {
+		if ev.Kind == Removed && vanished[ev.Host.InstanceID] {
+			// One read per removal: a retired host has no owner node left.
+			r.stats.Requests.Add(1)
+			owned, _, err := r.conn.Exists(r.ownerPath(ev.Host.InstanceID))
+			if err == nil && !owned {
+				r.release(ev.Host)
+			}
+			events[i].Decommissioned = err == nil && !owned
 		}
-		events = append(events, Event{Kind: Removed, Host: h, Decommissioned: err == nil && !owned})
 	}
 	r.mu.Lock()
 	r.lastSync = time.Now()
@@ -142,6 +153,59 @@ func (r *Registry) syncBucket(b int, children []string) {
 			return
 		}
 	}
+}
+
+// putLocked makes h id's candidate record (nil: gone) and turns what
+// changed in the accepted view into events. Clashes that begin are
+// counted and logged; the other side of a clash that ends comes back.
+func (r *Registry) putLocked(id string, h *Host, node string, now time.Time) []Event {
+	changes, began := r.view.put(id, h, node, now)
+	for _, c := range began {
+		v, _ := r.stats.BadRecords.LoadOrStore(c.Reason, new(atomicInt))
+		v.(*atomicInt).Add(1)
+		r.log.Warn("refusing host record: key clash", "host", c.Host, "reason", c.Reason, "err", c.Detail)
+	}
+	var events []Event
+	for _, c := range changes {
+		switch {
+		case c.old == nil:
+			events = append(events, Event{Kind: Added, Host: *c.cur})
+		case c.cur == nil:
+			events = append(events, Event{Kind: Removed, Host: *c.old})
+		case !sameRecord(*c.old, *c.cur):
+			events = append(events, Event{Kind: Updated, Host: *c.cur})
+		}
+	}
+	return events
+}
+
+// boundsLocked are the checks of this host: its group limit and its own
+// addresses, as registered (or as configured until then).
+func (r *Registry) boundsLocked() bounds {
+	b := bounds{maxGroups: r.o.MaxGroups, self: r.o.Self}
+	if r.self != nil {
+		b.self = *r.self
+	}
+	return b
+}
+
+// Refused lists the records refused now, by host: those that failed their
+// checks (the host's last good record, if any, stays) and those whose keys
+// clash with another's.
+func (r *Registry) Refused() []Refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Refusal, 0, len(r.refused)+len(r.view.clash))
+	for _, f := range r.refused {
+		out = append(out, f)
+	}
+	for _, f := range r.view.clash {
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b Refusal) int {
+		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Reason, b.Reason))
+	})
+	return out
 }
 
 func prevSeq(name string) string {
@@ -163,6 +227,12 @@ func (r *Registry) readRecord(nodePath, id string) (Host, error) {
 	if err != nil {
 		return Host{}, err
 	}
+	r.mu.Lock()
+	b := r.boundsLocked()
+	r.mu.Unlock()
+	if err := b.check(h); err != nil {
+		return Host{}, err
+	}
 	if h.InstanceID != id {
 		return Host{}, bad("instance_id", "record for %q stored under %q", h.InstanceID, id)
 	}
@@ -180,8 +250,9 @@ func (r *Registry) readRecord(nodePath, id string) (Host, error) {
 	return h, r.admit(h)
 }
 
-// skip logs a bad record once per node and reason, and counts it.
-func (r *Registry) skip(nodePath string, err error) {
+// skip logs a refused record once per node and reason, counts it, and
+// keeps it in the refusals by host (by node when it names none).
+func (r *Registry) skip(nodePath, id string, err error) {
 	reason := "read"
 	var br *BadRecord
 	if errors.As(err, &br) {
@@ -191,6 +262,13 @@ func (r *Registry) skip(nodePath string, err error) {
 	r.mu.Lock()
 	seen := r.badSeen[key]
 	r.badSeen[key] = true
+	host := id
+	if host == "" {
+		host = path.Base(nodePath)
+	}
+	if prev, ok := r.refused[host]; !ok || prev.Node != nodePath || prev.Reason != reason {
+		r.refused[host] = Refusal{Host: host, Node: nodePath, Reason: reason, Detail: err.Error(), Since: time.Now()}
+	}
 	r.mu.Unlock()
 	if seen {
 		return // counted and logged when first seen, not at every listing
@@ -198,7 +276,7 @@ func (r *Registry) skip(nodePath string, err error) {
 	v, _ := r.stats.BadRecords.LoadOrStore(reason, new(atomicInt))
 	v.(*atomicInt).Add(1)
 	r.noteRefusal(nodePath, reason, err)
-	r.log.Warn("skipping bad host record", "path", nodePath, "reason", reason, "err", err)
+	r.log.Warn("skipping bad host record", "path", nodePath, "host", id, "reason", reason, "err", err)
 }
 
 func sameRecord(a, b Host) bool {

@@ -61,10 +61,16 @@ func writeStatus(w io.Writer, s admin.Status) {
 		row("unsigned", fmt.Sprintf("%d host(s) not yet signing: %s", len(s.UnsignedHosts), strings.Join(s.UnsignedHosts, ", ")))
 	}
 	if len(s.BadRecords) > 0 {
-		row("bad records", counts(intMap(s.BadRecords)))
+		row("bad records", counts(intMap(s.BadRecords))+" since start")
+	}
+	for _, f := range s.RefusedRecords {
+		row("refused", fmt.Sprintf("%s: %s: %s", f.Host, f.Reason, f.Detail))
+	}
+	if more := s.RefusedTotal - len(s.RefusedRecords); more > 0 {
+		row("refused", fmt.Sprintf("and %d more", more))
 	}
 	for _, r := range s.Refusals {
-		row("refused", fmt.Sprintf("%s %s %s: %s", r.At, r.Reason, r.Node, r.Detail))
+		row("recently refused", fmt.Sprintf("%s %s %s: %s", r.At, r.Reason, r.Node, r.Detail))
 	}
 	if s.TagError != "" {
 		row("ec2 tags", "FAILING: "+s.TagError)

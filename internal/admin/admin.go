@@ -73,10 +73,14 @@ type Status struct {
 	Version            string           `json:"version"`
 	Uptime             string           `json:"uptime"`
 	BadRecords         map[string]int64 `json:"bad_records"`
-	PolicyError        string           `json:"policy_error,omitempty"`
-	Conntrack          [2]int           `json:"conntrack"`           // entries in use, table size
-	Region             string           `json:"region,omitempty"`    // EC2 region
-	TagError           string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
+	// RefusedRecords are the records refused now, by host (the first
+	// MaxRefusedListed); RefusedTotal counts them all.
+	RefusedRecords []RefusedRecord `json:"refused_records"`
+	RefusedTotal   int             `json:"refused_total"`
+	PolicyError    string          `json:"policy_error,omitempty"`
+	Conntrack      [2]int          `json:"conntrack"`           // entries in use, table size
+	Region         string          `json:"region,omitempty"`    // EC2 region
+	TagError       string          `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
 	DNS              *DNSStatus        `json:"dns,omitempty"` // absent when dns.enabled is false
@@ -116,6 +120,19 @@ type Refusal struct {
 	Node   string `json:"node"`
 	Reason string `json:"reason"`
 	Detail string `json:"detail"`
+}
+
+// MaxRefusedListed bounds the refusals status lists: a hostile writer
+// must not make status unbounded.
+const MaxRefusedListed = 100
+
+// RefusedRecord is one host record refused now, and why.
+type RefusedRecord struct {
+	Host   string `json:"host"`   // instance id (the node name if it names none)
+	Node   string `json:"node"`   // ZooKeeper node, or the snapshot file
+	Reason string `json:"reason"` // e.g. too_many_groups, underlay, duplicate_key, next_key
+	Detail string `json:"detail"`
+	Since  string `json:"since"` // RFC 3339
 }
 
 // Breaker is the mass-removal breaker's state.

@@ -41,6 +41,7 @@ var (
 	descRegistry  = prometheus.NewDesc("meshd_registry_state", "1 for the registry connection's current state.", []string{"state"}, nil)
 	descSyncAge   = prometheus.NewDesc("meshd_registry_last_sync_age_seconds", "Seconds since the registry view was last in step.", nil, nil)
 	descBad       = prometheus.NewDesc("meshd_registry_bad_records_total", "Host records skipped or refused (trust), by reason; meshctl status names the latest.", []string{"reason"}, nil)
+	descRefused   = prometheus.NewDesc("meshd_registry_refused_records", "Host records refused now, by reason (meshctl status names them).", []string{"reason"}, nil)
 	descFirewall  = prometheus.NewDesc("meshd_firewall_packets_total", "Packets matched by meshd's rules: drops, or would-drops in shadow mode.", []string{"rule"}, nil)
 	descConntrack = prometheus.NewDesc("meshd_conntrack_entries", "Connection tracking entries in use.", nil, nil)
 	descCTMax     = prometheus.NewDesc("meshd_conntrack_max", "Connection tracking table size.", nil, nil)
@@ -62,7 +63,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descStale, descTripped, descApplyFail, descPending, descBuild, descTrust, descUnsigned, descCertLeft, descDocs} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descRefused, descFirewall, descConntrack, descCTMax, descBreaker, descStale, descTripped, descApplyFail, descPending, descBuild, descTrust, descUnsigned, descCertLeft, descDocs} {
 		ch <- d
 	}
 }
@@ -95,6 +96,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range st.BadRecords {
 		ch <- prometheus.MustNewConstMetric(descBad, prometheus.CounterValue, float64(n), reason)
+	}
+	refused := map[string]int{}
+	for _, f := range st.RefusedRecords {
+		refused[f.Reason]++
+	}
+	for reason, n := range refused {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(n), reason)
 	}
 	for rule, n := range st.FirewallCounters {
 		ch <- prometheus.MustNewConstMetric(descFirewall, prometheus.CounterValue, float64(n), rule)

@@ -29,6 +29,7 @@ type Config struct {
 	Tuning        Tuning     `yaml:"tuning"`
 	DNS           DNS        `yaml:"dns"`
 	Trust         Trust      `yaml:"trust"`
+	Registry      Registry   `yaml:"registry"`
 	StateDir      string     `yaml:"state_dir"`
 	AdminSocket   string     `yaml:"admin_socket"`
 	MetricsListen string     `yaml:"metrics_listen"`
@@ -129,6 +130,13 @@ const (
 	TrustStrict     = "strict"
 )
 
+// Registry bounds what another host's record may carry; a record beyond
+// them is refused, counted and named in status.
+type Registry struct {
+	// MaxGroups is how many groups a host record may list.
+	MaxGroups int `yaml:"max_groups"`
+}
+
 // Firewall modes.
 const (
 	ModeEnforce = "enforce"
@@ -160,6 +168,7 @@ func Default() Config {
 		},
 		DNS:           DNS{Enabled: true},
 		Trust:         Trust{Mode: TrustPermissive},
+		Registry:      Registry{MaxGroups: 32},
 		StateDir:      "/var/lib/meshd",
 		AdminSocket:   "/run/meshd/meshd.sock",
 		MetricsListen: "127.0.0.1:9474",

@@ -145,6 +145,9 @@ func (c *Config) Validate() Errors {
 
 	errs = append(errs, c.validateDNS()...)
 	errs = append(errs, c.validateTrust()...)
+	if g := c.Registry.MaxGroups; g < 1 || g > 1024 {
+		bad("registry.max_groups", g, "must be between 1 and 1024")
+	}
 
 	for key, path := range map[string]string{"state_dir": c.StateDir, "admin_socket": c.AdminSocket} {
 		if !filepath.IsAbs(path) {

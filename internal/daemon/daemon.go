@@ -101,7 +101,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	d.reg, err = registry.Open(ctx, registry.Options{
 		Servers: cfg.ZooKeeper.Servers, Mesh: cfg.Mesh, SessionTimeout: cfg.ZooKeeper.SessionTimeout,
 		Pool: cfg.Overlay.CIDR, Quarantine: cfg.Tuning.Quarantine, DigestSecretFile: cfg.ZooKeeper.DigestSecretFile,
-		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log, Trust: &d.gate,
+		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log, Trust: &d.gate, MaxGroups: cfg.Registry.MaxGroups,
+		Self: registry.Host{InstanceID: cfg.Identity.InstanceID, Network: cfg.Identity.Network,
+			PrivateIP: cfg.Identity.PrivateIP, PublicIP: cfg.Identity.PublicIP},
 	})
 	if err != nil {
 		return nil, err

@@ -70,6 +70,12 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		s.Apply.RetryAt = sum.Apply.RetryAt.UTC().Format(time.RFC3339)
 	}
 	d.trustStatus(&s)
+	refused := d.reg.Refused()
+	s.RefusedTotal, s.RefusedRecords = len(refused), []admin.RefusedRecord{}
+	for _, f := range refused[:min(len(refused), admin.MaxRefusedListed)] {
+		s.RefusedRecords = append(s.RefusedRecords, admin.RefusedRecord{Host: f.Host, Node: f.Node, Reason: f.Reason,
+			Detail: f.Detail, Since: f.Since.UTC().Format(time.RFC3339)})
+	}
 	d.mu.Lock()
 	if d.policyErr != nil {
 		s.PolicyError = d.policyErr.Error()

@@ -158,14 +158,8 @@ func TestPoisonRecords(t *testing.T) {
 		}
 		fmt.Fprintf(&cmds, "create %s/hosts/%02x/%s %s\n", root, i%256, name, kinds[i%len(kinds)])
 	}
-	fmt.Fprintf(&cmds, "set %s/policy nonsense\ncreate %s/policy nonsense\nquit\n", root, root)
-	inet := &testbed.Host{Name: "inet", Netns: f.tb.Prefix + "-inet"}
-	cmd := inet.Command(context.Background(), "bash", "-c",
-		"java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar org.apache.zookeeper.ZooKeeperMain -server 198.19.0.2:2181 >/dev/null 2>&1")
-	cmd.Stdin = strings.NewReader(cmds.String())
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
+	fmt.Fprintf(&cmds, "set %s/policy nonsense\ncreate %s/policy nonsense\n", root, root)
+	zkWrite(t, f.tb, cmds.String())
 	waitFor(t, 30*time.Second, "all 1000 counted once", func() error {
 		for _, m := range []*testbed.Meshd{a, b} {
 			st, err := m.Status()
@@ -197,6 +191,20 @@ func TestPoisonRecords(t *testing.T) {
 	}
 	if _, err := a.Host.Run(context.Background(), "ping", "-c", "3", "-i", "0.2", "-W", "1", bst.OverlayIP); err != nil {
 		t.Errorf("traffic after the poison: %v", err)
+	}
+}
+
+// zkWrite runs zkCli commands (one a line) as a second ZooKeeper client,
+// from the namespace ZooKeeper lives in: how tests write records meshd
+// would never write.
+func zkWrite(t *testing.T, tb *testbed.Testbed, cmds string) {
+	t.Helper()
+	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
+	cmd := inet.Command(context.Background(), "bash", "-c",
+		"java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar org.apache.zookeeper.ZooKeeperMain -server "+tb.ZooKeeperAddr()+" >/dev/null 2>&1")
+	cmd.Stdin = strings.NewReader(cmds + "quit\n")
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("zkCli: %v", err)
 	}
 }
 
