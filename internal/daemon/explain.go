@@ -110,7 +110,7 @@ func (d *Daemon) Explain(ctx context.Context, name string) (admin.Explanation, e
 	}
 	step("path", true, "%s via %s: %s", p.Path, p.Endpoint, p.Reason)
 	switch {
-	case p.State == "up":
+	case p.State == "up" || recentHandshake(p.LastHandshake):
 		step("handshake", true, "last handshake %s on %s", p.LastHandshake, p.Endpoint)
 	case p.State == "idle":
 		step("handshake", true, "idle: no traffic with %s since %s, so no session is kept; WireGuard handshakes on %s with the next packet",
@@ -174,6 +174,13 @@ func allowed(p policy.Policy, from, to []string) string {
 		}
 	}
 	return strings.Join(ports, ", ")
+}
+
+// recentHandshake: within the three minutes WireGuard keeps a session,
+// whatever the peer's state word (a stale peer may be up on the wire).
+func recentHandshake(rfc3339 string) bool {
+	t, err := time.Parse(time.RFC3339, rfc3339)
+	return err == nil && time.Since(t) < 3*time.Minute
 }
 
 func orNone(a netip.Addr) string {
