@@ -21,6 +21,8 @@ type MeshdOptions struct {
 	LogLevel   string
 	Firewall   string // enforce (default), shadow or off
 	Metrics    string // metrics_listen inside the host, "" = off
+	// ZooKeeper overrides the servers the host is given (default: all).
+	ZooKeeper []string
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -79,7 +81,7 @@ func (m *Meshd) WriteConfig() error {
 	}
 	cfg := fmt.Sprintf(`mesh: %s
 zookeeper:
-  servers: ["%s"]
+  servers: [%s]
   session_timeout: 6s
 identity:
   source: static
@@ -100,7 +102,7 @@ state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
-%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
+%s`, m.tb.Prefix, quoted(m.zkServers()), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
 		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
@@ -150,6 +152,23 @@ func (m *Meshd) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// zkServers is the ZooKeeper list for this host: the testbed's, or the
+// ones MeshdOptions.ZooKeeper names.
+func (m *Meshd) zkServers() []string {
+	if len(m.opts.ZooKeeper) > 0 {
+		return m.opts.ZooKeeper
+	}
+	return m.tb.ZooKeeperAddrs()
+}
+
+func quoted(ss []string) string {
+	var q []string
+	for _, s := range ss {
+		q = append(q, fmt.Sprintf("%q", s))
+	}
+	return strings.Join(q, ", ")
 }
 
 func fwMode(m string) string {
