@@ -92,7 +92,7 @@ type trustState struct {
 	seqs   map[string]seqMark    // instance id -> highest sequence
 	addrs  map[netip.Addr]string // overlay address -> id of its signed owner
 	addrOf map[string]netip.Addr // and back
-	recent []RecentRefusal             // the last refusals, newest last
+	recent []RecentRefusal       // the last refusals, newest last
 	self   struct {
 		key  string // the record's content without sequence and signature
 		data []byte // what is published

@@ -23,7 +23,7 @@ func writePeersTable(w io.Writer, peers []admin.Peer, now time.Time) {
 		switch {
 		case p.StaleReason != "":
 			fmt.Fprintf(w, "%s: stale: %s\n", p.Name, p.StaleReason)
-		case p.State != "up" && p.Reason != "":
+		case p.State != "up" && p.State != "idle" && p.Reason != "":
 			fmt.Fprintf(w, "%s: %s\n", p.Name, p.Reason)
 		}
 	}

@@ -38,6 +38,11 @@ func TestPeersTableGolden(t *testing.T) {
 		{Name: "db-1", OverlayIP: "100.100.3.9", Network: "dc", Endpoint: "198.18.3.11:51820", Path: "link", Reason: "link vpc<->dc",
 			LastHandshake: now.Add(-3 * time.Minute).Format(time.RFC3339), RxBytes: 0, TxBytes: 92, State: "connecting"},
 		{Name: "lonely", OverlayIP: "100.100.9.1", Network: "dc2", State: "down", Reason: "unreachable: peer in network dc2 has no public address and vpc is not linked to it"},
+		{Name: "quiet", OverlayIP: "100.100.4.2", Network: "vpc", Endpoint: "198.18.2.12:51820", Path: "private", Reason: "same network vpc",
+			LastHandshake: now.Add(-10 * time.Minute).Format(time.RFC3339), RxBytes: 4096, TxBytes: 4096, State: "idle"},
+		{Name: "cutoff", OverlayIP: "100.100.5.3", Network: "dc", Endpoint: "198.18.3.12:51820", Path: "link", Reason: "link vpc<->dc",
+			LastHandshake: now.Add(-40 * time.Second).Format(time.RFC3339), RxBytes: 1 << 20, TxBytes: 1 << 20, State: "stale", KeptAlive: true,
+			StaleReason: "no registry record for 2m0s; kept: WireGuard heard it 1s ago (the data plane is alive); removed after 30s of silence"},
 	}
 	var b bytes.Buffer
 	writePeersTable(&b, peers, now)
@@ -49,7 +54,9 @@ func TestStatusGolden(t *testing.T) {
 	writeStatus(&b, admin.Status{Name: "h2", OverlayIP: "100.100.116.188", Network: "vpc", PublicKey: "pYmujt1s9NVLGuj+4ym4gfFd/ZxY0Maxyp6QEfOMm2I=",
 		Registry: "disconnected", Peers: 2, LastSync: "2026-11-24T12:00:00Z", PeersByState: map[string]int{"stale": 2}, PeersByPath: map[string]int{"link": 1, "public": 1},
 		Interface: "mesh0", ListenPort: 51820, MTU: 1420, Firewall: "enforce", Conntrack: [2]int{12, 262144},
-		Breaker: admin.Breaker{Tripped: true, Held: 5, Limit: 5}, Version: "1.0.0", Uptime: "3s", PolicyError: "policy:\n  rules[0].from: unknown group \"wbe\""})
+		Breaker: admin.Breaker{Tripped: true, Held: 5, Limit: 5}, Version: "1.0.0",
+		Apply:     admin.Apply{Failures: 4, Pending: 2, LastError: "apply 2 upserts, 0 removals to mesh0: resource temporarily unavailable", RetryAt: "2026-11-24T12:00:08Z"},
+		KeptAlive: 3, KeptAliveByNetwork: map[string]int{"dc": 3}, Uptime: "3s", PolicyError: "policy:\n  rules[0].from: unknown group \"wbe\""})
 	golden(t, "status", b.String())
 }
 

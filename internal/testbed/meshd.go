@@ -26,6 +26,8 @@ type MeshdOptions struct {
 	// certifies the host, with CertGroups (default Groups) as its groups.
 	Trust      string
 	CertGroups []string
+	// ZooKeeper overrides the servers the host is given (default: all).
+	ZooKeeper []string
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -85,7 +87,7 @@ func (m *Meshd) WriteConfig() error {
 	}
 	cfg := fmt.Sprintf(`mesh: %s
 zookeeper:
-  servers: ["%s"]
+  servers: [%s]
   session_timeout: 6s
 identity:
   source: static
@@ -107,7 +109,7 @@ state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
-%s%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
+%s%s`, m.tb.Prefix, quoted(m.zkServers()), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
 		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, trustBlock, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
@@ -157,6 +159,23 @@ func (m *Meshd) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// zkServers is the ZooKeeper list for this host: the testbed's, or the
+// ones MeshdOptions.ZooKeeper names.
+func (m *Meshd) zkServers() []string {
+	if len(m.opts.ZooKeeper) > 0 {
+		return m.opts.ZooKeeper
+	}
+	return m.tb.ZooKeeperAddrs()
+}
+
+func quoted(ss []string) string {
+	var q []string
+	for _, s := range ss {
+		q = append(q, fmt.Sprintf("%q", s))
+	}
+	return strings.Join(q, ", ")
 }
 
 func fwMode(m string) string {

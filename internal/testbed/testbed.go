@@ -47,8 +47,11 @@ type Options struct {
 	// for jumbo frames as on EC2. The internet's other legs stay at 1500, and
 	// its bridge drops what does not fit without a word, as public paths
 	// that filter ICMP do. Unset: 1500.
-	MTU    map[string]int
-	Logger *slog.Logger
+	MTU map[string]int
+	// Ensemble, if above 1, makes that ZooKeeper an ensemble of this many
+	// servers on ZooKeeperIP, at client ports 2181, 2182, ...
+	Ensemble int
+	Logger   *slog.Logger
 }
 
 // Host is one namespace on the testbed.
@@ -73,6 +76,7 @@ type Testbed struct {
 	hosts   []*Host
 	nextIP  map[string]int
 	zk      *zkserver.Server
+	ens     *zkserver.Ensemble
 	procs   []*Process
 	counter int
 	mtu     map[string]int
@@ -120,7 +124,17 @@ func New(ctx context.Context, o Options) (_ *Testbed, err error) {
 	if err = tb.buildLink(); err != nil {
 		return nil, fmt.Errorf("testbed link vpc<->dc: %w", err)
 	}
-	if o.ZooKeeper {
+	switch {
+	case o.ZooKeeper && o.Ensemble > 1:
+		tb.ens, err = zkserver.StartEnsemble(ctx, o.Ensemble, zkserver.Options{Netns: tb.ns("inet"), Host: ZooKeeperIP, Port: 2181,
+			Dir: filepath.Join(tb.Dir, "zk"), Logger: tb.log})
+		if err != nil {
+			return nil, fmt.Errorf("testbed zookeeper ensemble: %w", err)
+		}
+		for _, s := range tb.ens.Servers {
+			tb.trackPID(s.PID())
+		}
+	case o.ZooKeeper:
 		if err = tb.StartZooKeeper(ctx); err != nil {
 			return nil, err
 		}
@@ -428,6 +442,18 @@ func (h *Host) Ping(addr netip.Addr) bool {
 // ZooKeeperAddr is the client address hosts use.
 func (tb *Testbed) ZooKeeperAddr() string { return ZooKeeperIP + ":2181" }
 
+// ZooKeeperAddrs are the client addresses of every server: one, or the
+// ensemble's.
+func (tb *Testbed) ZooKeeperAddrs() []string {
+	if tb.ens != nil {
+		return tb.ens.Addrs()
+	}
+	return []string{tb.ZooKeeperAddr()}
+}
+
+// Ensemble is the running ensemble, or nil.
+func (tb *Testbed) Ensemble() *zkserver.Ensemble { return tb.ens }
+
 // ZooKeeper is the running server, or nil.
 func (tb *Testbed) ZooKeeper() *zkserver.Server { return tb.zk }
 
@@ -477,6 +503,9 @@ func (tb *Testbed) Close() error {
 	}
 	if tb.zk != nil {
 		tb.zk.Halt()
+	}
+	if tb.ens != nil {
+		tb.ens.Stop()
 	}
 	tb.mu.Lock()
 	st := tb.state

@@ -16,29 +16,41 @@ type Ensemble struct {
 	dir     string
 }
 
-// StartEnsemble starts n servers on loopback and waits until each serves
-// in a mode (leader or follower).
+// StartEnsemble starts n servers and waits until each serves in a mode
+// (leader or follower). By default they listen on loopback at free ports;
+// with o.Host and o.Port set (a testbed's namespace) all n share that
+// address, server i serving clients on o.Port+i-1 and its quorum and
+// election on o.Port+1000+i and o.Port+2000+i.
 func StartEnsemble(ctx context.Context, n int, o Options) (*Ensemble, error) {
-	dir, err := os.MkdirTemp("", "zk-ensemble-")
-	if err != nil {
-		return nil, err
+	dir := o.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "zk-ensemble-"); err != nil {
+			return nil, err
+		}
 	}
 	e := &Ensemble{dir: dir}
+	host := "127.0.0.1"
 	var servers []string
 	var ports []int
 	for i := 1; i <= n; i++ {
 		var p [3]int
-		for j := range p {
-			if p[j], err = FreePort(); err != nil {
-				return nil, err
+		if o.Host != "" && o.Port != 0 {
+			host, p = o.Host, [3]int{o.Port + i - 1, o.Port + 1000 + i, o.Port + 2000 + i}
+		} else {
+			for j := range p {
+				var err error
+				if p[j], err = FreePort(); err != nil {
+					return nil, err
+				}
 			}
 		}
 		ports = append(ports, p[0])
-		servers = append(servers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i, p[1], p[2]))
+		servers = append(servers, fmt.Sprintf("server.%d=%s:%d:%d", i, host, p[1], p[2]))
 	}
 	for i := 1; i <= n; i++ {
 		so := o
-		so.Host, so.Port, so.Dir = "127.0.0.1", ports[i-1], filepath.Join(dir, fmt.Sprint(i))
+		so.Host, so.Port, so.Dir = host, ports[i-1], filepath.Join(dir, fmt.Sprint(i))
 		so.myID, so.servers = i, servers
 		s, err := Start(ctx, so)
 		if err != nil {

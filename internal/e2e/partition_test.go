@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/testbed"
+)
+
+// The partition tests run meshd with short timers: the testbed's session
+// timeout is 6 s; hold_down 2 s and handshake_timeout 3 s here.
+const partitionTuning = "tuning:\n  hold_down: 2s\n  handshake_timeout: 3s\n  path_retry: 5s\n"
+
+// cutFromZooKeeper drops h's traffic to and from ZooKeeper inside h's own
+// namespace: a severed link to the ensemble (or its proxy down) while the
+// data path between hosts stays as it is. The returned func heals it.
+func cutFromZooKeeper(t *testing.T, h *testbed.Host) func() {
+	t.Helper()
+	rules := [][]string{
+		{"OUTPUT", "-d", testbed.ZooKeeperIP, "-p", "tcp", "--dport", "2181", "-j", "DROP"},
+		{"INPUT", "-s", testbed.ZooKeeperIP, "-p", "tcp", "--sport", "2181", "-j", "DROP"},
+	}
+	for _, r := range rules {
+		if _, err := h.Run(context.Background(), "iptables", append([]string{"-w", "-I"}, r...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	healed := false
+	heal := func() {
+		if healed {
+			return
+		}
+		healed = true
+		for _, r := range rules {
+			if _, err := h.Run(context.Background(), "iptables", append([]string{"-w", "-D"}, r...)...); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(heal)
+	return heal
+}
+
+// steadyPing pings addr from h every 200 ms for d; wait returns the summary
+// line and whether none was lost.
+func steadyPing(t *testing.T, h *testbed.Host, addr string, d time.Duration) (wait func() (string, bool)) {
+	t.Helper()
+	n := int(d / (200 * time.Millisecond))
+	cmd := h.Command(context.Background(), "ping", "-c", fmt.Sprint(n), "-i", "0.2", "-W", "1", addr)
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return func() (string, bool) {
+		err := cmd.Wait()
+		summary := ""
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, "packet loss") {
+				summary = l
+			}
+		}
+		return summary, err == nil && strings.Contains(summary, " 0% packet loss")
+	}
+}
+
+// TestPartitionKeepsLivePeers is the headline partition case: the hosts of
+// network vpc lose ZooKeeper for longer than session timeout + hold-down
+// while pings flow between them and a host of classic. Their records expire
+// and vanish, but WireGuard keeps carrying traffic, so nobody removes
+// anybody: 0 lost. The connected side shows them stale (kept alive), counts
+// them per network in status and /metrics, and lists them in the fleet
+// report; a new host still joins there; and when ZooKeeper is back the cut
+// off hosts re-register with the same addresses.
+func TestPartitionKeepsLivePeers(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	f := &fleet{tb: tb, hosts: map[string]*testbed.Meshd{}}
+	start := func(network, metrics string) *testbed.Meshd {
+		h, err := tb.AddHost(network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{network},
+			Metrics: metrics, Extra: partitionTuning})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.hosts[h.Name] = m
+		return m
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for name, m := range f.hosts {
+				t.Logf("--- log of %s (%s):\n%s", name, m.Host.Network, m.LogTail(40))
+			}
+		}
+	})
+	a := start("classic", "127.0.0.1:9474")
+	b1, b2 := start("vpc", ""), start("vpc", "")
+	st := map[*testbed.Meshd]string{}
+	for _, m := range []*testbed.Meshd{a, b1, b2} {
+		s, _ := m.Status()
+		st[m] = s.OverlayIP
+	}
+	waitFor(t, 30*time.Second, "mesh up", func() error {
+		for _, x := range []*testbed.Meshd{a, b1, b2} {
+			for _, y := range []*testbed.Meshd{a, b1, b2} {
+				if x != y && !x.Host.Ping(mustAddr(st[y])) {
+					return fmt.Errorf("%s cannot reach %s", x.Host.Name, y.Host.Name)
+				}
+			}
+		}
+		return nil
+	})
+
+	// Cut for session timeout (6 s) + hold-down (2 s) + handshake timeout
+	// (3 s) and more: 20 s, inside a 28 s steady ping each way.
+	pingAB := steadyPing(t, a.Host, st[b1], 28*time.Second)
+	pingBA := steadyPing(t, b2.Host, st[a], 28*time.Second)
+	time.Sleep(2 * time.Second) // pings flow before the cut; ping has no readiness signal
+	cutAt := time.Now()
+	heal1, heal2 := cutFromZooKeeper(t, b1.Host), cutFromZooKeeper(t, b2.Host)
+
+	waitFor(t, 20*time.Second, "a keeps the vpc hosts, stale and kept alive, their records gone", func() error {
+		for _, b := range []*testbed.Meshd{b1, b2} {
+			p, err := peerOf(a, b.Host.Name)
+			if err != nil {
+				return err
+			}
+			if p.State != "stale" || !p.KeptAlive || !strings.Contains(p.StaleReason, "kept") {
+				return fmt.Errorf("%s -> %s: %s kept %v %q", a.Host.Name, b.Host.Name, p.State, p.KeptAlive, p.StaleReason)
+			}
+		}
+		return nil
+	})
+	t.Logf("records of the cut-off hosts gone and their peers kept alive %s after the cut", time.Since(cutAt).Round(time.Second))
+	s, _ := a.Status()
+	if s.Registry != "connected" || s.KeptAlive != 2 || s.KeptAliveByNetwork["vpc"] != 2 {
+		t.Errorf("status on the connected side: registry %s, kept alive %d %v; want connected, 2 of vpc", s.Registry, s.KeptAlive, s.KeptAliveByNetwork)
+	}
+	if out, err := meshctl(t, a, "status"); err != nil || !strings.Contains(out, "2 peer(s) missing from the registry but alive on the wire (2 vpc)") {
+		t.Errorf("meshctl status: %v\n%s", err, out)
+	}
+	if out, err := meshctl(t, a, "peers"); err != nil || !strings.Contains(out, b1.Host.Name+": stale: no registry record") || !strings.Contains(out, "the data plane is alive") {
+		t.Errorf("meshctl peers does not say why %s is kept: %v\n%s", b1.Host.Name, err, out)
+	}
+	if out, _ := meshctl(t, a, "explain", b1.Host.Name); !strings.Contains(out, "data plane is alive") {
+		t.Errorf("meshctl explain %s:\n%s", b1.Host.Name, out)
+	}
+	if out, err := meshctl(t, a, "fleet"); err != nil || !strings.Contains(out, "2 missing from the registry but alive on the wire") {
+		t.Errorf("meshctl fleet: %v\n%s", err, out)
+	}
+	metrics, err := a.Host.Run(context.Background(), "curl", "-sf", "http://127.0.0.1:9474/metrics")
+	if err != nil || !strings.Contains(metrics, `meshd_peers_stale{network="vpc"} 2`) {
+		t.Errorf("/metrics lacks meshd_peers_stale{network=\"vpc\"} 2: %v\n%s", err, grepLines(metrics, "meshd_peers"))
+	}
+	// The cut-off side fails static: it keeps a.
+	if p, err := peerOf(b1, a.Host.Name); err != nil || p.State != "stale" {
+		t.Errorf("cut-off %s -> %s: %+v %v", b1.Host.Name, a.Host.Name, p, err)
+	}
+
+	// A new host joins the connected side meanwhile.
+	c := start("classic", "")
+	cs, _ := c.Status()
+	waitFor(t, 15*time.Second, "the new host reaches a both ways", func() error {
+		if !c.Host.Ping(mustAddr(st[a])) || !a.Host.Ping(mustAddr(cs.OverlayIP)) {
+			return fmt.Errorf("no answer")
+		}
+		return nil
+	})
+
+	// Hold the cut past 20 s, then heal it.
+	if d := 20*time.Second - time.Since(cutAt); d > 0 {
+		time.Sleep(d) // the fault's duration is the point here: nothing to poll
+	}
+	heal1()
+	heal2()
+	healedAt := time.Now()
+	for _, w := range []func() (string, bool){pingAB, pingBA} {
+		if summary, ok := w(); !ok {
+			t.Errorf("traffic across the partition: %s", summary)
+		} else {
+			t.Logf("across the partition: %s", summary)
+		}
+	}
+	waitFor(t, 30*time.Second, "the cut-off hosts re-registered with the same addresses", func() error {
+		for _, b := range []*testbed.Meshd{b1, b2} {
+			s, err := b.Status()
+			if err != nil {
+				return err
+			}
+			if s.Registry != "connected" || s.OverlayIP != st[b] {
+				return fmt.Errorf("%s: registry %s, overlay %s (was %s)", b.Host.Name, s.Registry, s.OverlayIP, st[b])
+			}
+			p, err := peerOf(a, b.Host.Name)
+			if err != nil {
+				return err
+			}
+			if p.State == "stale" || p.KeptAlive || p.OverlayIP != st[b] {
+				return fmt.Errorf("%s -> %s: %s kept %v at %s", a.Host.Name, b.Host.Name, p.State, p.KeptAlive, p.OverlayIP)
+			}
+		}
+		return nil
+	})
+	t.Logf("after the heal: re-registered, same addresses, not stale within %s", time.Since(healedAt).Round(time.Second))
+}
+
+// TestCrashedHostIsRemoved: a host that really dies (meshd killed, its
+// interface gone with it) is removed from its peers within hold-down plus
+// a handshake timeout after its record vanished, even while a peer keeps
+// sending to it.
+func TestCrashedHostIsRemoved(t *testing.T) {
+	f := newFleet(t, "vpc", "dc")
+	a, b := f.hosts["h1"], f.hosts["h2"]
+	bs, _ := b.Status()
+	waitFor(t, 20*time.Second, "mesh up", func() error {
+		if !a.Host.Ping(mustAddr(bs.OverlayIP)) {
+			return fmt.Errorf("no answer")
+		}
+		return nil
+	})
+	// a keeps sending to b throughout: what it sends must not count as life.
+	ping := a.Host.Command(context.Background(), "ping", "-i", "0.2", "-W", "1", bs.OverlayIP)
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ping.Process.Kill(); ping.Wait() })
+	b.Proc.Kill()
+	waitFor(t, 5*time.Second, "the killed meshd's interface gone", func() error {
+		if out, _ := b.Host.Run(context.Background(), "ip", "link", "show", b.Iface); !strings.Contains(out, "does not exist") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	// The record expires with the session (6 s); from then on a has it as
+	// stale, and must drop it within hold-down (2 s) + handshake timeout
+	// (3 s), plus a tick to notice each.
+	var goneAt time.Time
+	waitFor(t, 20*time.Second, "b's record gone on a", func() error {
+		p, err := peerOf(a, b.Host.Name)
+		if err == nil && p.StaleReason == "" {
+			return fmt.Errorf("%s still registered", b.Host.Name)
+		}
+		goneAt = time.Now()
+		return nil
+	})
+	d := waitFor(t, 15*time.Second, "crashed host removed from a's device", func() error {
+		out, _ := a.Host.Run(context.Background(), "wg", "show", a.Iface, "peers")
+		if strings.Contains(out, bs.PublicKey) {
+			return fmt.Errorf("still in the device")
+		}
+		return nil
+	})
+	t.Logf("crashed host removed %s after its record vanished (bound: hold-down 2s + handshake timeout 3s + 2 ticks)", d.Round(100*time.Millisecond))
+	if d > 7*time.Second {
+		t.Errorf("removal took %s after the record vanished (at %s), want <= 7s", d, goneAt.Format(time.TimeOnly))
+	}
+}
+
+func grepLines(text, word string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
