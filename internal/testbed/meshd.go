@@ -21,6 +21,8 @@ type MeshdOptions struct {
 	LogLevel   string
 	Firewall   string // enforce (default), shadow or off
 	Metrics    string // metrics_listen inside the host, "" = off
+	// SessionTimeout is zookeeper.session_timeout; 6s if zero.
+	SessionTimeout time.Duration
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -73,6 +75,10 @@ func (m *Meshd) WriteConfig() error {
 	if level == "" {
 		level = "debug"
 	}
+	session := o.SessionTimeout
+	if session == 0 {
+		session = 6 * time.Second
+	}
 	var links []string
 	for _, l := range o.Links {
 		links = append(links, fmt.Sprintf("[%s, %s]", l[0], l[1]))
@@ -80,7 +86,7 @@ func (m *Meshd) WriteConfig() error {
 	cfg := fmt.Sprintf(`mesh: %s
 zookeeper:
   servers: ["%s"]
-  session_timeout: 6s
+  session_timeout: %s
 identity:
   source: static
   instance_id: %s
@@ -100,7 +106,7 @@ state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
-%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
+%s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), session, id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
 		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
