@@ -286,7 +286,7 @@ func (c *decommissionCmd) Run(g *globals) error {
 }
 
 type keyCmd struct {
-	Rotate keyRotateCmd `cmd:"" help:"Rotate this host's WireGuard key: the next key is announced first, so peers switch without dropping flows.\n\nExample:\n  meshctl key rotate"`
+	Rotate keyRotateCmd `cmd:"" help:"Rotate this host's WireGuard key: the next key is announced first, so peers switch without dropping flows. Refused (the key stays) while the registry is not connected or does not confirm the announcement within 3s.\n\nExample:\n  meshctl key rotate"`
 }
 
 type keyRotateCmd struct{}

@@ -74,14 +74,16 @@ func (l livePeer) overlay(p *admin.Peer, now time.Time) {
 }
 
 // awaitHandshake starts a handshake with the peer and polls the device
-// until one completes or handshakeWait (or ctx) runs out. A peer the device
-// does not hold is sent one echo instead: traffic to a peer is what brings
-// it into the device.
+// until one completes or handshakeWait (or ctx) runs out. It sends one
+// initiation as a retry would, so a peer WireGuard gave up on is asked once
+// rather than for another 90 s (the reconciler lets such peers rest). A
+// peer the device does not hold is sent one echo instead: traffic to a
+// peer is what brings it into the device.
 func (d *Daemon) awaitHandshake(ctx context.Context, p admin.Peer, l livePeer) livePeer {
 	ctx, cancel := context.WithTimeout(ctx, handshakeWait)
 	defer cancel()
 	if l.inDevice {
-		if err := d.dev.Handshake(l.key); err != nil {
+		if err := d.dev.HandshakeOnce(l.key); err != nil {
 			d.log.Debug("explain: handshake", "peer", p.Name, "err", err)
 		}
 	} else if addr, err := netip.ParseAddr(p.OverlayIP); err == nil {

@@ -247,6 +247,9 @@ func (d *Device) DropQueued(key wgtypes.Key) error {
 // PublicKey is the interface's public key.
 func (d *Device) PublicKey() wgtypes.Key { return d.cfg.PrivateKey.PublicKey() }
 
+// PrivateKey is the interface's private key, for a rotation to fall back on.
+func (d *Device) PrivateKey() wgtypes.Key { return d.cfg.PrivateKey }
+
 // Name is the interface name.
 func (d *Device) Name() string { return d.cfg.Name }
 

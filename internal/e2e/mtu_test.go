@@ -10,14 +10,15 @@ import (
 	"github.com/meshd/meshd/internal/testbed"
 )
 
-// TestJumboNetworkAcrossPublicPath: network vpc carries 9000-byte frames
-// (as EC2's 9001-byte interfaces do), the internet between networks 1500
-// and drops what does not fit without an ICMP error. Large packets and a
-// bulk TCP transfer between a vpc host and a classic host still get
-// through, because the automatic overlay MTU fits the public path; it used
-// to follow the 9000-byte interface (8920) and blackholed them.
+// TestJumboNetworkAcrossPublicPath: networks vpc and classic carry
+// 9000-byte frames (as EC2's 9001-byte interfaces do), the public path
+// between them 1500, and what does not fit it is dropped without an ICMP
+// error. Large pings and a bulk TCP transfer each way between a vpc host
+// and a classic host get through, because the automatic overlay MTU fits
+// the public path; it used to follow the 9000-byte interface (8920) and
+// blackholed them.
 func TestJumboNetworkAcrossPublicPath(t *testing.T) {
-	f := newFleetOn(t, testbed.Options{ZooKeeper: true, MTU: map[string]int{"vpc": 9000}}, "vpc", "vpc", "classic")
+	f := newFleetOn(t, testbed.Options{ZooKeeper: true, MTU: map[string]int{"vpc": 9000, "classic": 9000}}, "vpc", "vpc", "classic")
 	j1, j2, c := f.hosts["h1"], f.hosts["h2"], f.hosts["h3"]
 	if out, err := j1.Host.Run(context.Background(), "ip", "link", "show", "eth0"); err != nil || !strings.Contains(out, "mtu 9000") {
 		t.Fatalf("the vpc host's underlay is not jumbo: %v\n%s", err, out)

@@ -28,6 +28,8 @@ type MeshdOptions struct {
 	CertGroups []string
 	// ZooKeeper overrides the servers the host is given (default: all).
 	ZooKeeper []string
+	// SessionTimeout is zookeeper.session_timeout; 6s if zero.
+	SessionTimeout time.Duration
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -81,6 +83,10 @@ func (m *Meshd) WriteConfig() error {
 	if level == "" {
 		level = "debug"
 	}
+	session := o.SessionTimeout
+	if session == 0 {
+		session = 6 * time.Second
+	}
 	var links []string
 	for _, l := range o.Links {
 		links = append(links, fmt.Sprintf("[%s, %s]", l[0], l[1]))
@@ -88,7 +94,7 @@ func (m *Meshd) WriteConfig() error {
 	cfg := fmt.Sprintf(`mesh: %s
 zookeeper:
   servers: [%s]
-  session_timeout: 6s
+  session_timeout: %s
 identity:
   source: static
   instance_id: %s
@@ -109,7 +115,7 @@ state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
-%s%s`, m.tb.Prefix, quoted(m.zkServers()), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
+%s%s`, m.tb.Prefix, quoted(m.zkServers()), session, id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
 		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, trustBlock, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }

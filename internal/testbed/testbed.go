@@ -43,10 +43,10 @@ type Options struct {
 	Dir       string // state and logs; a temp dir if empty
 	ZooKeeper bool   // start ZooKeeper on the internet segment
 	// MTU sets, per network, the MTU of its private links (hosts' legs and
-	// the LAN) and of its gateway's leg on the internet, e.g. {"vpc": 9000}
-	// for jumbo frames as on EC2. The internet's other legs stay at 1500, and
-	// its bridge drops what does not fit without a word, as public paths
-	// that filter ICMP do. Unset: 1500.
+	// the LAN), e.g. {"vpc": 9000} for jumbo frames as on EC2. Its gateway's
+	// leg on the internet stays at 1500 and the gateway sends no ICMP
+	// "fragmentation needed": what does not fit the public path is dropped
+	// without a word, as on paths that filter ICMP. Unset: 1500.
 	MTU map[string]int
 	// Ensemble, if above 1, makes that ZooKeeper an ensemble of this many
 	// servers on ZooKeeperIP, at client ports 2181, 2182, ...
@@ -238,14 +238,8 @@ func (tb *Testbed) buildNetwork(name string, i int) error {
 		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 	}
 	if mtu := tb.mtu[name]; mtu != 0 {
-		m := fmt.Sprint(mtu)
-		cmds = append(cmds, []string{"ip", "link", "set", "lan", "mtu", m}, []string{"ip", "link", "set", "wan", "mtu", m})
-		// The internet's end of the gateway's leg: the bridge forwards
-		// jumbo frames in from this network, and drops them on the way out
-		// to any 1500-byte leg.
-		if err := in(tb.ns("inet"), "ip", "link", "set", fmt.Sprintf("gw%d", i), "mtu", m); err != nil {
-			return err
-		}
+		cmds = append(cmds, []string{"ip", "link", "set", "lan", "mtu", fmt.Sprint(mtu)},
+			[]string{"iptables", "-w", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP"})
 	}
 	for other, j := range Networks {
 		if other != name {
