@@ -41,6 +41,10 @@ type Config struct {
 	// BindWireGuardGo, upstream's StdNetBind, kept so the two can be
 	// compared on the same build and as a way back should ours misbehave.
 	Bind string
+	// OnInitiation, with meshd's Bind, sees every handshake initiation on
+	// the receive path before wireguard-go does: the seam for lazy peers
+	// (see BindOptions.OnInitiation; it must not block).
+	OnInitiation func(from netip.AddrPort, msg []byte) `json:"-"`
 }
 
 // UDP binds Config.Bind selects.
@@ -50,11 +54,14 @@ const (
 )
 
 // newBind is the conn.Bind the name selects.
-func newBind(name string) (conn.Bind, error) {
+func newBind(name string, onInit func(netip.AddrPort, []byte)) (conn.Bind, error) {
 	switch name {
 	case "", BindMeshd:
-		return NewBind(BindOptions{}), nil
+		return NewBind(BindOptions{OnInitiation: onInit}), nil
 	case BindWireGuardGo:
+		if onInit != nil {
+			return nil, fmt.Errorf("UDP bind %s has no initiation hook: lazy peers need %s", name, BindMeshd)
+		}
 		return conn.NewStdNetBind(), nil
 	}
 	return nil, fmt.Errorf("UDP bind %q: want %s or %s", name, BindMeshd, BindWireGuardGo)
@@ -87,7 +94,7 @@ func New(cfg Config) (_ *Device, err error) {
 			d.Close()
 		}
 	}()
-	bind, err := newBind(cfg.Bind)
+	bind, err := newBind(cfg.Bind, cfg.OnInitiation)
 	if err != nil {
 		return nil, err
 	}
