@@ -93,6 +93,12 @@ func TestServerLargeGroupOverTCP(t *testing.T) {
 	if m.Truncated || len(m.Answer) != 200 {
 		t.Errorf("TCP answer for 200 members: tc %v with %d answers, want all 200", m.Truncated, len(m.Answer))
 	}
+	// The server counts an answer after writing it, so the client can read
+	// the reply first: wait for the count rather than read it at once.
+	deadline := time.Now().Add(2 * time.Second)
+	for s.Stats().Answered < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if st := s.Stats(); st.Answered != 2 || st.Dropped != 0 {
 		t.Errorf("stats %+v, want 2 answered, none dropped", st)
 	}
