@@ -45,8 +45,9 @@ package-boot-test: build
 	if [ $${#need[@]} -gt 0 ]; then apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${need[@]}" >/dev/null; fi
 	packaging/boottest/rootfs.sh $(BOOT_ROOTFS)
-	@if ! ls dist/upgrade/meshd_$(UPGRADE_VERSION)-1_$(PKG_ARCH).deb >/dev/null 2>&1; then \
-		$(MAKE) -s package PKG_VERSION=$(UPGRADE_VERSION) >/dev/null && mkdir -p dist/upgrade && \
-		mv dist/meshd_$(UPGRADE_VERSION)-1_*.deb dist/meshd-$(UPGRADE_VERSION)-1.*.rpm dist/upgrade/; fi
+	@# The upgrade is built from the same tree every run: a cached one would
+	@# test yesterday's scripts.
+	rm -rf dist/upgrade && $(MAKE) -s package PKG_VERSION=$(UPGRADE_VERSION) >/dev/null && mkdir -p dist/upgrade && \
+		mv dist/meshd_$(UPGRADE_VERSION)-1_*.deb dist/meshd-$(UPGRADE_VERSION)-1.*.rpm dist/upgrade/
 	$(GO) run ./packaging/boottest -rootfs $(BOOT_ROOTFS) -bin bin \
 		-deb dist/meshd_$(PKG_VERSION)-1_$(PKG_ARCH).deb -upgrade dist/upgrade/meshd_$(UPGRADE_VERSION)-1_$(PKG_ARCH).deb
