@@ -22,7 +22,7 @@ echo "== rpmlint $rpmf"
 rpmlint -c packaging/rpmlint.toml "$rpmf" || fail "rpmlint reports errors"
 
 echo "== scripts: rpm stops meshd only on erase"
-rpm -qp --scripts "$rpmf" | tee /tmp/meshd-rpm-scripts.txt | grep -A3 '^preuninstall' | grep -q '"$1" -eq 0' || fail "rpm %preun does not guard on erase"
+rpm -qp --scripts "$rpmf" | tee /tmp/meshd-rpm-scripts.txt | grep -A12 '^preuninstall' | grep -q '"$1" -eq 0' || fail "rpm %preun does not guard on erase"
 
 echo "== systemd unit"
 # Verified with ExecStart pointing at the built binary (meshd is not
@@ -53,6 +53,7 @@ cleanup
 dpkg -i "$deb" >/dev/null
 [ -x /usr/bin/meshd ] && [ -f /etc/meshd/meshd.yaml ] || fail "deb did not install meshd and its config"
 /usr/bin/meshd check-config --config /etc/meshd/meshd.yaml >/dev/null || fail "the shipped config does not pass check-config"
+bash packaging/check-conntrack.sh || fail "connection tracking is not sized"
 mkdir -p /var/lib/meshd && chmod 700 /var/lib/meshd
 /usr/bin/meshd version >/dev/null
 head -c 44 /dev/urandom | base64 > /var/lib/meshd/private.key && chmod 600 /var/lib/meshd/private.key
@@ -64,9 +65,12 @@ dpkg -i --force-confold "$deb2" >/dev/null
 [ "$(sha256sum $state_files /etc/meshd/meshd.yaml)" = "$before" ] || fail "upgrade changed the key, the snapshot or the edited config"
 dpkg -r meshd >/dev/null
 [ "$(sha256sum $state_files)" = "$(echo "$before" | head -2)" ] || fail "remove touched /var/lib/meshd"
-dpkg --purge meshd >/dev/null 2>&1
-[ -f /var/lib/meshd/private.key ] || fail "purge deleted the host's key"
-echo "deb upgrade and remove keep key, snapshot and edited config"
+dpkg --purge meshd >/dev/null
+[ ! -e /var/lib/meshd ] || fail "purge left /var/lib/meshd"
+for f in /usr/lib/modules-load.d/meshd.conf /usr/lib/modprobe.d/meshd.conf /usr/lib/sysctl.d/60-meshd.conf; do
+	[ ! -e "$f" ] || fail "purge left $f"
+done
+echo "deb upgrade and remove keep key, snapshot and edited config; purge removes them"
 
 echo "== rpm: into a throwaway root"
 root=$(mktemp -d)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,47 +81,70 @@ func tcpAndUDP(tb *testbed.Testbed, a, b *testbed.Host, addr string, secs int, l
 	return append(ms, Measurement{Config: name, Metric: "udp_64b_rate", Value: pps / 1e3, Unit: "kpps"}), nil
 }
 
-// restartGap runs a TCP flow from a to m's host and restarts m's meshd in
-// its middle; the gap is the longest run of 100 ms intervals that carried
-// nothing.
-func restartGap(tb *testbed.Testbed, a *testbed.Host, m *testbed.Meshd, addr, logDir string, quick bool) (time.Duration, error) {
-	srv, err := serve(tb, m.Host, addr, logDir)
+// restartGaps restarts m's meshd n times, each in the middle of its own
+// TCP flow from a to m's host, and returns the pause each restart caused as
+// the receiver saw it: the longest run of the iperf3 server's 100 ms
+// intervals that received nothing. The sender's intervals would hide a
+// pause: they count bytes written into its socket buffer, which keeps
+// accepting while the path is down.
+func restartGaps(tb *testbed.Testbed, a *testbed.Host, m *testbed.Meshd, addr, logDir string, n int, quick bool) ([]time.Duration, error) {
+	srv, err := serve(tb, m.Host, addr, logDir, "-J", "-i", "0.1")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer srv.Stop(2 * time.Second)
-	secs := 8
+	secs := 6
 	if quick {
 		secs = 4
 	}
-	type res struct {
-		r   iperfResult
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		r, err := client(a, addr, secs, "-i", "0.1", "-b", "100M")
-		done <- res{r, err}
-	}()
-	time.Sleep(time.Duration(secs) * time.Second / 3) // the flow runs first
-	m.Proc.Stop(10 * time.Second)
-	if err := m.Start(); err != nil {
-		return 0, err
-	}
-	out := <-done
-	if out.err != nil {
-		return 0, fmt.Errorf("flow across the restart: %w", out.err)
-	}
-	var longest, cur time.Duration
-	for _, iv := range out.r.Intervals {
-		if iv.Sum.Bytes == 0 {
-			cur += time.Duration(iv.Sum.Seconds * float64(time.Second))
-			longest = max(longest, cur)
-		} else {
-			cur = 0
+	var gaps []time.Duration
+	for i := range n {
+		type res struct {
+			r   iperfResult
+			err error
 		}
+		done := make(chan res, 1)
+		go func() {
+			r, err := client(a, addr, secs, "-b", "100M", "--get-server-output")
+			done <- res{r, err}
+		}()
+		time.Sleep(time.Duration(secs) * time.Second / 3) // the flow runs first
+		m.Proc.Stop(10 * time.Second)
+		if err := m.Start(); err != nil {
+			return gaps, fmt.Errorf("restart %d: %w", i+1, err)
+		}
+		out := <-done
+		if out.err != nil {
+			return gaps, fmt.Errorf("flow across restart %d: %w", i+1, out.err)
+		}
+		if out.r.ServerOutput == nil || len(out.r.ServerOutput.Intervals) == 0 {
+			return gaps, fmt.Errorf("restart %d: iperf3 returned no receiver intervals", i+1)
+		}
+		gaps = append(gaps, longestPause(out.r.ServerOutput.Intervals))
 	}
-	return longest, nil
+	return gaps, nil
+}
+
+// restartMeasurements are the median and the worst of the gaps, each with
+// every restart's figure.
+func restartMeasurements(gaps []time.Duration) []Measurement {
+	if len(gaps) == 0 {
+		return nil
+	}
+	runs := make([]float64, len(gaps))
+	for i, g := range gaps {
+		runs[i] = g.Seconds()
+	}
+	sorted := slices.Clone(runs)
+	slices.Sort(sorted)
+	median := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		median = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+	}
+	return []Measurement{
+		{Config: "meshd restart", Metric: "median_pause", Value: median, Unit: "s", Runs: runs},
+		{Config: "meshd restart", Metric: "worst_pause", Value: sorted[len(sorted)-1], Unit: "s", Runs: runs},
+	}
 }
 
 // ablation: the seed's lesson on the raw underlay path: 8 000 linear

@@ -32,18 +32,41 @@ type iperfResult struct {
 			Seconds     float64 `json:"seconds"`
 		} `json:"sum"`
 	} `json:"end"`
-	Intervals []struct {
-		Sum struct {
-			Bytes   float64 `json:"bytes"`
-			Seconds float64 `json:"seconds"`
-		} `json:"sum"`
-	} `json:"intervals"`
-	Error string `json:"error"`
+	Intervals []iperfInterval `json:"intervals"`
+	Error     string          `json:"error"`
+	// ServerOutput is the receiving server's own report (client
+	// --get-server-output, server -J): its intervals count bytes as they
+	// arrived, where the sender's count bytes handed to its socket buffer.
+	ServerOutput *iperfResult `json:"server_output_json"`
 }
 
-// serve starts an iperf3 server on h bound to addr; it serves until stopped.
-func serve(tb *testbed.Testbed, h *testbed.Host, addr string, logDir string) (*testbed.Process, error) {
-	p, err := tb.StartProcess(h, logDir+"/iperf3-"+h.Name+".log", "iperf3", "-s", "-B", addr)
+type iperfInterval struct {
+	Sum struct {
+		Start   float64 `json:"start"`
+		Bytes   float64 `json:"bytes"`
+		Seconds float64 `json:"seconds"`
+	} `json:"sum"`
+}
+
+// longestPause is the longest run of consecutive intervals that carried
+// no bytes.
+func longestPause(ivs []iperfInterval) time.Duration {
+	var longest, cur time.Duration
+	for _, iv := range ivs {
+		if iv.Sum.Bytes == 0 {
+			cur += time.Duration(iv.Sum.Seconds * float64(time.Second))
+			longest = max(longest, cur)
+		} else {
+			cur = 0
+		}
+	}
+	return longest
+}
+
+// serve starts an iperf3 server on h bound to addr, with extra server
+// arguments; it serves until stopped.
+func serve(tb *testbed.Testbed, h *testbed.Host, addr string, logDir string, extra ...string) (*testbed.Process, error) {
+	p, err := tb.StartProcess(h, logDir+"/iperf3-"+h.Name+".log", "iperf3", append([]string{"-s", "-B", addr}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
