@@ -8,9 +8,12 @@ import (
 	"errors"
 	"maps"
 	"net/netip"
+	"path"
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 )
 
 // Signed records (trust). With Options.Trust set, this host signs its
@@ -119,7 +122,10 @@ func (s *trustState) init() {
 func (r *Registry) decode(data []byte) (Host, error) {
 	t := r.o.Trust
 	if !r.trustOn() {
-		return DecodeHost(data, r.o.Pool)
+		// Nothing is verified: a sequence read here proves nothing.
+		h, err := DecodeHost(data, r.o.Pool)
+		h.Seq = 0
+		return h, err
 	}
 	var env struct {
 		Signed *signedJSON `json:"signed"`
@@ -404,4 +410,42 @@ func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 		}
 	}
 	return ids
+}
+
+// Reverify reads every record in the view again and checks it as trust now
+// says: after trust was turned on, hosts read while it was off are then
+// known to sign (or not). A record that is now refused is counted and the
+// view keeps what it had, as for any refused record.
+func (r *Registry) Reverify() {
+	r.mu.Lock()
+	names := maps.Clone(r.names)
+	r.mu.Unlock()
+	for id, name := range names {
+		if r.ctx.Err() != nil {
+			return
+		}
+		p := path.Join(r.bucketPath(BucketOf(id)), name)
+		h, err := r.readRecord(p, id)
+		if err != nil {
+			if !errors.Is(err, zk.ErrNoNode) {
+				r.skip(p, err)
+			}
+			continue
+		}
+		r.mu.Lock()
+		old, had := r.hosts[id]
+		if had && r.names[id] == name {
+			r.hosts[id] = h
+		} else {
+			had = false // changed meanwhile: the watch has it
+		}
+		r.mu.Unlock()
+		if had && !sameRecord(old, h) {
+			select {
+			case r.events <- Event{Kind: Updated, Host: h}:
+			case <-r.ctx.Done():
+				return
+			}
+		}
+	}
 }

@@ -206,6 +206,7 @@ func (d *Daemon) reloadTrust(cfg config.Config) {
 		d.gate.p.Store(nt)
 		d.reg.UpdateSelf(self)
 		d.reg.Resign()
+		go d.reg.Reverify()
 		d.log.Info("trust turned on", "mode", cfg.Trust.Mode)
 	case t != nil && !cfg.Trust.Enabled():
 		d.log.Error("reload: turning trust off needs a restart; keeping it on")
