@@ -53,6 +53,9 @@ type Trust interface {
 	// Enabled is false until trust is configured: a fleet turns it on host
 	// by host, without restarts (SIGHUP).
 	Enabled() bool
+	// Revoked reports whether a certificate serial is on the operator-signed
+	// revocation list.
+	Revoked(serial string) bool
 }
 
 func (r *Registry) trustOn() bool { return r.o.Trust != nil && r.o.Trust.Enabled() }
@@ -235,6 +238,19 @@ func (r *Registry) admit(h Host) error {
 		ts.addrs[h.OverlayIP], ts.addrOf[h.InstanceID] = h.InstanceID, h.OverlayIP
 	}
 	return nil
+}
+
+// retired says whether a host whose record and owner node are gone was
+// decommissioned for good. Without trust, ZooKeeper says so. With trust,
+// deleting nodes is something anyone with write access can do: a signed
+// host counts as retired only once an operator revoked its certificate;
+// until then its removal is a vanish (hold-down, breaker) and its address
+// stays bound to it.
+func (r *Registry) retired(h Host) bool {
+	if !r.trustOn() || h.signed == nil {
+		return true
+	}
+	return h.CertSerial != "" && r.o.Trust.Revoked(h.CertSerial)
 }
 
 // release unbinds a decommissioned host's address; its sequence is kept.

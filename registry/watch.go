@@ -124,10 +124,11 @@ func (r *Registry) syncBucket(b int, children []string) {
 		// One read per removal: a retired host has no owner node left.
 		r.stats.Requests.Add(1)
 		owned, _, err := r.conn.Exists(r.ownerPath(h.InstanceID))
-		if err == nil && !owned {
+		decommissioned := err == nil && !owned && r.retired(h)
+		if decommissioned {
 			r.release(h)
 		}
-		events = append(events, Event{Kind: Removed, Host: h, Decommissioned: err == nil && !owned})
+		events = append(events, Event{Kind: Removed, Host: h, Decommissioned: decommissioned})
 	}
 	r.mu.Lock()
 	r.lastSync = time.Now()

@@ -63,6 +63,11 @@ func (g *trustGate) Strict() bool {
 
 func (g *trustGate) Enabled() bool { return g.p.Load() != nil }
 
+func (g *trustGate) Revoked(serial string) bool {
+	t := g.p.Load()
+	return t != nil && t.pool.Revoked(serial)
+}
+
 // tr is the trust in force, nil when none.
 func (d *Daemon) tr() *hostTrust { return d.gate.p.Load() }
 
