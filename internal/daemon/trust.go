@@ -176,6 +176,7 @@ func (d *Daemon) trustStatus(s *admin.Status) {
 	}
 	d.tr().mu.Unlock()
 	s.UnsignedHosts = d.reg.Unsigned()
+	s.RevokedCerts = d.tr().pool.RevokedCount()
 	for _, r := range d.reg.Refusals() {
 		s.Refusals = append(s.Refusals, admin.Refusal{At: r.At.Format(time.RFC3339), Node: r.Node, Reason: r.Reason, Detail: r.Detail})
 	}

@@ -155,6 +155,24 @@ func TestTrustAttacksFail(t *testing.T) {
 	}
 	h2cert := forger(t, ca, "h2", trust.Template{Network: "vpc"})
 	expiring := forger(t, ca, "h1", trust.Template{Network: "vpc", NotAfter: time.Now().Add(2 * time.Second)})
+	// A certificate for h1 that an operator revoked (signed revocation list).
+	revoked := forger(t, ca, "h1", trust.Template{Network: "vpc"})
+	operator := forger(t, ca, "alice", trust.Template{Operator: true})
+	list, _ := json.Marshal(map[string][]string{"serials": {revoked.Identity().Serial}})
+	sealedList, err := trust.SealDocument(operator, "revoked", list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zkDo(t, tb, zkOp{Op: "create", Path: "/meshd/" + tb.Prefix + "/revoked", Data: sealedList})
+	for _, o := range observers {
+		waitFor(t, 10*time.Second, o.Host.Name+" applies the revocation list", func() error {
+			st, err := o.Status()
+			if err == nil && st.RevokedCerts != 1 {
+				err = fmt.Errorf("%d revoked", st.RevokedCerts)
+			}
+			return err
+		})
+	}
 	unsigned := forged
 	unsigned.Seq = 0
 	unsignedJSON, _ := json.Marshal(unsigned)
@@ -168,6 +186,7 @@ func TestTrustAttacksFail(t *testing.T) {
 		{"h2 claiming h1's overlay address", "lease", "h2", func() []byte { return seal(h2claims, h2cert) }},
 		{"older record of h1, replayed", registry.ReasonReplay, "h1", func() []byte { return oldRecord }},
 		{"certified by another CA", trust.ReasonUnknownCA, "h1", func() []byte { return seal(forged, forger(t, otherCA, "h1", trust.Template{})) }},
+		{"revoked certificate", trust.ReasonRevoked, "h1", func() []byte { return seal(forged, revoked) }},
 		{"expired certificate", trust.ReasonExpired, "h1", func() []byte {
 			for time.Now().Before(expiring.Identity().NotAfter.Add(time.Second)) {
 				time.Sleep(100 * time.Millisecond)
