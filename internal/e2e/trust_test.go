@@ -489,3 +489,61 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestProvisioningCLI: the documented flow without a PKI. meshd csr makes
+// the identity key (0600) and a request naming the host; meshctl ca sign
+// certifies it with the groups and network the signer chooses, whatever
+// the request asked.
+func TestProvisioningCLI(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "state", "identity.key")
+	cfg := filepath.Join(dir, "meshd.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`mesh: m
+zookeeper: {servers: ["127.0.0.1:2181"]}
+identity: {instance_id: web-7, network: vpc, private_ip: 198.18.2.7}
+trust: {mode: strict, ca_file: %[1]s/ca/ca.crt, cert_file: %[1]s/host.crt, key_file: %[2]s}
+`, dir, keyFile)), 0o644)
+	csr, err := exec.Command(filepath.Join(bin(t), "meshd"), "csr", "--config", cfg).Output()
+	if err != nil || !strings.Contains(string(csr), "BEGIN CERTIFICATE REQUEST") {
+		t.Fatalf("meshd csr: %v\n%s", err, csr)
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("identity key: %v %v", fi, err)
+	}
+	again, _ := exec.Command(filepath.Join(bin(t), "meshd"), "csr", "--config", cfg).Output()
+	csrFile := filepath.Join(dir, "web-7.csr")
+	os.WriteFile(csrFile, again, 0o644)
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(filepath.Join(bin(t), "meshctl"), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("meshctl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("ca", "init", filepath.Join(dir, "ca"))
+	if out, err := exec.Command(filepath.Join(bin(t), "meshctl"), "ca", "init", filepath.Join(dir, "ca")).CombinedOutput(); err == nil {
+		t.Fatalf("second ca init replaced the CA:\n%s", out)
+	}
+	run("ca", "sign", "--ca", filepath.Join(dir, "ca"), "--csr", csrFile, "--groups", "web,api", "--network", "vpc", "--out", filepath.Join(dir, "host.crt"))
+	pool, err := trust.LoadPool(filepath.Join(dir, "ca", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := trust.LoadSigner(keyFile, filepath.Join(dir, "host.crt"), pool)
+	if err != nil {
+		t.Fatalf("the certificate does not fit the key meshd csr made: %v", err)
+	}
+	if id := s.Identity(); id.InstanceID != "web-7" || id.Network != "vpc" || strings.Join(id.Groups, ",") != "web,api" || id.Operator {
+		t.Errorf("certificate says %+v", id)
+	}
+	// check-config accepts the trust block and names a bad mode.
+	if out, err := exec.Command(filepath.Join(bin(t), "meshd"), "check-config", "--config", cfg).CombinedOutput(); err != nil {
+		t.Errorf("check-config: %v\n%s", err, out)
+	}
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(data), "mode: strict", "mode: lax", 1)), 0o644)
+	if out, err := exec.Command(filepath.Join(bin(t), "meshd"), "check-config", "--config", cfg).CombinedOutput(); err == nil || !strings.Contains(string(out), "trust.mode") {
+		t.Errorf("bad trust.mode: %v\n%s", err, out)
+	}
+}
