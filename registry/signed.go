@@ -8,9 +8,12 @@ import (
 	"errors"
 	"maps"
 	"net/netip"
+	"path"
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 )
 
 // Signed records (trust). With Options.Trust set, this host signs its
@@ -50,6 +53,9 @@ type Trust interface {
 	// Enabled is false until trust is configured: a fleet turns it on host
 	// by host, without restarts (SIGHUP).
 	Enabled() bool
+	// Revoked reports whether a certificate serial is on the operator-signed
+	// revocation list.
+	Revoked(serial string) bool
 }
 
 func (r *Registry) trustOn() bool { return r.o.Trust != nil && r.o.Trust.Enabled() }
@@ -119,7 +125,10 @@ func (s *trustState) init() {
 func (r *Registry) decode(data []byte) (Host, error) {
 	t := r.o.Trust
 	if !r.trustOn() {
-		return DecodeHost(data, r.o.Pool)
+		// Nothing is verified: a sequence read here proves nothing.
+		h, err := DecodeHost(data, r.o.Pool)
+		h.Seq = 0
+		return h, err
 	}
 	var env struct {
 		Signed *signedJSON `json:"signed"`
@@ -229,6 +238,19 @@ func (r *Registry) admit(h Host) error {
 		ts.addrs[h.OverlayIP], ts.addrOf[h.InstanceID] = h.InstanceID, h.OverlayIP
 	}
 	return nil
+}
+
+// retired says whether a host whose record and owner node are gone was
+// decommissioned for good. Without trust, ZooKeeper says so. With trust,
+// deleting nodes is something anyone with write access can do: a signed
+// host counts as retired only once an operator revoked its certificate;
+// until then its removal is a vanish (hold-down, breaker) and its address
+// stays bound to it.
+func (r *Registry) retired(h Host) bool {
+	if !r.trustOn() || h.signed == nil {
+		return true
+	}
+	return h.CertSerial != "" && r.o.Trust.Revoked(h.CertSerial)
 }
 
 // release unbinds a decommissioned host's address; its sequence is kept.
@@ -410,4 +432,46 @@ func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 		}
 	}
 	return ids
+}
+
+// Reverify reads every record in the view again and checks it as trust now
+// says: after trust was turned on, hosts read while it was off are then
+// known to sign (or not). A record that is now refused is counted and the
+// view keeps what it had, as for any refused record.
+func (r *Registry) Reverify() {
+	type named struct{ id, name string }
+	var all []named
+	r.mu.Lock()
+	for b := range r.names {
+		for id, name := range r.names[b] {
+			all = append(all, named{id, name})
+		}
+	}
+	r.mu.Unlock()
+	for _, n := range all {
+		if r.ctx.Err() != nil {
+			return
+		}
+		p := path.Join(r.bucketPath(BucketOf(n.id)), n.name)
+		h, err := r.readRecord(p, n.id)
+		if err != nil {
+			if !errors.Is(err, zk.ErrNoNode) {
+				r.skip(p, n.id, err)
+			}
+			continue
+		}
+		r.mu.Lock()
+		var events []Event
+		if r.names[BucketOf(n.id)][n.id] == n.name { // else changed meanwhile: the watch has it
+			events = r.putLocked(n.id, &h, p, time.Now())
+		}
+		r.mu.Unlock()
+		for _, ev := range events {
+			select {
+			case r.events <- ev:
+			case <-r.ctx.Done():
+				return
+			}
+		}
+	}
 }

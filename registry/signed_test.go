@@ -31,8 +31,9 @@ func (h *hostTrust) VerifyRecord(p, sig []byte, chain [][]byte) (Signer, error) 
 	id, err := h.pool.VerifyRecord(p, sig, chain)
 	return Signer(id), err
 }
-func (h *hostTrust) Strict() bool  { return h.strict.Load() }
-func (h *hostTrust) Enabled() bool { return true }
+func (h *hostTrust) Strict() bool               { return h.strict.Load() }
+func (h *hostTrust) Enabled() bool              { return true }
+func (h *hostTrust) Revoked(serial string) bool { return h.pool.Revoked(serial) }
 
 type fleetCA struct {
 	ca   *trust.CA
@@ -298,4 +299,52 @@ func TestPermissiveAcceptsUnsignedButNoDowngrade(t *testing.T) {
 	if h, _ := hostInView(ro, "h1"); h.PublicKey != h1.PublicKey {
 		t.Fatalf("downgraded: %+v", h)
 	}
+}
+
+// TestDeletionIsNotDecommission: with trust, deleting a host's record and
+// owner node in ZooKeeper is a vanish, not a decommission: peers hold it
+// down, and its address stays bound, so a valid host certificate cannot
+// take the address next.
+func TestDeletionIsNotDecommission(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	fca := newFleetCA(t)
+	pool, _ := trust.NewPool(fca.ca.PEM)
+	r1 := openTrusted(t, []string{zs.Addr()}, mesh, "", fca.host(t, pool, "h1", trust.Template{}))
+	h2t := fca.host(t, pool, "h2", trust.Template{})
+	ro := openTrusted(t, []string{zs.Addr()}, mesh, "", fca.host(t, pool, "obs", trust.Template{}))
+	ip1, err := r1.Register(context.Background(), hostFor("h1", "vpc", 1), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ro, 5*time.Second, "added h1")
+	zc, _, err := zk.Connect([]string{zs.Addr()}, 5*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zc.Close()
+	r1.mu.Lock()
+	node := r1.selfNode
+	r1.mu.Unlock()
+	if err := zc.Delete(node, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := zc.Delete(ro.ownerPath("h1"), -1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-ro.Events():
+		if ev.Kind != Removed || ev.Host.InstanceID != "h1" || ev.Decommissioned {
+			t.Fatalf("event %v %s decommissioned=%v, want a plain removal of h1", ev.Kind, ev.Host.InstanceID, ev.Decommissioned)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no removal")
+	}
+	if _, err := zc.Set(ro.leasePath(ip1), []byte("h2"), -1); err != nil {
+		t.Fatal(err)
+	}
+	h2 := hostFor("h2", "vpc", 2)
+	h2.OverlayIP = ip1
+	p := (&attacker{t: t, c: zc, r: ro}).write("h2", signed(t, h2, uint64(time.Now().UnixMicro()), h2t))
+	waitRefused(t, ro, ReasonAddress, p)
 }

@@ -134,10 +134,13 @@ func (r *Registry) syncBucket(b int, children []string) {
 			// One read per removal: a retired host has no owner node left.
 			r.stats.Requests.Add(1)
 			owned, _, err := r.conn.Exists(r.ownerPath(ev.Host.InstanceID))
-			if err == nil && !owned {
+			// With trust, a deletion alone is a vanish: only a host
+			// that is really retired gives its address back.
+			decommissioned := err == nil && !owned && r.retired(ev.Host)
+			if decommissioned {
 				r.release(ev.Host)
 			}
-			events[i].Decommissioned = err == nil && !owned
+			events[i].Decommissioned = decommissioned
 		}
 	}
 	r.mu.Lock()

@@ -94,6 +94,7 @@ type Status struct {
 	// DocumentsRefused counts fleet documents ignored (unsigned, not an
 	// operator's, deleted), by reason; the latest are among Refusals.
 	DocumentsRefused map[string]int64 `json:"documents_refused,omitempty"`
+	RevokedCerts     int              `json:"revoked_certs,omitempty"` // serials on the signed revocation list in force
 }
 
 // DNSStatus is the zone meshd serves and where.

@@ -63,6 +63,11 @@ func (g *trustGate) Strict() bool {
 
 func (g *trustGate) Enabled() bool { return g.p.Load() != nil }
 
+func (g *trustGate) Revoked(serial string) bool {
+	t := g.p.Load()
+	return t != nil && t.pool.Revoked(serial)
+}
+
 // tr is the trust in force, nil when none.
 func (d *Daemon) tr() *hostTrust { return d.gate.p.Load() }
 
@@ -171,6 +176,7 @@ func (d *Daemon) trustStatus(s *admin.Status) {
 	}
 	d.tr().mu.Unlock()
 	s.UnsignedHosts = d.reg.Unsigned()
+	s.RevokedCerts = d.tr().pool.RevokedCount()
 	for _, r := range d.reg.Refusals() {
 		s.Refusals = append(s.Refusals, admin.Refusal{At: r.At.Format(time.RFC3339), Node: r.Node, Reason: r.Reason, Detail: r.Detail})
 	}
@@ -206,6 +212,7 @@ func (d *Daemon) reloadTrust(cfg config.Config) {
 		d.gate.p.Store(nt)
 		d.reg.UpdateSelf(self)
 		d.reg.Resign()
+		go d.reg.Reverify()
 		d.log.Info("trust turned on", "mode", cfg.Trust.Mode)
 	case t != nil && !cfg.Trust.Enabled():
 		d.log.Error("reload: turning trust off needs a restart; keeping it on")

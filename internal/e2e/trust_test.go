@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,6 +155,24 @@ func TestTrustAttacksFail(t *testing.T) {
 	}
 	h2cert := forger(t, ca, "h2", trust.Template{Network: "vpc"})
 	expiring := forger(t, ca, "h1", trust.Template{Network: "vpc", NotAfter: time.Now().Add(2 * time.Second)})
+	// A certificate for h1 that an operator revoked (signed revocation list).
+	revoked := forger(t, ca, "h1", trust.Template{Network: "vpc"})
+	operator := forger(t, ca, "alice", trust.Template{Operator: true})
+	list, _ := json.Marshal(map[string][]string{"serials": {revoked.Identity().Serial}})
+	sealedList, err := trust.SealDocument(operator, "revoked", list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zkDo(t, tb, zkOp{Op: "create", Path: "/meshd/" + tb.Prefix + "/revoked", Data: sealedList})
+	for _, o := range observers {
+		waitFor(t, 10*time.Second, o.Host.Name+" applies the revocation list", func() error {
+			st, err := o.Status()
+			if err == nil && st.RevokedCerts != 1 {
+				err = fmt.Errorf("%d revoked", st.RevokedCerts)
+			}
+			return err
+		})
+	}
 	unsigned := forged
 	unsigned.Seq = 0
 	unsignedJSON, _ := json.Marshal(unsigned)
@@ -167,6 +186,7 @@ func TestTrustAttacksFail(t *testing.T) {
 		{"h2 claiming h1's overlay address", "lease", "h2", func() []byte { return seal(h2claims, h2cert) }},
 		{"older record of h1, replayed", registry.ReasonReplay, "h1", func() []byte { return oldRecord }},
 		{"certified by another CA", trust.ReasonUnknownCA, "h1", func() []byte { return seal(forged, forger(t, otherCA, "h1", trust.Template{})) }},
+		{"revoked certificate", trust.ReasonRevoked, "h1", func() []byte { return seal(forged, revoked) }},
 		{"expired certificate", trust.ReasonExpired, "h1", func() []byte {
 			for time.Now().Before(expiring.Identity().NotAfter.Add(time.Second)) {
 				time.Sleep(100 * time.Millisecond)
@@ -351,5 +371,179 @@ func TestTrustCertRenewalWithoutRestart(t *testing.T) {
 	after, _ := h1.Status()
 	if after.Cert == nil || after.Cert.Serial == before.Cert.Serial || h1.Proc.PID() != pid {
 		t.Errorf("cert %v -> %v, pid %d -> %d: want a new certificate in the same process", before.Cert, after.Cert, pid, h1.Proc.PID())
+	}
+}
+
+// TestTrustRolloutWithTrafficFlowing: three hosts go from no trust to
+// permissive one at a time, then to strict one at a time, each by a
+// config change and SIGHUP, while pings flow between all of them. Not a
+// packet is lost and no host drops a peer.
+func TestTrustRolloutWithTrafficFlowing(t *testing.T) {
+	_, ms := trustFleet(t, "", nil, "vpc", "vpc", "dc")
+	ips := map[string]string{}
+	for _, m := range ms {
+		st, _ := m.Status()
+		if st.Trust != "none" {
+			t.Fatalf("%s starts with trust %q, want none", m.Host.Name, st.Trust)
+		}
+		ips[m.Host.Name] = st.OverlayIP
+	}
+	for _, a := range ms {
+		for _, b := range ms {
+			if a != b {
+				waitFor(t, 30*time.Second, a.Host.Name+" reaches "+b.Host.Name, func() error {
+					_, err := a.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", ips[b.Host.Name])
+					return err
+				})
+			}
+		}
+	}
+	// Pings every 50 ms around the ring for the whole rollout.
+	type flow struct {
+		cmd *exec.Cmd
+		out *strings.Builder
+	}
+	var flows []flow
+	for i, a := range ms {
+		b := ms[(i+1)%len(ms)]
+		out := &strings.Builder{}
+		cmd := a.Host.Command(context.Background(), "ping", "-i", "0.05", "-W", "1", ips[b.Host.Name])
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		flows = append(flows, flow{cmd, out})
+	}
+	stopFlows := func() {
+		for _, f := range flows {
+			f.cmd.Process.Signal(os.Interrupt)
+			f.cmd.Wait()
+		}
+	}
+	defer stopFlows()
+	setMode := func(m *testbed.Meshd, mode string) {
+		t.Helper()
+		pid := m.Proc.PID()
+		m.SetTrust(mode)
+		if err := m.WriteConfig(); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, m.Host.Name+" in "+mode, func() error {
+			st, err := m.Status()
+			if err == nil && (st.Trust != "ca" || st.TrustMode != mode) {
+				err = fmt.Errorf("trust %q mode %q", st.Trust, st.TrustMode)
+			}
+			return err
+		})
+		if m.Proc.PID() != pid {
+			t.Fatalf("%s restarted", m.Host.Name)
+		}
+	}
+	for _, m := range ms {
+		setMode(m, "permissive")
+	}
+	waitFor(t, 15*time.Second, "every host signing, seen by each", func() error {
+		for _, m := range ms {
+			var f struct {
+				Unsigned int `json:"unsigned"`
+				InMesh   int `json:"in_mesh"`
+			}
+			out, err := meshctl(t, m, "fleet", "-o", "json")
+			if err == nil {
+				err = json.Unmarshal([]byte(out), &f)
+			}
+			if err != nil {
+				return err
+			}
+			if f.Unsigned != 0 || f.InMesh != 3 {
+				return fmt.Errorf("%s: %d of %d not yet signing", m.Host.Name, f.Unsigned, f.InMesh)
+			}
+		}
+		return nil
+	})
+	for _, m := range ms {
+		setMode(m, "strict")
+	}
+	time.Sleep(2 * time.Second) // traffic after the last step, for the loss count
+	stopFlows()
+	for i, f := range flows {
+		if !strings.Contains(f.out.String(), " 0% packet loss") {
+			t.Errorf("%s -> %s lost packets during the rollout:\n%s", ms[i].Host.Name, ms[(i+1)%len(ms)].Host.Name, lastLines(f.out.String(), 3))
+		}
+	}
+	for _, m := range ms {
+		st, _ := m.Status()
+		if st.Peers != 2 || len(st.Refusals) != 0 {
+			t.Errorf("%s: %d peers, refusals %+v", m.Host.Name, st.Peers, st.Refusals)
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestProvisioningCLI: the documented flow without a PKI. meshd csr makes
+// the identity key (0600) and a request naming the host; meshctl ca sign
+// certifies it with the groups and network the signer chooses, whatever
+// the request asked.
+func TestProvisioningCLI(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "state", "identity.key")
+	cfg := filepath.Join(dir, "meshd.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`mesh: m
+zookeeper: {servers: ["127.0.0.1:2181"]}
+identity: {instance_id: web-7, network: vpc, private_ip: 198.18.2.7}
+trust: {mode: strict, ca_file: %[1]s/ca/ca.crt, cert_file: %[1]s/host.crt, key_file: %[2]s}
+`, dir, keyFile)), 0o644)
+	csr, err := exec.Command(filepath.Join(bin(t), "meshd"), "csr", "--config", cfg).Output()
+	if err != nil || !strings.Contains(string(csr), "BEGIN CERTIFICATE REQUEST") {
+		t.Fatalf("meshd csr: %v\n%s", err, csr)
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("identity key: %v %v", fi, err)
+	}
+	again, _ := exec.Command(filepath.Join(bin(t), "meshd"), "csr", "--config", cfg).Output()
+	csrFile := filepath.Join(dir, "web-7.csr")
+	os.WriteFile(csrFile, again, 0o644)
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(filepath.Join(bin(t), "meshctl"), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("meshctl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("ca", "init", filepath.Join(dir, "ca"))
+	if out, err := exec.Command(filepath.Join(bin(t), "meshctl"), "ca", "init", filepath.Join(dir, "ca")).CombinedOutput(); err == nil {
+		t.Fatalf("second ca init replaced the CA:\n%s", out)
+	}
+	run("ca", "sign", "--ca", filepath.Join(dir, "ca"), "--csr", csrFile, "--groups", "web,api", "--network", "vpc", "--out", filepath.Join(dir, "host.crt"))
+	pool, err := trust.LoadPool(filepath.Join(dir, "ca", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := trust.LoadSigner(keyFile, filepath.Join(dir, "host.crt"), pool)
+	if err != nil {
+		t.Fatalf("the certificate does not fit the key meshd csr made: %v", err)
+	}
+	if id := s.Identity(); id.InstanceID != "web-7" || id.Network != "vpc" || strings.Join(id.Groups, ",") != "web,api" || id.Operator {
+		t.Errorf("certificate says %+v", id)
+	}
+	// check-config accepts the trust block and names a bad mode.
+	if out, err := exec.Command(filepath.Join(bin(t), "meshd"), "check-config", "--config", cfg).CombinedOutput(); err != nil {
+		t.Errorf("check-config: %v\n%s", err, out)
+	}
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(data), "mode: strict", "mode: lax", 1)), 0o644)
+	if out, err := exec.Command(filepath.Join(bin(t), "meshd"), "check-config", "--config", cfg).CombinedOutput(); err == nil || !strings.Contains(string(out), "trust.mode") {
+		t.Errorf("bad trust.mode: %v\n%s", err, out)
 	}
 }

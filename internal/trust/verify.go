@@ -71,6 +71,13 @@ func (p *Pool) SetRevoked(serials []string) {
 	p.mu.Unlock()
 }
 
+// RevokedCount is how many serials the revocation list holds.
+func (p *Pool) RevokedCount() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.revoked)
+}
+
 // Revoked reports whether a serial is on the revocation list.
 func (p *Pool) Revoked(serial string) bool {
 	p.mu.RLock()

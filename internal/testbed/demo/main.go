@@ -52,7 +52,8 @@ func up() error {
 		return err
 	}
 	bin, _ := filepath.Abs("bin")
-	fmt.Println("building the testbed: networks classic, vpc, dc behind NAT gateways; ZooKeeper at 198.19.0.2 ...")
+	fmt.Println("building the testbed: networks classic, vpc, dc behind NAT gateways; ZooKeeper at 198.19.0.2;")
+	fmt.Println("a fleet CA in " + dir + "/ca certifies every host (trust strict) ...")
 	tb, err := testbed.New(context.Background(), testbed.Options{Dir: dir, ZooKeeper: true})
 	if err != nil {
 		return err
@@ -64,7 +65,8 @@ func up() error {
 			tb.Close()
 			return err
 		}
-		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Links: [][]string{{"vpc", "dc"}}, Groups: []string{n}, LogLevel: "info"})
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Links: [][]string{{"vpc", "dc"}}, Groups: []string{n}, LogLevel: "info",
+			Trust: "strict"}) // the testbed's CA (in the demo dir) certifies each host
 		if err != nil {
 			tb.Close()
 			return err
@@ -96,7 +98,8 @@ func up() error {
 The demo keeps running. Poke around:
   ip netns exec %[1]s ping -c 3 %[2]s                  # vpc host -> classic host over the overlay
   ip netns exec %[1]s wg show %[3]s                        # the WireGuard interface
-  bin/meshctl --socket %[4]s status
+  bin/meshctl --socket %[4]s status                   # trust: ca, strict; certificate, refusals
+  bin/meshctl --socket %[4]s fleet                    # which hosts sign their records
   bin/meshctl --socket %[4]s peers -o json
   less %[5]s                        # a meshd log
 Remove it all with: make demo-down
