@@ -15,7 +15,10 @@ import (
 
 // sets is the kernel's ipset as the firewall uses it; tests use a fake.
 type sets interface {
-	Ensure(name, typ string) error
+	// Ensure creates a set, or leaves an existing one as it is.
+	Ensure(name string, spec setSpec) error
+	// Capacity is an existing set's maxelem.
+	Capacity(name string) (int, error)
 	Add(name string, p netip.Prefix) error
 	Del(name string, p netip.Prefix) error
 	Swap(a, b string) error
@@ -37,16 +40,35 @@ type rules interface {
 	Save(table string) (string, error)
 }
 
+// setSpec is what a set is created with.
+type setSpec struct {
+	Type    string // hash:ip | hash:net
+	V6      bool   // family inet6
+	MaxElem int    // 0: ipset's default
+}
+
 // netlinkSets drives ipset over netlink: one message per change, no
 // process per change.
 type netlinkSets struct{}
 
-func (netlinkSets) Ensure(name, typ string) error {
-	err := netlink.IpsetCreate(name, typ, netlink.IpsetCreateOptions{})
+func (netlinkSets) Ensure(name string, spec setSpec) error {
+	o := netlink.IpsetCreateOptions{Family: syscall.AF_INET, MaxElements: uint32(spec.MaxElem)}
+	if spec.V6 {
+		o.Family = syscall.AF_INET6
+	}
+	err := netlink.IpsetCreate(name, spec.Type, o)
 	if err != nil && !errors.Is(err, syscall.EEXIST) {
-		return fmt.Errorf("create set %s (%s): %w", name, typ, err)
+		return fmt.Errorf("create set %s (%s, maxelem %d): %w", name, spec.Type, spec.MaxElem, err)
 	}
 	return nil
+}
+
+func (netlinkSets) Capacity(name string) (int, error) {
+	r, err := netlink.IpsetList(name)
+	if err != nil {
+		return 0, fmt.Errorf("list set %s: %w", name, err)
+	}
+	return int(r.MaxElements), nil
 }
 
 func entry(p netip.Prefix) *netlink.IPSetEntry {

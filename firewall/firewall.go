@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +32,17 @@ type Config struct {
 	Overlay       netip.Prefix
 	BreakglassSSH []netip.Prefix
 	Groups        []string // this host's groups: which policy rules apply here
-	Logger        *slog.Logger
+	// FleetSize is how many hosts the fleet is expected to hold (the
+	// snapshot's count at start): the sets are created with room for
+	// twice what it needs, and grown when they fill.
+	FleetSize int
+	// MinSetCapacity is the smallest maxelem a set is created with;
+	// 0 means ipset's default, 65536. Tests lower it to grow sets cheaply.
+	MinSetCapacity int
+	// MaxSetCapacity bounds growth; 0 means 1<<24 entries. A set at the
+	// bound is reported full (SetUse) and further adds fail.
+	MaxSetCapacity int
+	Logger         *slog.Logger
 }
 
 // Host is one mesh member as the firewall sees it.
@@ -51,9 +60,14 @@ type Firewall struct {
 	sets  sets
 	rules rules
 
-	mu        sync.Mutex
-	hosts     map[string]Host
-	underlay  map[netip.Addr]int // refcounts: hosts behind one NAT share an address
+	mu    sync.Mutex
+	hosts map[string]Host
+	// entries holds what each hash:ip set holds, with refcounts: hosts
+	// behind one NAT share an address. It is the truth a set is refilled
+	// from when it grows.
+	entries   map[string]map[netip.Addr]int
+	capacity  map[string]int // maxelem of each hash:ip set
+	full      map[string]bool
 	groupSets map[string]bool
 	policy    *policy.Policy
 }
@@ -68,7 +82,8 @@ func newWith(cfg Config, s sets, r rules) *Firewall {
 		cfg.Logger = slog.Default()
 	}
 	return &Firewall{cfg: cfg, log: cfg.Logger.With("component", "firewall"), sets: s, rules: r,
-		hosts: map[string]Host{}, underlay: map[netip.Addr]int{}, groupSets: map[string]bool{}}
+		hosts: map[string]Host{}, entries: map[string]map[netip.Addr]int{}, capacity: map[string]int{},
+		full: map[string]bool{}, groupSets: map[string]bool{}}
 }
 
 // Start creates the sets (adopting those a crashed run left), installs the
@@ -79,10 +94,13 @@ func (f *Firewall) Start() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	raiseConntrack(f.log)
-	for name, typ := range map[string]string{setMembers: "hash:ip", setPeers: "hash:ip", setSSH: "hash:net"} {
-		if err := f.sets.Ensure(name, typ); err != nil {
+	for _, name := range []string{setMembers, setPeers} {
+		if err := f.ensureIPSetLocked(name); err != nil {
 			return err
 		}
+	}
+	if err := f.sets.Ensure(setSSH, setSpec{Type: "hash:net"}); err != nil {
+		return err
 	}
 	for _, p := range f.cfg.BreakglassSSH {
 		if err := f.sets.Add(setSSH, p); err != nil {
@@ -136,47 +154,26 @@ func (f *Firewall) RemoveHost(id string) error {
 
 func (f *Firewall) diffLocked(old, cur Host) error {
 	var errs []error
-	add := func(set string, a netip.Addr) {
-		if err := f.sets.Add(set, netip.PrefixFrom(a, a.BitLen())); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	del := func(set string, a netip.Addr) {
-		if err := f.sets.Del(set, netip.PrefixFrom(a, a.BitLen())); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if old.OverlayIP != cur.OverlayIP {
-		if old.OverlayIP.IsValid() {
-			del(setMembers, old.OverlayIP)
-		}
-		if cur.OverlayIP.IsValid() {
-			add(setMembers, cur.OverlayIP)
-		}
-	}
 	for _, g := range cur.Groups {
 		if err := f.ensureGroupLocked(g); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	was, now := hostEntries(old), hostEntries(cur)
+	for e := range now {
+		if was[e] {
 			continue
 		}
-		if !slices.Contains(old.Groups, g) || old.OverlayIP != cur.OverlayIP {
-			add(groupSet(g), cur.OverlayIP)
+		if err := f.addLocked(e.set, e.addr); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	for _, g := range old.Groups {
-		if !slices.Contains(cur.Groups, g) || (old.OverlayIP != cur.OverlayIP && old.OverlayIP.IsValid()) {
-			del(groupSet(g), old.OverlayIP)
+	for e := range was {
+		if now[e] {
+			continue
 		}
-	}
-	for _, a := range cur.Underlay {
-		if f.underlay[a]++; f.underlay[a] == 1 {
-			add(setPeers, a)
-		}
-	}
-	for _, a := range old.Underlay {
-		if f.underlay[a]--; f.underlay[a] <= 0 {
-			delete(f.underlay, a)
-			del(setPeers, a)
+		if err := f.delLocked(e.set, e.addr); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
@@ -185,12 +182,165 @@ func (f *Firewall) diffLocked(old, cur Host) error {
 	return nil
 }
 
-func (f *Firewall) ensureGroupLocked(g string) error {
-	name := groupSet(g)
-	if f.groupSets[name] {
+// setEntry is one address in one set.
+type setEntry struct {
+	set  string
+	addr netip.Addr
+}
+
+// hostEntries is every set entry one host brings: its overlay address in
+// the member set and its groups' sets, its underlay addresses in the peer
+// set.
+func hostEntries(h Host) map[setEntry]bool {
+	out := map[setEntry]bool{}
+	if h.OverlayIP.IsValid() {
+		out[setEntry{setMembers, h.OverlayIP}] = true
+		for _, g := range h.Groups {
+			out[setEntry{groupSet(g), h.OverlayIP}] = true
+		}
+	}
+	for _, a := range h.Underlay {
+		out[setEntry{setPeers, a}] = true
+	}
+	return out
+}
+
+// addLocked counts one more user of addr in set, adding it to the kernel's
+// set on the first, growing the set first when it is full.
+func (f *Firewall) addLocked(set string, a netip.Addr) error {
+	m := f.entries[set]
+	if m == nil {
+		m = map[netip.Addr]int{}
+		f.entries[set] = m
+	}
+	if m[a]++; m[a] > 1 {
 		return nil
 	}
-	if err := f.sets.Ensure(name, "hash:ip"); err != nil {
+	if len(m) > f.capacity[set] {
+		if err := f.growLocked(set, len(m)); err != nil {
+			delete(m, a)
+			return err
+		}
+	}
+	if err := f.sets.Add(set, netip.PrefixFrom(a, a.BitLen())); err != nil {
+		delete(m, a)
+		return err
+	}
+	return nil
+}
+
+// delLocked counts one user of addr in set less, deleting it from the
+// kernel's set with the last.
+func (f *Firewall) delLocked(set string, a netip.Addr) error {
+	m := f.entries[set]
+	if m[a]--; m[a] > 0 {
+		return nil
+	}
+	delete(m, a)
+	return f.sets.Del(set, netip.PrefixFrom(a, a.BitLen()))
+}
+
+func (f *Firewall) maxCapacity() int {
+	if f.cfg.MaxSetCapacity > 0 {
+		return f.cfg.MaxSetCapacity
+	}
+	return 1 << 24
+}
+
+// capacityFor is the maxelem a set needing n entries is created with:
+// twice n, a power of two, at least the floor.
+func (f *Firewall) capacityFor(n int) int {
+	c := f.cfg.MinSetCapacity
+	if c <= 0 {
+		c = 65536
+	}
+	for c < 2*n {
+		c *= 2
+	}
+	return min(c, max(f.maxCapacity(), n))
+}
+
+// initialCapacity sizes a new set from the fleet: each host brings at most
+// two underlay addresses and one overlay address per set.
+func (f *Firewall) initialCapacity() int { return f.capacityFor(2 * f.cfg.FleetSize) }
+
+// ensureIPSetLocked creates a hash:ip set sized from the fleet, or adopts
+// the one a previous run left and learns its size.
+func (f *Firewall) ensureIPSetLocked(name string) error {
+	if err := f.sets.Ensure(name, setSpec{Type: "hash:ip", MaxElem: f.initialCapacity()}); err != nil {
+		return err
+	}
+	c, err := f.sets.Capacity(name)
+	if err != nil {
+		return err
+	}
+	f.capacity[name] = c
+	return nil
+}
+
+// growLocked replaces set by a bigger one holding the same entries: ipset
+// cannot change maxelem in place, so a set twice the size is filled under
+// a staging name and swapped in atomically (no packet sees it empty or
+// partial), then the old one is destroyed. At the bound the set is full:
+// reported, and the add that needed room fails.
+func (f *Firewall) growLocked(set string, need int) error {
+	old := f.capacity[set]
+	c := max(2*old, f.capacityFor(need))
+	c = min(c, f.maxCapacity())
+	if c < need {
+		f.full[set] = true
+		return fmt.Errorf("firewall: set %s is full at %d entries (bound %d): member left out", set, old, f.maxCapacity())
+	}
+	tmp := set + "-g"
+	if err := f.sets.Destroy(tmp); err != nil {
+		return err
+	}
+	if err := f.sets.Ensure(tmp, setSpec{Type: "hash:ip", MaxElem: c}); err != nil {
+		return fmt.Errorf("firewall: grow set %s to %d: %w", set, c, err)
+	}
+	for a := range f.entries[set] {
+		if err := f.sets.Add(tmp, netip.PrefixFrom(a, a.BitLen())); err != nil {
+			f.sets.Destroy(tmp)
+			return fmt.Errorf("firewall: grow set %s to %d: %w", set, c, err)
+		}
+	}
+	if err := f.sets.Swap(tmp, set); err != nil {
+		f.sets.Destroy(tmp)
+		return err
+	}
+	if err := f.sets.Destroy(tmp); err != nil {
+		return err
+	}
+	f.capacity[set] = c
+	delete(f.full, set)
+	f.log.Info("grew set", "set", set, "from", old, "to", c)
+	return nil
+}
+
+// SetUse is how full one of meshd's sets is.
+type SetUse struct {
+	Entries  int  `json:"entries"`
+	Capacity int  `json:"capacity"`
+	Full     bool `json:"full,omitempty"` // at its bound: members are being left out
+}
+
+// Sets reports the use of every hash:ip set meshd manages.
+func (f *Firewall) Sets() map[string]SetUse {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]SetUse{}
+	for name, c := range f.capacity {
+		out[name] = SetUse{Entries: len(f.entries[name]), Capacity: c, Full: f.full[name]}
+	}
+	return out
+}
+
+func (f *Firewall) ensureGroupLocked(g string) error {
+	name := groupSet(g)
+	if f.groupSets[name] || name == setMembers {
+		return nil
+	}
+	if err := f.ensureIPSetLocked(name); err != nil {
 		return err
 	}
 	f.groupSets[name] = true
@@ -220,11 +370,8 @@ func ruleCount(p *policy.Policy) int {
 }
 
 func (f *Firewall) applyPolicyLocked() error {
-	for _, s := range policySets(f.policy, f.cfg.Groups) {
-		if s == setMembers {
-			continue
-		}
-		if err := f.ensureGroupLocked(strings.TrimPrefix(s, "meshd-g-")); err != nil {
+	for _, g := range policyGroups(f.policy, f.cfg.Groups) {
+		if err := f.ensureGroupLocked(g); err != nil {
 			return err
 		}
 	}
@@ -235,37 +382,42 @@ func (f *Firewall) applyPolicyLocked() error {
 }
 
 // Resync makes the sets hold exactly hosts: each set is filled under a
-// staging name and swapped in atomically, so no set is ever empty in force.
+// staging name, sized for what it will hold, and swapped in atomically, so
+// no set is ever empty in force.
 func (f *Firewall) Resync(hosts []Host) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	want := map[string][]netip.Addr{setMembers: nil, setPeers: nil}
+	want := map[string]map[netip.Addr]int{setMembers: {}, setPeers: {}}
 	for name := range f.groupSets {
-		want[name] = nil
+		want[name] = map[netip.Addr]int{}
 	}
-	f.hosts, f.underlay = map[string]Host{}, map[netip.Addr]int{}
+	f.hosts = map[string]Host{}
 	for _, h := range hosts {
 		f.hosts[h.ID] = h
-		want[setMembers] = append(want[setMembers], h.OverlayIP)
 		for _, g := range h.Groups {
 			if err := f.ensureGroupLocked(g); err != nil {
 				return err
 			}
-			want[groupSet(g)] = append(want[groupSet(g)], h.OverlayIP)
 		}
-		for _, a := range h.Underlay {
-			if f.underlay[a]++; f.underlay[a] == 1 {
-				want[setPeers] = append(want[setPeers], a)
+		for e := range hostEntries(h) {
+			if want[e.set] == nil {
+				want[e.set] = map[netip.Addr]int{}
 			}
+			want[e.set][e.addr]++
 		}
 	}
 	for name, addrs := range want {
+		c := max(f.capacity[name], f.capacityFor(len(addrs)))
+		if len(addrs) > f.maxCapacity() {
+			f.full[name] = true
+			return fmt.Errorf("firewall: set %s would hold %d entries, over the bound %d", name, len(addrs), f.maxCapacity())
+		}
 		tmp := name + "-t"
 		f.sets.Destroy(tmp)
-		if err := f.sets.Ensure(tmp, "hash:ip"); err != nil {
+		if err := f.sets.Ensure(tmp, setSpec{Type: "hash:ip", MaxElem: c}); err != nil {
 			return err
 		}
-		for _, a := range addrs {
+		for a := range addrs {
 			if err := f.sets.Add(tmp, netip.PrefixFrom(a, a.BitLen())); err != nil {
 				return err
 			}
@@ -276,6 +428,8 @@ func (f *Firewall) Resync(hosts []Host) error {
 		if err := f.sets.Destroy(tmp); err != nil {
 			return err
 		}
+		f.entries[name], f.capacity[name] = addrs, c
+		delete(f.full, name)
 	}
 	return nil
 }

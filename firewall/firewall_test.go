@@ -16,24 +16,36 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-// fakeSets records set contents and counts operations.
+// fakeSets records set contents and counts operations; like the kernel,
+// it refuses an add to a set at its maxelem.
 type fakeSets struct {
 	sets map[string]map[netip.Prefix]bool
+	max  map[string]int
 	ops  int
 }
 
-func newFakeSets() *fakeSets { return &fakeSets{sets: map[string]map[netip.Prefix]bool{}} }
+func newFakeSets() *fakeSets {
+	return &fakeSets{sets: map[string]map[netip.Prefix]bool{}, max: map[string]int{}}
+}
 
-func (f *fakeSets) Ensure(name, typ string) error {
+func (f *fakeSets) Ensure(name string, spec setSpec) error {
 	if f.sets[name] == nil {
 		f.sets[name] = map[netip.Prefix]bool{}
+		f.max[name] = spec.MaxElem
+		if spec.MaxElem == 0 {
+			f.max[name] = 65536
+		}
 	}
 	return nil
 }
+func (f *fakeSets) Capacity(name string) (int, error) { return f.max[name], nil }
 func (f *fakeSets) Add(name string, p netip.Prefix) error {
 	f.ops++
 	if f.sets[name] == nil {
 		return fmt.Errorf("no set %s", name)
+	}
+	if !f.sets[name][p] && len(f.sets[name]) >= f.max[name] {
+		return fmt.Errorf("set %s is full", name)
 	}
 	f.sets[name][p] = true
 	return nil
@@ -45,6 +57,7 @@ func (f *fakeSets) Del(name string, p netip.Prefix) error {
 }
 func (f *fakeSets) Swap(a, b string) error {
 	f.sets[a], f.sets[b] = f.sets[b], f.sets[a]
+	f.max[a], f.max[b] = f.max[b], f.max[a]
 	return nil
 }
 func (f *fakeSets) Destroy(name string) error { delete(f.sets, name); return nil }
@@ -197,5 +210,44 @@ func TestGroupSetNamesFitTheKernel(t *testing.T) {
 		if n := groupSet(g); len(n)+2 > 31 {
 			t.Errorf("set name %q too long", n)
 		}
+	}
+}
+
+// TestSetsGrowAndReportFull: a set that fills is replaced by a bigger one
+// holding every member; at the bound it is reported full and the add fails.
+func TestSetsGrowAndReportFull(t *testing.T) {
+	s, r := newFakeSets(), &fakeRules{}
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"),
+		FleetSize: 10, MinSetCapacity: 64, MaxSetCapacity: 1024, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Sets()[setPeers].Capacity; got != 64 {
+		t.Fatalf("peer set created with maxelem %d, want 64 (fleet of 10, floor 64)", got)
+	}
+	for i := 1; i <= 500; i++ { // 1000 underlay addresses
+		if err := f.SetHost(host(i, "web")); err != nil {
+			t.Fatalf("host %d: %v", i, err)
+		}
+	}
+	use := f.Sets()[setPeers]
+	if use.Entries != 1000 || use.Capacity != 1024 || use.Full || len(s.sets[setPeers]) != 1000 || s.max[setPeers] != 1024 {
+		t.Errorf("peer set after growth: %+v, kernel holds %d, maxelem %d", use, len(s.sets[setPeers]), s.max[setPeers])
+	}
+	for n := range s.sets {
+		if strings.HasSuffix(n, "-g") {
+			t.Errorf("staging set %s left behind", n)
+		}
+	}
+	// 1000 + 2 more than the bound of 1024 allows.
+	var err error
+	for i := 501; i <= 513 && err == nil; i++ {
+		err = f.SetHost(host(i, "web"))
+	}
+	if err == nil || !strings.Contains(err.Error(), "full") {
+		t.Errorf("adding past the bound: %v, want an error saying the set is full", err)
+	}
+	if !f.Sets()[setPeers].Full {
+		t.Errorf("peer set at its bound not reported full: %+v", f.Sets()[setPeers])
 	}
 }

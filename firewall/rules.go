@@ -144,9 +144,9 @@ func renderPolicy(p *policy.Policy, selfGroups []string) string {
 	return b.String()
 }
 
-// policySets lists the group sets a rendered policy refers to; they must
-// exist before the rules that name them.
-func policySets(p *policy.Policy, selfGroups []string) []string {
+// policyGroups lists the groups whose sets a rendered policy refers to;
+// the sets must exist before the rules that name them.
+func policyGroups(p *policy.Policy, selfGroups []string) []string {
 	if p == nil {
 		return nil
 	}
@@ -157,7 +157,7 @@ func policySets(p *policy.Policy, selfGroups []string) []string {
 	var out []string
 	for _, r := range p.Rules {
 		if mine[r.To] && r.From != policy.Any {
-			out = append(out, groupSet(r.From))
+			out = append(out, r.From)
 		}
 	}
 	return out

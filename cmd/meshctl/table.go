@@ -37,6 +37,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	row("registry", fmt.Sprintf("%s, last sync %s", s.Registry, orDash(s.LastSync)))
 	row("peers", fmt.Sprintf("%d (%s; %s)", s.Peers, counts(s.PeersByState), counts(s.PeersByPath)))
 	row("firewall", fmt.Sprintf("%s (conntrack %d of %d)", s.Firewall, s.Conntrack[0], s.Conntrack[1]))
+	if s.FirewallError != "" {
+		row("firewall error", s.FirewallError)
+	}
 	if s.PolicyError != "" {
 		row("policy", "REJECTED, previous kept: "+strings.ReplaceAll(s.PolicyError, "\n  ", " "))
 	}

@@ -65,6 +65,17 @@ type Status struct {
 	TagError     string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
+	// FirewallSets: how full each member set is; a full one leaves members out.
+	FirewallSets map[string]FirewallSet `json:"firewall_sets,omitempty"`
+	// FirewallError names what is wrong with the firewall (a full set), "" if nothing.
+	FirewallError string `json:"firewall_error,omitempty"`
+}
+
+// FirewallSet is the use of one ipset set.
+type FirewallSet struct {
+	Entries  int  `json:"entries"`
+	Capacity int  `json:"capacity"`
+	Full     bool `json:"full,omitempty"`
 }
 
 // Breaker is the mass-removal breaker's state.

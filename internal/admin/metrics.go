@@ -45,6 +45,9 @@ var (
 	descConntrack = prometheus.NewDesc("meshd_conntrack_entries", "Connection tracking entries in use.", nil, nil)
 	descCTMax     = prometheus.NewDesc("meshd_conntrack_max", "Connection tracking table size.", nil, nil)
 	descBreaker   = prometheus.NewDesc("meshd_breaker_held_removals", "Peer removals held by the mass-removal breaker.", nil, nil)
+	descSetUse    = prometheus.NewDesc("meshd_firewall_set_entries", "Entries in each of meshd's ipset sets.", []string{"set"}, nil)
+	descSetCap    = prometheus.NewDesc("meshd_firewall_set_capacity", "maxelem of each of meshd's ipset sets.", []string{"set"}, nil)
+	descSetFull   = prometheus.NewDesc("meshd_firewall_set_full", "1 when a set is full at its bound and members are left out.", []string{"set"}, nil)
 	descBuild     = prometheus.NewDesc("meshd_build_info", "meshd's version.", []string{"version"}, nil)
 )
 
@@ -54,7 +57,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descConntrack, descCTMax, descBreaker, descBuild} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descSetUse, descSetCap, descSetFull, descConntrack, descCTMax, descBreaker, descBuild} {
 		ch <- d
 	}
 }
@@ -90,6 +93,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for rule, n := range st.FirewallCounters {
 		ch <- prometheus.MustNewConstMetric(descFirewall, prometheus.CounterValue, float64(n), rule)
+	}
+	for name, u := range st.FirewallSets {
+		full := 0.0
+		if u.Full {
+			full = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descSetUse, prometheus.GaugeValue, float64(u.Entries), name)
+		ch <- prometheus.MustNewConstMetric(descSetCap, prometheus.GaugeValue, float64(u.Capacity), name)
+		ch <- prometheus.MustNewConstMetric(descSetFull, prometheus.GaugeValue, full, name)
 	}
 	ch <- prometheus.MustNewConstMetric(descConntrack, prometheus.GaugeValue, float64(st.Conntrack[0]))
 	ch <- prometheus.MustNewConstMetric(descCTMax, prometheus.GaugeValue, float64(st.Conntrack[1]))
