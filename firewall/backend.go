@@ -133,8 +133,17 @@ func (netlinkSets) Names() ([]string, error) {
 }
 
 // iptables drives the fixed rules with iptables-restore, one transaction
-// per change of the rules (start, policy change), never per member.
-type iptables struct{}
+// per change of the rules (start, policy change), never per member; with
+// v6, the same with ip6tables.
+type iptables struct{ v6 bool }
+
+// cmd names the tool of the family: iptables, ip6tables-restore, ...
+func (b iptables) cmd(tool string) string {
+	if b.v6 {
+		return strings.Replace(tool, "iptables", "ip6tables", 1)
+	}
+	return tool
+}
 
 func run(stdin string, name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
@@ -150,8 +159,8 @@ func run(stdin string, name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func (iptables) Restore(text string) error {
-	_, err := run(text, "iptables-restore", "-w", "--noflush")
+func (b iptables) Restore(text string) error {
+	_, err := run(text, b.cmd("iptables-restore"), "-w", "--noflush")
 	return err
 }
 
@@ -167,21 +176,21 @@ func (b iptables) EnsureJump(table, from, to string, match ...string) error {
 			have = true
 			continue
 		}
-		if err := deleteRule(table, from, spec); err != nil {
+		if err := b.deleteRule(table, from, spec); err != nil {
 			return fmt.Errorf("remove stale hook %q: %w", spec, err)
 		}
 	}
 	if have {
 		return nil
 	}
-	_, err = run("", "iptables", append(append([]string{"-w", "-t", table, "-I", from, "1"}, match...), "-j", to)...)
+	_, err = run("", b.cmd("iptables"), append(append([]string{"-w", "-t", table, "-I", from, "1"}, match...), "-j", to)...)
 	return err
 }
 
 func (b iptables) RemoveJump(table, from, to string) error {
 	specs, err := b.jumps(table, from, to)
 	for _, spec := range specs {
-		if derr := deleteRule(table, from, spec); derr != nil {
+		if derr := b.deleteRule(table, from, spec); derr != nil {
 			err = derr
 		}
 	}
@@ -189,15 +198,15 @@ func (b iptables) RemoveJump(table, from, to string) error {
 }
 
 // deleteRule deletes one rule of a chain given in iptables -S form.
-func deleteRule(table, chain, spec string) error {
-	_, err := run("", "iptables", append([]string{"-w", "-t", table, "-D", chain}, strings.Fields(spec)...)...)
+func (b iptables) deleteRule(table, chain, spec string) error {
+	_, err := run("", b.cmd("iptables"), append([]string{"-w", "-t", table, "-D", chain}, strings.Fields(spec)...)...)
 	return err
 }
 
 // jumps lists the rules of a built-in chain that jump to chain to, in
 // iptables -S form without the "-A CHAIN" prefix.
-func (iptables) jumps(table, from, to string) ([]string, error) {
-	out, err := run("", "iptables", "-w", "-t", table, "-S", from)
+func (b iptables) jumps(table, from, to string) ([]string, error) {
+	out, err := run("", b.cmd("iptables"), "-w", "-t", table, "-S", from)
 	if err != nil {
 		return nil, err
 	}
@@ -211,14 +220,14 @@ func (iptables) jumps(table, from, to string) ([]string, error) {
 	return specs, nil
 }
 
-func (iptables) DeleteChain(table, chain string) error {
-	run("", "iptables", "-w", "-t", table, "-F", chain)
-	if _, err := run("", "iptables", "-w", "-t", table, "-X", chain); err != nil && !strings.Contains(err.Error(), "No chain") && !strings.Contains(err.Error(), "does not exist") {
+func (b iptables) DeleteChain(table, chain string) error {
+	run("", b.cmd("iptables"), "-w", "-t", table, "-F", chain)
+	if _, err := run("", b.cmd("iptables"), "-w", "-t", table, "-X", chain); err != nil && !strings.Contains(err.Error(), "No chain") && !strings.Contains(err.Error(), "does not exist") {
 		return err
 	}
 	return nil
 }
 
-func (iptables) Save(table string) (string, error) {
-	return run("", "iptables-save", "-c", "-t", table)
+func (b iptables) Save(table string) (string, error) {
+	return run("", b.cmd("iptables-save"), "-c", "-t", table)
 }

@@ -30,8 +30,14 @@ type Config struct {
 	Interface     string // the mesh interface
 	ListenPort    int    // WireGuard's UDP port
 	Overlay       netip.Prefix
-	BreakglassSSH []netip.Prefix
-	Groups        []string // this host's groups: which policy rules apply here
+	BreakglassSSH []netip.Prefix // IPv4 and IPv6
+	Groups        []string       // this host's groups: which policy rules apply here
+	// UnderlayMembers: traffic from members' underlay addresses is judged
+	// by the group policy, as overlay traffic is (firewall.underlay.members:
+	// policy). Without it members get in through the overlay only.
+	UnderlayMembers bool
+	// UnderlayAllow opens ports on the underlay whatever the policy says.
+	UnderlayAllow []Allow
 	// FleetSize is how many hosts the fleet is expected to hold (the
 	// snapshot's count at start): the sets are created with room for
 	// twice what it needs, and grown when they fill.
@@ -58,7 +64,7 @@ type Firewall struct {
 	cfg   Config
 	log   *slog.Logger
 	sets  sets
-	rules rules
+	rules [2]rules // IPv4 (iptables), IPv6 (ip6tables)
 
 	mu    sync.Mutex
 	hosts map[string]Host
@@ -68,22 +74,23 @@ type Firewall struct {
 	entries   map[string]map[netip.Addr]int
 	capacity  map[string]int // maxelem of each hash:ip set
 	full      map[string]bool
+	v6sets    map[string]bool // the hash:ip sets of family inet6
 	groupSets map[string]bool
 	policy    *policy.Policy
 }
 
 // New returns a firewall on the kernel's ipset and iptables.
 func New(cfg Config) *Firewall {
-	return newWith(cfg, netlinkSets{}, iptables{})
+	return newWith(cfg, netlinkSets{}, iptables{}, iptables{v6: true})
 }
 
-func newWith(cfg Config, s sets, r rules) *Firewall {
+func newWith(cfg Config, s sets, r4, r6 rules) *Firewall {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Firewall{cfg: cfg, log: cfg.Logger.With("component", "firewall"), sets: s, rules: r,
+	return &Firewall{cfg: cfg, log: cfg.Logger.With("component", "firewall"), sets: s, rules: [2]rules{r4, r6},
 		hosts: map[string]Host{}, entries: map[string]map[netip.Addr]int{}, capacity: map[string]int{},
-		full: map[string]bool{}, groupSets: map[string]bool{}}
+		full: map[string]bool{}, v6sets: map[string]bool{}, groupSets: map[string]bool{}}
 }
 
 // Start creates the sets (adopting those a crashed run left), installs the
@@ -99,32 +106,55 @@ func (f *Firewall) Start() error {
 			return err
 		}
 	}
-	if err := f.sets.Ensure(setSSH, setSpec{Type: "hash:net"}); err != nil {
-		return err
-	}
-	for _, p := range f.cfg.BreakglassSSH {
-		if err := f.sets.Add(setSSH, p); err != nil {
+	for _, v6 := range []bool{false, true} {
+		if err := f.sets.Ensure(setName(setSSH, v6), setSpec{Type: "hash:net", V6: v6}); err != nil {
 			return err
 		}
 	}
-	rc := ruleConfig{Mode: f.cfg.Mode, Interface: f.cfg.Interface, ListenPort: f.cfg.ListenPort, Overlay: f.cfg.Overlay, SSH: len(f.cfg.BreakglassSSH) > 0}
-	// The policy chain must exist before the chain that jumps to it.
-	if err := f.rules.Restore(renderPolicy(nil, nil)); err != nil {
-		return fmt.Errorf("firewall: install policy chain: %w", err)
+	for _, p := range f.cfg.BreakglassSSH {
+		if err := f.sets.Add(setOf(setSSH, p.Addr()), p); err != nil {
+			return err
+		}
 	}
-	if err := f.rules.Restore(renderFixed(rc)); err != nil {
-		return fmt.Errorf("firewall: install chains: %w", err)
+	for i, r := range f.rules {
+		v6 := i == 1
+		rc := f.ruleConfig(v6)
+		// The policy chain must exist before the chains that jump to it.
+		if err := r.Restore(renderPolicy(nil, nil, v6)); err != nil {
+			return fmt.Errorf("firewall: install policy chain (%s): %w", family(v6), err)
+		}
+		if err := r.Restore(renderFixed(rc)); err != nil {
+			return fmt.Errorf("firewall: install chains (%s): %w", family(v6), err)
+		}
 	}
 	if err := f.applyPolicyLocked(); err != nil {
 		return err
 	}
-	for _, h := range f.hooks() {
-		if err := f.rules.EnsureJump(h.table, h.from, h.to, h.match...); err != nil {
-			return fmt.Errorf("firewall: hook %s into %s: %w", h.to, h.from, err)
+	for i, r := range f.rules {
+		for _, h := range f.hooks(i == 1) {
+			if err := r.EnsureJump(h.table, h.from, h.to, h.match...); err != nil {
+				return fmt.Errorf("firewall: hook %s into %s (%s): %w", h.to, h.from, family(i == 1), err)
+			}
 		}
 	}
 	f.log.Info("firewall started", "mode", f.cfg.Mode, "interface", f.cfg.Interface, "wg_port", f.cfg.ListenPort)
 	return nil
+}
+
+func family(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+func (f *Firewall) ruleConfig(v6 bool) ruleConfig {
+	ssh := false
+	for _, p := range f.cfg.BreakglassSSH {
+		ssh = ssh || p.Addr().Is6() == v6
+	}
+	return ruleConfig{Mode: f.cfg.Mode, Interface: f.cfg.Interface, ListenPort: f.cfg.ListenPort, Overlay: f.cfg.Overlay,
+		SSH: ssh, V6: v6, Members: f.cfg.UnderlayMembers, Allow: f.cfg.UnderlayAllow}
 }
 
 // SetHost brings one member's entries up to date: only what changed for
@@ -159,7 +189,7 @@ func (f *Firewall) diffLocked(old, cur Host) error {
 			errs = append(errs, err)
 		}
 	}
-	was, now := hostEntries(old), hostEntries(cur)
+	was, now := f.hostEntries(old), f.hostEntries(cur)
 	for e := range now {
 		if was[e] {
 			continue
@@ -190,17 +220,25 @@ type setEntry struct {
 
 // hostEntries is every set entry one host brings: its overlay address in
 // the member set and its groups' sets, its underlay addresses in the peer
-// set.
-func hostEntries(h Host) map[setEntry]bool {
+// set, and, when members are judged by the policy on the underlay too, its
+// underlay addresses in the member and group sets. Each address goes into
+// the set of its family.
+func (f *Firewall) hostEntries(h Host) map[setEntry]bool {
 	out := map[setEntry]bool{}
-	if h.OverlayIP.IsValid() {
-		out[setEntry{setMembers, h.OverlayIP}] = true
+	judged := func(a netip.Addr) {
+		out[setEntry{setOf(setMembers, a), a}] = true
 		for _, g := range h.Groups {
-			out[setEntry{groupSet(g), h.OverlayIP}] = true
+			out[setEntry{setOf(groupSet(g), a), a}] = true
 		}
 	}
+	if h.OverlayIP.IsValid() {
+		judged(h.OverlayIP)
+	}
 	for _, a := range h.Underlay {
-		out[setEntry{setPeers, a}] = true
+		out[setEntry{setOf(setPeers, a), a}] = true
+		if f.cfg.UnderlayMembers {
+			judged(a)
+		}
 	}
 	return out
 }
@@ -261,20 +299,23 @@ func (f *Firewall) capacityFor(n int) int {
 }
 
 // initialCapacity sizes a new set from the fleet: each host brings at most
-// two underlay addresses and one overlay address per set.
-func (f *Firewall) initialCapacity() int { return f.capacityFor(2 * f.cfg.FleetSize) }
+// an overlay and two underlay addresses to a set.
+func (f *Firewall) initialCapacity() int { return f.capacityFor(3 * f.cfg.FleetSize) }
 
-// ensureIPSetLocked creates a hash:ip set sized from the fleet, or adopts
-// the one a previous run left and learns its size.
-func (f *Firewall) ensureIPSetLocked(name string) error {
-	if err := f.sets.Ensure(name, setSpec{Type: "hash:ip", MaxElem: f.initialCapacity()}); err != nil {
-		return err
+// ensureIPSetLocked creates a hash:ip set and its IPv6 twin sized from
+// the fleet, or adopts those a previous run left and learns their size.
+func (f *Firewall) ensureIPSetLocked(base string) error {
+	for _, v6 := range []bool{false, true} {
+		name := setName(base, v6)
+		if err := f.sets.Ensure(name, setSpec{Type: "hash:ip", V6: v6, MaxElem: f.initialCapacity()}); err != nil {
+			return err
+		}
+		c, err := f.sets.Capacity(name)
+		if err != nil {
+			return err
+		}
+		f.capacity[name], f.v6sets[name] = c, v6
 	}
-	c, err := f.sets.Capacity(name)
-	if err != nil {
-		return err
-	}
-	f.capacity[name] = c
 	return nil
 }
 
@@ -295,7 +336,7 @@ func (f *Firewall) growLocked(set string, need int) error {
 	if err := f.sets.Destroy(tmp); err != nil {
 		return err
 	}
-	if err := f.sets.Ensure(tmp, setSpec{Type: "hash:ip", MaxElem: c}); err != nil {
+	if err := f.sets.Ensure(tmp, setSpec{Type: "hash:ip", V6: f.v6sets[set], MaxElem: c}); err != nil {
 		return fmt.Errorf("firewall: grow set %s to %d: %w", set, c, err)
 	}
 	for a := range f.entries[set] {
@@ -375,8 +416,10 @@ func (f *Firewall) applyPolicyLocked() error {
 			return err
 		}
 	}
-	if err := f.rules.Restore(renderPolicy(f.policy, f.cfg.Groups)); err != nil {
-		return fmt.Errorf("firewall: apply policy: %w", err)
+	for i, r := range f.rules {
+		if err := r.Restore(renderPolicy(f.policy, f.cfg.Groups, i == 1)); err != nil {
+			return fmt.Errorf("firewall: apply policy (%s): %w", family(i == 1), err)
+		}
 	}
 	return nil
 }
@@ -387,8 +430,8 @@ func (f *Firewall) applyPolicyLocked() error {
 func (f *Firewall) Resync(hosts []Host) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	want := map[string]map[netip.Addr]int{setMembers: {}, setPeers: {}}
-	for name := range f.groupSets {
+	want := map[string]map[netip.Addr]int{}
+	for name := range f.capacity {
 		want[name] = map[netip.Addr]int{}
 	}
 	f.hosts = map[string]Host{}
@@ -399,7 +442,7 @@ func (f *Firewall) Resync(hosts []Host) error {
 				return err
 			}
 		}
-		for e := range hostEntries(h) {
+		for e := range f.hostEntries(h) {
 			if want[e.set] == nil {
 				want[e.set] = map[netip.Addr]int{}
 			}
@@ -414,7 +457,7 @@ func (f *Firewall) Resync(hosts []Host) error {
 		}
 		tmp := name + "-t"
 		f.sets.Destroy(tmp)
-		if err := f.sets.Ensure(tmp, setSpec{Type: "hash:ip", MaxElem: c}); err != nil {
+		if err := f.sets.Ensure(tmp, setSpec{Type: "hash:ip", V6: f.v6sets[name], MaxElem: c}); err != nil {
 			return err
 		}
 		for a := range addrs {
@@ -438,14 +481,16 @@ func (f *Firewall) Resync(hosts []Host) error {
 func (f *Firewall) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, h := range f.hooks() {
-		f.rules.RemoveJump(h.table, h.from, h.to)
+	for i, r := range f.rules {
+		for _, h := range f.hooks(i == 1) {
+			r.RemoveJump(h.table, h.from, h.to)
+		}
+		r.DeleteChain("raw", chainNoTrack)
+		for _, c := range []string{chainInput, chainOverlay, chainUnderlay, chainPolicy} {
+			r.DeleteChain("filter", c)
+		}
+		r.DeleteChain("mangle", chainMSS)
 	}
-	f.rules.DeleteChain("raw", chainNoTrack)
-	for _, c := range []string{chainInput, chainOverlay, chainPolicy} {
-		f.rules.DeleteChain("filter", c)
-	}
-	f.rules.DeleteChain("mangle", chainMSS)
 	names, _ := f.sets.Names()
 	for _, n := range names {
 		if strings.HasPrefix(n, "meshd-") {
@@ -463,9 +508,13 @@ var counterRe = regexp.MustCompile(`^\[(\d+):(\d+)\] .*--comment "(meshd [^"]*)"
 // enforce mode, would-drops in shadow mode.
 func (f *Firewall) Counters() (map[string]uint64, error) {
 	out := map[string]uint64{}
-	text, err := f.rules.Save("filter")
-	if err != nil {
-		return nil, err
+	var text string
+	for _, r := range f.rules {
+		t, err := r.Save("filter")
+		if err != nil {
+			return nil, err
+		}
+		text += t
 	}
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {

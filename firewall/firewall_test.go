@@ -87,7 +87,7 @@ func TestCountersByRule(t *testing.T) {
 [9:900] -A INPUT -j ACCEPT
 COMMIT
 `}
-	got, err := newWith(Config{}, newFakeSets(), r).Counters()
+	got, err := newWith(Config{}, newFakeSets(), r, &fakeRules{}).Counters()
 	if err != nil || got[CounterWGUnknown] != 5 || got[CounterSpoofed] != 2 || len(got) != 2 {
 		t.Errorf("counters = %v, %v", got, err)
 	}
@@ -114,15 +114,27 @@ func TestRuleStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	https, _ := policy.ParsePort("tcp/443")
+	allow := []Allow{{Ports: []policy.Port{https}, From: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}},
+		{Ports: []policy.Port{{Proto: "tcp", From: 9100, To: 9100}}, From: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}}
+	base := ruleConfig{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16")}
+	with := func(edit func(*ruleConfig)) string {
+		c := base
+		edit(&c)
+		return renderFixed(c)
+	}
 	states := []struct {
 		name string
 		text string
 	}{
-		{"enforce", renderFixed(ruleConfig{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), SSH: true})},
-		{"shadow", renderFixed(ruleConfig{Mode: "shadow", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16")})},
-		{"no-policy", renderPolicy(nil, []string{"db"})},
-		{"policy-on-db", renderPolicy(&p, []string{"db"})},
-		{"policy-on-web", renderPolicy(&p, []string{"web"})},
+		{"enforce", with(func(c *ruleConfig) { c.SSH, c.Members, c.Allow = true, true, allow })},
+		{"enforce-ipv6", with(func(c *ruleConfig) { c.SSH, c.Members, c.Allow, c.V6 = true, true, allow, true })},
+		{"enforce-members-overlay-only", with(func(c *ruleConfig) {})},
+		{"shadow", with(func(c *ruleConfig) { c.Mode, c.Members = "shadow", true })},
+		{"no-policy", renderPolicy(nil, []string{"db"}, false)},
+		{"policy-on-db", renderPolicy(&p, []string{"db"}, false)},
+		{"policy-on-web", renderPolicy(&p, []string{"web"}, false)},
+		{"policy-on-web-ipv6", renderPolicy(&p, []string{"web"}, true)},
 	}
 	var all strings.Builder
 	for _, s := range states {
@@ -138,7 +150,7 @@ func host(i int, groups ...string) Host {
 
 func TestMemberChangesAreO1(t *testing.T) {
 	s, r := newFakeSets(), &fakeRules{}
-	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r, &fakeRules{})
 	if err := f.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +196,7 @@ func TestMemberChangesAreO1(t *testing.T) {
 
 func TestResyncSwapsFullSets(t *testing.T) {
 	s, r := newFakeSets(), &fakeRules{}
-	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r, &fakeRules{})
 	f.Start()
 	s.sets[setMembers][netip.MustParsePrefix("100.100.9.9/32")] = true // left by a crashed run
 	if err := f.Resync([]Host{host(1, "web"), host(2, "db")}); err != nil {
@@ -218,7 +230,7 @@ func TestGroupSetNamesFitTheKernel(t *testing.T) {
 func TestSetsGrowAndReportFull(t *testing.T) {
 	s, r := newFakeSets(), &fakeRules{}
 	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"),
-		FleetSize: 10, MinSetCapacity: 64, MaxSetCapacity: 1024, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+		FleetSize: 10, MinSetCapacity: 64, MaxSetCapacity: 1024, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r, &fakeRules{})
 	if err := f.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,8 @@ func TestHelperHooks(t *testing.T) {
 	New(cfg).Close()
 	res["closed"] = hookChains()
 	all, _ := exec.Command("iptables-save").CombinedOutput()
-	res["left"] = fmt.Sprint(strings.Count(string(all), "MESHD"))
+	all6, _ := exec.Command("ip6tables-save").CombinedOutput()
+	res["left"] = fmt.Sprint(strings.Count(string(all)+string(all6), "MESHD"))
 }
 
 // TestFirewallHooksInKernel: meshd's hooks are narrowed to the packets

@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"testing"
-
 )
 
 // fullSetSource reports a member set that is full.

@@ -115,9 +115,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	}
 	var mem mesh.Members
 	if cfg.Firewall.Mode != config.ModeOff {
-		d.fw = firewall.New(firewall.Config{Mode: cfg.Firewall.Mode, Interface: cfg.Interface.Name, ListenPort: cfg.Interface.ListenPort,
-			Overlay: cfg.Overlay.CIDR, BreakglassSSH: cfg.Firewall.BreakglassSSHFrom, Groups: id.Groups,
-			FleetSize: len(d.reg.Hosts()), Logger: log})
+		d.fw = firewall.New(firewallConfig(cfg, len(d.reg.Hosts()), log))
 		if err = d.fw.Start(); err != nil {
 			return nil, err
 		}

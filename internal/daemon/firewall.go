@@ -3,10 +3,11 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-
+	"log/slog"
 	"time"
 
 	"github.com/meshd/meshd/firewall"
+	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/policy"
 	"github.com/meshd/meshd/mesh"
 	"github.com/meshd/meshd/registry"
@@ -128,3 +129,21 @@ func badInput(err error) error { return BadInput{err} }
 func (b BadInput) BadInput() bool { return true }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// firewallConfig turns the config file's firewall keys into the firewall's
+// configuration; fleet is how many hosts the snapshot holds, to size the
+// sets.
+func firewallConfig(cfg config.Config, fleet int, log *slog.Logger) firewall.Config {
+	fc := firewall.Config{Mode: cfg.Firewall.Mode, Interface: cfg.Interface.Name, ListenPort: cfg.Interface.ListenPort,
+		Overlay: cfg.Overlay.CIDR, BreakglassSSH: cfg.Firewall.BreakglassSSHFrom, Groups: cfg.Identity.Groups,
+		UnderlayMembers: cfg.Firewall.Underlay.Members == config.MembersPolicy, FleetSize: fleet, Logger: log}
+	for _, a := range cfg.Firewall.Underlay.Allow {
+		allow := firewall.Allow{From: a.From}
+		for _, s := range a.Ports {
+			p, _ := policy.ParsePort(s) // validated with the config
+			allow.Ports = append(allow.Ports, p)
+		}
+		fc.UnderlayAllow = append(fc.UnderlayAllow, allow)
+	}
+	return fc
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/testbed"
 )
 
@@ -361,5 +362,91 @@ func TestFirewallOwnOverlayAddress(t *testing.T) {
 		if !h.Ping(mustAddr(st.OverlayIP)) {
 			t.Errorf("firewall %s: the host cannot ping its own overlay address %s", mode, st.OverlayIP)
 		}
+	}
+}
+
+// TestFirewallUnderlayDefaultDeny: in enforce mode a service listening on
+// 0.0.0.0 is closed to everyone who is not let in: the rogue on the same
+// LAN and the outsider on the internet are refused; a member of an allowed
+// group gets in over the overlay and over the underlay (members: policy);
+// a member of a denied group by neither; an underlay.allow port is open to
+// the outsider.
+func TestFirewallUnderlayDefaultDeny(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	start := func(o testbed.MeshdOptions) *testbed.Meshd {
+		h, err := tb.AddHost("vpc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Bin = bin(t)
+		m, err := tb.StartMeshd(h, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("--- log of %s:\n%s", h.Name, m.LogTail(30))
+			}
+		})
+		return m
+	}
+	db := start(testbed.MeshdOptions{Groups: []string{"db"}, Underlay: `{allow: [{ports: [tcp/8443], from: ["0.0.0.0/0", "::/0"]}]}`})
+	web := start(testbed.MeshdOptions{Groups: []string{"web"}})
+	other := start(testbed.MeshdOptions{Groups: []string{"batch"}})
+	rogue, err := tb.AddHost("vpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outsider := tb.Outsider()
+	dbst, _ := db.Status()
+	for _, m := range []*testbed.Meshd{web, other} {
+		waitFor(t, 20*time.Second, m.Host.Name+" reaches db over the overlay", func() error {
+			_, err := m.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", dbst.OverlayIP)
+			return err
+		})
+	}
+	listen(t, db.Host, "0.0.0.0", 5432)
+	listen(t, db.Host, "0.0.0.0", 8443)
+	listen(t, db.Host, "0.0.0.0", 6000)
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(p, []byte("rules: [{to: db, from: web, ports: [tcp/5432]}]\n"), 0o644)
+	if out, err := meshctl(t, db, "policy", "set", p); err != nil {
+		t.Fatalf("meshctl policy set: %v\n%s", err, out)
+	}
+	priv, pub := db.Host.PrivateIP.String(), db.Host.PublicIP.String()
+	waitFor(t, 5*time.Second, "policy in force", func() error {
+		if tcpOpen(other.Host, dbst.OverlayIP, 5432) {
+			return fmt.Errorf("batch still reaches db over the overlay")
+		}
+		return nil
+	})
+	before := counter(t, db, firewall.CounterUnderlay)
+	for _, c := range []struct {
+		what string
+		from *testbed.Host
+		addr string
+		port int
+		want bool
+	}{
+		{"rogue -> db private address", rogue, priv, 5432, false},
+		{"outsider -> db public address", outsider, pub, 5432, false},
+		{"web (allowed) -> db over the overlay", web.Host, dbst.OverlayIP, 5432, true},
+		{"web (allowed) -> db private address", web.Host, priv, 5432, true},
+		{"web (allowed) -> db private address, a port the policy does not open", web.Host, priv, 6000, false},
+		{"batch (denied) -> db over the overlay", other.Host, dbst.OverlayIP, 5432, false},
+		{"batch (denied) -> db private address", other.Host, priv, 5432, false},
+		{"outsider -> db public address, underlay.allow tcp/8443", outsider, pub, 8443, true},
+		{"rogue -> db private address, underlay.allow tcp/8443", rogue, priv, 8443, true},
+	} {
+		if got := tcpOpen(c.from, c.addr, c.port); got != c.want {
+			t.Errorf("%s (%s:%d): open=%v, want %v", c.what, c.addr, c.port, got, c.want)
+		}
+	}
+	if got := counter(t, db, firewall.CounterUnderlay) - before; got < 3 {
+		t.Errorf("underlay default deny counted %d drops, want at least 3 (rogue, outsider, batch)", got)
+	}
+	// The host itself still works: it reaches ZooKeeper, and its peers.
+	if st, _ := db.Status(); st.Registry != "connected" {
+		t.Errorf("db's registry %s under underlay default deny", st.Registry)
 	}
 }

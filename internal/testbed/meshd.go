@@ -20,7 +20,10 @@ type MeshdOptions struct {
 	InstanceID string // default: the host name
 	LogLevel   string
 	Firewall   string // enforce (default), shadow or off
-	Metrics    string // metrics_listen inside the host, "" = off
+	// Underlay is the firewall.underlay block as one YAML flow mapping,
+	// e.g. {allow: [{ports: [tcp/443], from: ["0.0.0.0/0"]}]}; "" = defaults.
+	Underlay string
+	Metrics  string // metrics_listen inside the host, "" = off
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -96,12 +99,13 @@ overlay:
 links: [%s]
 firewall:
   mode: %s
+  underlay: %s
 state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
 %s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, o.Extra)
+		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), orEmptyMap(o.Underlay), m.Dir, m.Socket, o.Metrics, level, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 
@@ -150,6 +154,13 @@ func (m *Meshd) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func orEmptyMap(s string) string {
+	if s == "" {
+		return "{}"
+	}
+	return s
 }
 
 func fwMode(m string) string {
