@@ -12,6 +12,7 @@ package firewall
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -477,8 +478,19 @@ func (f *Firewall) Resync(hosts []Host) error {
 	return nil
 }
 
-// Close removes meshd's jumps, chains and sets.
-func (f *Firewall) Close() error {
+// Close lets go of the firewall and leaves it in force: a stopped meshd
+// leaves the host closed with the last policy and members (fail static);
+// the next start adopts the sets and rewrites the chains in place. Flush
+// opens the host.
+func (f *Firewall) Close() error { return nil }
+
+// Flush removes meshd's jumps, chains and sets, in both families: the host
+// is open again (meshd firewall flush, package removal).
+func Flush(log *slog.Logger) error {
+	return newWith(Config{Logger: log}, netlinkSets{}, iptables{}, iptables{v6: true}).flush()
+}
+
+func (f *Firewall) flush() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, r := range f.rules {
@@ -491,15 +503,19 @@ func (f *Firewall) Close() error {
 		}
 		r.DeleteChain("mangle", chainMSS)
 	}
-	names, _ := f.sets.Names()
+	names, err := f.sets.Names()
+	if err != nil {
+		return err
+	}
+	var errs []error
 	for _, n := range names {
 		if strings.HasPrefix(n, "meshd-") {
 			if err := f.sets.Destroy(n); err != nil {
-				f.log.Warn("close: destroy set", "set", n, "err", err)
+				errs = append(errs, err)
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 var counterRe = regexp.MustCompile(`^\[(\d+):(\d+)\] .*--comment "(meshd [^"]*)"`)

@@ -53,6 +53,11 @@ func TestHelperHooks(t *testing.T) {
 		res[step] = hookChains()
 	}
 	New(cfg).Close()
+	res["stopped"] = hookChains()
+	if err := Flush(cfg.Logger); err != nil {
+		res["error"] = err.Error()
+		return
+	}
 	res["closed"] = hookChains()
 	all, _ := exec.Command("iptables-save").CombinedOutput()
 	all6, _ := exec.Command("ip6tables-save").CombinedOutput()
@@ -61,7 +66,7 @@ func TestHelperHooks(t *testing.T) {
 
 // TestFirewallHooksInKernel: meshd's hooks are narrowed to the packets
 // their chains concern, replace what an older meshd left, stay single
-// across a restart, and are all gone after Close.
+// across a restart, stay when meshd stops, and are all gone after Flush.
 func TestFirewallHooksInKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP-ROOT: needs root for a network namespace and iptables")
@@ -88,7 +93,13 @@ func TestFirewallHooksInKernel(t *testing.T) {
 			t.Errorf("hooks after %s:\n%s\nwant exactly:\n%s", step, strings.Join(hooks, "\n"), strings.Join(want, "\n"))
 		}
 	}
+	// A stopped meshd leaves the host closed: every hook stays.
+	for _, h := range want {
+		if !strings.Contains(res["stopped"], h) {
+			t.Errorf("after Close (meshd stopped) the hook %q is gone:\n%s", h, res["stopped"])
+		}
+	}
 	if strings.Contains(res["closed"], "MESHD") || res["left"] != "0" {
-		t.Errorf("after Close: %s rules or chains named MESHD left:\n%s", res["left"], res["closed"])
+		t.Errorf("after Flush: %s rules or chains named MESHD left:\n%s", res["left"], res["closed"])
 	}
 }

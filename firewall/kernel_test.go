@@ -94,7 +94,10 @@ func TestHelperFirewallScale(t *testing.T) {
 			fmt.Sscan(v, &res.Members)
 		}
 	}
-	f.Close()
+	if err := Flush(nil); err != nil {
+		fail(err)
+		return
+	}
 	res.LeftRules = meshdRuleCount()
 	sets, _ := exec.Command("ipset", "list", "-n").CombinedOutput()
 	res.LeftSets = strings.Count(string(sets), "meshd")
@@ -155,7 +158,7 @@ func TestFirewallScaleInKernel(t *testing.T) {
 		t.Errorf("per-member cost grows with the set: join %.0f -> %.0f µs, leave %.0f -> %.0f µs", res.JoinAt10us, res.JoinAt10000us, res.LeaveAt10us, res.LeaveAt10000us)
 	}
 	if res.LeftRules != 0 || res.LeftSets != 0 {
-		t.Errorf("Close left %d rules and %d sets", res.LeftRules, res.LeftSets)
+		t.Errorf("Flush left %d rules and %d sets", res.LeftRules, res.LeftSets)
 	}
 }
 
@@ -181,7 +184,7 @@ func TestHelperSetGrowth(t *testing.T) {
 		res.Err = err.Error()
 		return
 	}
-	defer f.Close()
+	defer Flush(nil)
 	if err := f.SetHost(host(1, "web")); err != nil {
 		res.Err = err.Error()
 		return

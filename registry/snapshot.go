@@ -21,6 +21,9 @@ type snapshot struct {
 	SavedAt time.Time  `json:"saved_at"`
 	Lease   netip.Addr `json:"lease"`
 	Hosts   []Host     `json:"hosts"`
+	// Docs are the fleet documents (policy, links) as last read, so a
+	// start while ZooKeeper is down applies the last policy: fail static.
+	Docs map[string]string `json:"docs,omitempty"`
 }
 
 func (r *Registry) snapshotPath() string {
@@ -47,11 +50,12 @@ func (r *Registry) loadSnapshot() (snapshot, error) {
 		SavedAt time.Time         `json:"saved_at"`
 		Lease   netip.Addr        `json:"lease"`
 		Hosts   []json.RawMessage `json:"hosts"`
+		Docs    map[string]string `json:"docs"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return s, fmt.Errorf("snapshot %s: %w", p, err)
 	}
-	s.SavedAt, s.Lease = raw.SavedAt, raw.Lease
+	s.SavedAt, s.Lease, s.Docs = raw.SavedAt, raw.Lease, raw.Docs
 	for _, h := range raw.Hosts {
 		// The snapshot is checked like ZooKeeper's records: it may be old.
 		if host, err := DecodeHost(h, r.o.Pool); err == nil {
@@ -97,6 +101,7 @@ func (r *Registry) saveSnapshot() error {
 		s.Hosts = append(s.Hosts, h)
 	}
 	r.mu.Unlock()
+	s.Docs = r.docs.known()
 	data, err := json.Marshal(s)
 	if err != nil {
 		return err

@@ -102,10 +102,18 @@ func (policyGetCmd) Run(g *globals) error {
 }
 
 type policySetCmd struct {
-	File string `arg:"" type:"existingfile" help:"Policy file (YAML or JSON)."`
+	File     string `arg:"" optional:"" type:"existingfile" help:"Policy file (YAML or JSON)."`
+	AllowAll bool   `name:"allow-all" help:"Lift the policy: every member may reach every member. Deleting the policy node does not: meshd keeps the last policy."`
 }
 
 func (c *policySetCmd) Run(g *globals) error {
+	if c.AllowAll == (c.File != "") {
+		return fmt.Errorf("give a policy file or --allow-all, not both or neither")
+	}
+	if c.AllowAll {
+		var r map[string]any
+		return admin.Dial(g.Socket).Send(context.Background(), "PUT", "/v1/policy", []byte(`{"allow_all": true}`), &r)
+	}
 	return sendPolicy(g, "PUT", "/v1/policy", c.File, "stored: every meshd applies it within a second")
 }
 
@@ -122,11 +130,16 @@ func sendPolicy(g *globals, method, path, file, ok string) error {
 	if err != nil {
 		return err
 	}
-	var r map[string]string
+	var r struct {
+		Warnings []string `json:"warnings"`
+	}
 	if err := admin.Dial(g.Socket).Send(context.Background(), method, path, doc, &r); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	fmt.Printf("%s: %s\n", file, ok)
+	for _, w := range r.Warnings {
+		fmt.Printf("warning: %s\n", w)
+	}
 	return nil
 }
 

@@ -40,6 +40,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	if s.FirewallError != "" {
 		row("firewall error", s.FirewallError)
 	}
+	if s.PolicyWarning != "" {
+		row("policy warning", s.PolicyWarning)
+	}
 	if s.PolicyError != "" {
 		row("policy", "REJECTED, previous kept: "+strings.ReplaceAll(s.PolicyError, "\n  ", " "))
 	}

@@ -5,10 +5,12 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/version"
 )
@@ -17,7 +19,16 @@ type cli struct {
 	Run         runCmd         `cmd:"" help:"Run the daemon in the foreground (systemd Type=notify)."`
 	CheckConfig checkConfigCmd `cmd:"" name:"check-config" help:"Validate a config file and print the effective config."`
 	Version     versionCmd     `cmd:"" help:"Print the version."`
+	Firewall    firewallCmd    `cmd:"" help:"The host firewall meshd leaves in force when it stops."`
 }
+
+type firewallCmd struct {
+	Flush firewallFlushCmd `cmd:"" help:"Remove meshd's chains and sets (IPv4 and IPv6): the host is open again.\n\nA stopped meshd leaves the host closed with its last policy; this opens it by hand.\n\nExample:\n  systemctl stop meshd && meshd firewall flush"`
+}
+
+type firewallFlushCmd struct{}
+
+func (firewallFlushCmd) Run() error { return firewall.Flush(slog.Default()) }
 
 type checkConfigCmd struct {
 	Config string `short:"c" default:"/etc/meshd/meshd.yaml" type:"path" help:"Config file to check."`

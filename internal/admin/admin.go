@@ -60,9 +60,12 @@ type Status struct {
 	Uptime       string           `json:"uptime"`
 	BadRecords   map[string]int64 `json:"bad_records"`
 	PolicyError  string           `json:"policy_error,omitempty"`
-	Conntrack    [2]int           `json:"conntrack"`           // entries in use, table size
-	Region       string           `json:"region,omitempty"`    // EC2 region
-	TagError     string           `json:"tag_error,omitempty"` // last failure writing EC2 tags
+	// PolicyWarning: the policy in force names groups no live host has, or
+	// the registry's policy node is gone and the last policy is kept.
+	PolicyWarning string `json:"policy_warning,omitempty"`
+	Conntrack     [2]int `json:"conntrack"`           // entries in use, table size
+	Region        string `json:"region,omitempty"`    // EC2 region
+	TagError      string `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
 	// FirewallSets: how full each member set is; a full one leaves members out.
@@ -142,7 +145,9 @@ type Source interface {
 	Status(ctx context.Context) (Status, error)
 	ReleaseBreaker(ctx context.Context) (int, error)
 	Policy(ctx context.Context) ([]byte, error)
-	ValidatePolicy(ctx context.Context, doc []byte) error
+	// ValidatePolicy returns warnings (groups no live host has) or why the
+	// document is bad.
+	ValidatePolicy(ctx context.Context, doc []byte) ([]string, error)
 	SetPolicy(ctx context.Context, doc []byte) error
 	Ping(ctx context.Context, peer string, count int) (PingResult, error)
 	Explain(ctx context.Context, peer string) (Explanation, error)
@@ -204,11 +209,16 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 	})
 	mux.HandleFunc("POST /v1/policy/validate", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		reply(w, map[string]string{"result": "valid"}, src.ValidatePolicy(r.Context(), body))
+		warnings, err := src.ValidatePolicy(r.Context(), body)
+		reply(w, map[string]any{"result": "valid", "warnings": warnings}, err)
 	})
 	mux.HandleFunc("PUT /v1/policy", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		reply(w, map[string]string{"result": "stored"}, src.SetPolicy(r.Context(), body))
+		warnings, err := src.ValidatePolicy(r.Context(), body)
+		if err == nil {
+			err = src.SetPolicy(r.Context(), body)
+		}
+		reply(w, map[string]any{"result": "stored", "warnings": warnings}, err)
 	})
 	mux.HandleFunc("POST /v1/ping/{peer}", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("count"))

@@ -42,8 +42,10 @@ type Daemon struct {
 	rec  *mesh.Reconciler
 	self registry.Host
 
-	fw        *firewall.Firewall // nil when firewall.mode is off
-	policyErr error
+	fw            *firewall.Firewall // nil when firewall.mode is off
+	policyErr     error
+	policyWarning string // groups no live host has, or a missing policy node
+	policyApplied bool   // a policy (or the no-policy default) is in force
 
 	linksFromRegistry [][]string
 	metrics           *admin.Metrics
@@ -91,6 +93,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	if err != nil {
 		return nil, err
 	}
+	if err = d.startFirewall(cfg, log); err != nil {
+		return nil, err
+	}
 	id := cfg.Identity
 	d.self = registry.Host{
 		InstanceID: id.InstanceID, PublicKey: key.PublicKey(), Network: id.Network,
@@ -114,11 +119,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		return nil, err
 	}
 	var mem mesh.Members
-	if cfg.Firewall.Mode != config.ModeOff {
-		d.fw = firewall.New(firewallConfig(cfg, len(d.reg.Hosts()), log))
-		if err = d.fw.Start(); err != nil {
-			return nil, err
-		}
+	if d.fw != nil {
 		mem = members{d.fw}
 	}
 	d.rec = mesh.New(mesh.Config{
@@ -135,7 +136,6 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		Logger: log,
 	}, d.dev, mem)
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
-	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
 	log.Info("meshd up", "host", id.InstanceID, "overlay_ip", overlay, "interface", cfg.Interface.Name, "mtu", mtu,
 		"network", id.Network, "public_key", key.PublicKey(), "version", version.Version)
 	return d, nil

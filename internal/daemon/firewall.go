@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/meshd/meshd/firewall"
@@ -46,35 +49,93 @@ func (d *Daemon) resyncFirewall(ctx context.Context) {
 	}
 }
 
-// onPolicy validates a policy document from the registry and applies it; a
-// bad one is refused and the previous policy stays.
-func (d *Daemon) onPolicy(data []byte) {
-	var p *policy.Policy
-	if len(data) > 0 {
-		parsed, err := policy.Parse(data)
-		if err == nil {
-			err = parsed.Validate(d.knownGroups())
+// startFirewall brings the firewall up from the snapshot, before the
+// WireGuard device exists: the last members and, through the registry's
+// document cache (filled from the snapshot), the last policy. A restart
+// while ZooKeeper is down thus enforces what was in force before.
+func (d *Daemon) startFirewall(cfg config.Config, log *slog.Logger) error {
+	if cfg.Firewall.Mode != config.ModeOff {
+		d.fw = firewall.New(firewallConfig(cfg, len(d.reg.Hosts()), log))
+		if err := d.fw.Start(); err != nil {
+			return err
 		}
-		if err != nil {
-			d.setPolicyError(err)
-			d.log.Error("policy in the registry rejected; keeping the previous policy", "err", err)
-			return
+		var hosts []firewall.Host
+		for _, h := range d.reg.Hosts() {
+			if h.InstanceID == cfg.Identity.InstanceID {
+				continue
+			}
+			fh := firewall.Host{ID: h.InstanceID, OverlayIP: h.OverlayIP, Groups: h.Groups}
+			for _, a := range []netip.Addr{h.PrivateIP, h.PublicIP} {
+				if a.IsValid() {
+					fh.Underlay = append(fh.Underlay, a)
+				}
+			}
+			hosts = append(hosts, fh)
 		}
-		p = &parsed
+		if err := d.fw.Resync(hosts); err != nil {
+			return err
+		}
 	}
-	if d.fw != nil {
-		if err := d.fw.SetPolicy(p); err != nil {
-			d.setPolicyError(err)
-			return
-		}
-	}
-	d.setPolicyError(nil)
+	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
+	return nil
 }
 
-func (d *Daemon) setPolicyError(err error) {
+// onPolicy applies a policy document from the registry (or the snapshot).
+// It fails static: a bad document is refused and a missing or emptied one
+// ignored, the previous policy staying in force either way; only an
+// explicit allow_all document opens every member to every member. A
+// fleet that never had a policy lets members reach each other.
+func (d *Daemon) onPolicy(data []byte) {
+	if len(bytes.TrimSpace(data)) == 0 || string(bytes.TrimSpace(data)) == "null" {
+		d.mu.Lock()
+		had := d.policyApplied
+		d.mu.Unlock()
+		if had {
+			d.setPolicyState(nil, "the registry's policy node is missing or empty: the last policy stays in force (meshctl policy set --allow-all opens it)")
+			d.log.Warn("policy node missing or empty; keeping the last policy")
+			return
+		}
+		d.applyPolicy(nil)
+		return
+	}
+	parsed, err := policy.Parse(data)
+	if err != nil {
+		d.setPolicyState(err, "")
+		d.log.Error("policy in the registry rejected; keeping the previous policy", "err", err)
+		return
+	}
+	var p *policy.Policy
+	if !parsed.AllowAll {
+		p = &parsed
+	}
+	if d.applyPolicy(p) {
+		warn := strings.Join(parsed.UnknownGroups(d.knownGroups()), "; ")
+		if warn != "" {
+			d.log.Warn("policy names groups no live host has", "warning", warn)
+		}
+		d.setPolicyState(nil, warn)
+	}
+}
+
+// applyPolicy puts p (nil: members reach members) in force.
+func (d *Daemon) applyPolicy(p *policy.Policy) bool {
+	if d.fw != nil {
+		if err := d.fw.SetPolicy(p); err != nil {
+			d.setPolicyState(err, "")
+			return false
+		}
+	}
+	d.mu.Lock()
+	d.policyApplied = true
+	d.mu.Unlock()
+	d.setPolicyState(nil, "")
+	return true
+}
+
+func (d *Daemon) setPolicyState(err error, warning string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.policyErr = err
+	d.policyErr, d.policyWarning = err, warning
 }
 
 // knownGroups are the groups of every host in the registry and this one.
@@ -96,21 +157,19 @@ func (d *Daemon) Policy(ctx context.Context) ([]byte, error) {
 	return d.reg.Document(registry.DocPolicy)
 }
 
-// ValidatePolicy checks a policy document against the fleet's groups.
-func (d *Daemon) ValidatePolicy(ctx context.Context, data []byte) error {
+// ValidatePolicy checks a policy document; groups no live host has are
+// warnings, not errors: such a group matches nobody until a host joins it.
+func (d *Daemon) ValidatePolicy(ctx context.Context, data []byte) ([]string, error) {
 	p, err := policy.Parse(data)
 	if err != nil {
-		return badInput(err)
+		return nil, badInput(err)
 	}
-	if err := p.Validate(d.knownGroups()); err != nil {
-		return badInput(err)
-	}
-	return nil
+	return p.UnknownGroups(d.knownGroups()), nil
 }
 
 // SetPolicy validates and stores the fleet's policy; every meshd applies it.
 func (d *Daemon) SetPolicy(ctx context.Context, data []byte) error {
-	if err := d.ValidatePolicy(ctx, data); err != nil {
+	if _, err := d.ValidatePolicy(ctx, data); err != nil {
 		return err
 	}
 	p, _ := policy.Parse(data)

@@ -65,6 +65,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	if d.policyErr != nil {
 		s.PolicyError = d.policyErr.Error()
 	}
+	s.PolicyWarning = d.policyWarning
 	d.mu.Unlock()
 	if d.fw != nil {
 		s.FirewallCounters, _ = d.fw.Counters()

@@ -241,12 +241,11 @@ func TestFirewallKeepsOutsidersOutAndAppliesPolicy(t *testing.T) {
 	if !tcpOpen(web.Host, dbst.OverlayIP, 5432) || tcpOpen(web.Host, dbst.OverlayIP, 22) {
 		t.Error("policy not in force after kill -9 and restart")
 	}
-	// A clean stop removes every chain and set.
+	// A clean stop leaves the host closed (TestFirewallFailsClosed).
 	db.Proc.Stop(10 * time.Second)
 	left, _ := db.Host.Run(context.Background(), "iptables-save")
-	sets2, _ := db.Host.Run(context.Background(), "ipset", "list", "-n")
-	if strings.Contains(left, "MESHD") || strings.Contains(sets2, "meshd") {
-		t.Errorf("left after stop:\n%s\n%s", meshdRules(left), sets2)
+	if meshdRules(left) != meshdRules(rulesBefore) {
+		t.Errorf("rules after stop differ from those in force:\n%s", meshdRules(left))
 	}
 }
 
@@ -448,5 +447,137 @@ func TestFirewallUnderlayDefaultDeny(t *testing.T) {
 	// The host itself still works: it reaches ZooKeeper, and its peers.
 	if st, _ := db.Status(); st.Registry != "connected" {
 		t.Errorf("db's registry %s under underlay default deny", st.Registry)
+	}
+}
+
+// TestFirewallFailsClosed: the policy holds when meshd restarts while
+// ZooKeeper is down (it comes from the snapshot), when the policy node is
+// deleted, and after meshd stops; breakglass SSH works throughout, and
+// `meshd firewall flush` opens the host by hand.
+func TestFirewallFailsClosed(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	start := func(o testbed.MeshdOptions) *testbed.Meshd {
+		h, err := tb.AddHost("vpc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Bin = bin(t)
+		m, err := tb.StartMeshd(h, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("--- log of %s:\n%s", h.Name, m.LogTail(40))
+			}
+		})
+		return m
+	}
+	db := start(testbed.MeshdOptions{Groups: []string{"db"}, Breakglass: []string{"198.18.2.0/24"}})
+	web := start(testbed.MeshdOptions{Groups: []string{"web"}})
+	rogue, err := tb.AddHost("vpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbst, _ := db.Status()
+	waitFor(t, 20*time.Second, "web reaches db", func() error {
+		_, err := web.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", dbst.OverlayIP)
+		return err
+	})
+	for _, port := range []int{5432, 6000, 22} {
+		listen(t, db.Host, "0.0.0.0", port)
+	}
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	// "analytics" has no live host: accepted, matches nobody, warned about.
+	os.WriteFile(p, []byte("rules: [{to: db, from: web, ports: [tcp/5432]}, {to: db, from: analytics, ports: [tcp/6000]}]\n"), 0o644)
+	out, err := meshctl(t, db, "policy", "set", p)
+	if err != nil || !strings.Contains(out, `group "analytics" has no live host yet`) {
+		t.Fatalf("policy naming a group with no live host: %v\n%s", err, out)
+	}
+	priv := db.Host.PrivateIP.String()
+	holds := func(when string) {
+		t.Helper()
+		waitFor(t, 15*time.Second, when+": web in on tcp/5432", func() error {
+			if !tcpOpen(web.Host, dbst.OverlayIP, 5432) {
+				return fmt.Errorf("web -> db:5432 refused")
+			}
+			return nil
+		})
+		if tcpOpen(web.Host, dbst.OverlayIP, 6000) || tcpOpen(web.Host, priv, 6000) {
+			t.Errorf("%s: web reaches db:6000, which the policy does not open", when)
+		}
+		if tcpOpen(rogue, priv, 5432) {
+			t.Errorf("%s: the rogue reaches db:5432", when)
+		}
+		if !tcpOpen(rogue, priv, 22) {
+			t.Errorf("%s: breakglass SSH from the vpc refused", when)
+		}
+	}
+	waitFor(t, 5*time.Second, "policy in force", func() error {
+		if tcpOpen(web.Host, dbst.OverlayIP, 6000) {
+			return fmt.Errorf("web still reaches db:6000")
+		}
+		return nil
+	})
+	holds("policy set")
+	waitFor(t, 5*time.Second, "the policy in db's snapshot", func() error {
+		data, err := os.ReadFile(filepath.Join(db.Dir, "registry.json"))
+		if err != nil || !strings.Contains(string(data), "analytics") {
+			return fmt.Errorf("not yet: %v", err)
+		}
+		return nil
+	})
+
+	// Restart db's meshd while ZooKeeper is down: the snapshot's policy.
+	tb.StopZooKeeper()
+	db.Proc.Stop(10 * time.Second)
+	if err := db.Start(); err != nil {
+		t.Fatal(err)
+	}
+	holds("restart while ZooKeeper is down")
+	if err := tb.StartZooKeeper(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "db back on the registry", func() error {
+		if st, _ := db.Status(); st.Registry != "connected" {
+			return fmt.Errorf("registry %s", st.Registry)
+		}
+		return nil
+	})
+
+	// Delete the policy node: the last policy stays, and status says so.
+	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
+	cmd := inet.Command(context.Background(), "bash", "-c",
+		"java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar org.apache.zookeeper.ZooKeeperMain -server 198.19.0.2:2181 >/dev/null 2>&1")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("delete /meshd/%s/policy\nquit\n", tb.Prefix))
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "db notices the missing policy node", func() error {
+		if st, _ := db.Status(); !strings.Contains(st.PolicyWarning, "missing") {
+			return fmt.Errorf("policy warning %q", st.PolicyWarning)
+		}
+		return nil
+	})
+	holds("policy node deleted")
+
+	// Stop meshd: the host stays closed to the rogue, breakglass works.
+	db.Proc.Stop(10 * time.Second)
+	if tcpOpen(rogue, priv, 5432) {
+		t.Error("meshd stopped: the rogue reaches db:5432")
+	}
+	if !tcpOpen(rogue, priv, 22) {
+		t.Error("meshd stopped: breakglass SSH refused")
+	}
+	// meshd firewall flush opens it by hand, both families.
+	if out, err := db.Host.Run(context.Background(), filepath.Join(bin(t), "meshd"), "firewall", "flush"); err != nil {
+		t.Fatalf("meshd firewall flush: %v\n%s", err, out)
+	}
+	if !tcpOpen(rogue, priv, 5432) {
+		t.Error("after meshd firewall flush the rogue is still refused")
+	}
+	left, _ := db.Host.Run(context.Background(), "bash", "-c", "iptables-save; ip6tables-save; ipset list -n")
+	if strings.Contains(left, "MESHD") || strings.Contains(left, "meshd") {
+		t.Errorf("left after meshd firewall flush:\n%s", left)
 	}
 }

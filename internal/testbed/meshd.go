@@ -23,7 +23,9 @@ type MeshdOptions struct {
 	// Underlay is the firewall.underlay block as one YAML flow mapping,
 	// e.g. {allow: [{ports: [tcp/443], from: ["0.0.0.0/0"]}]}; "" = defaults.
 	Underlay string
-	Metrics  string // metrics_listen inside the host, "" = off
+	// Breakglass is firewall.breakglass_ssh_from, e.g. ["198.18.2.0/24"].
+	Breakglass []string
+	Metrics    string // metrics_listen inside the host, "" = off
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -100,12 +102,13 @@ links: [%s]
 firewall:
   mode: %s
   underlay: %s
+  breakglass_ssh_from: [%s]
 state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
 %s`, m.tb.Prefix, m.tb.ZooKeeperAddr(), id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), orEmptyMap(o.Underlay), m.Dir, m.Socket, o.Metrics, level, o.Extra)
+		m.Iface, strings.Join(links, ", "), fwMode(o.Firewall), orEmptyMap(o.Underlay), strings.Join(o.Breakglass, ", "), m.Dir, m.Socket, o.Metrics, level, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 
