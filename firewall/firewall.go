@@ -542,6 +542,33 @@ func (f *Firewall) Counters() (map[string]uint64, error) {
 	return out, nil
 }
 
+// Drop reasons, as meshctl status and /metrics name them.
+const (
+	DropUnderlay = "underlay_default_deny"  // new inbound connection on the underlay nothing admits
+	DropWG       = "wireguard_non_member"   // WireGuard port from a non-member address
+	DropSpoofed  = "spoofed_overlay_source" // overlay-pool address to or from an underlay interface
+	DropPolicy   = "policy"                 // overlay (or member underlay) traffic the policy denies
+)
+
+// dropReasons maps each dropping rule's comment to its reason.
+var dropReasons = map[string]string{
+	CounterUnderlay:   DropUnderlay,
+	CounterWGUnknown:  DropWG,
+	CounterSpoofed:    DropSpoofed,
+	CounterOverlayDen: DropPolicy,
+}
+
+// Drops sums the counters by drop reason, IPv4 and IPv6: drops in enforce
+// mode; in shadow mode the policy and underlay reasons count would-drops.
+// Every reason is present, zero included, so an alert has a series.
+func Drops(counters map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for comment, reason := range dropReasons {
+		out[reason] += counters[comment]
+	}
+	return out
+}
+
 // Conntrack reports the connection-tracking table's use.
 func Conntrack() (count, max int) {
 	return readInt("/proc/sys/net/netfilter/nf_conntrack_count"), readInt("/proc/sys/net/netfilter/nf_conntrack_max")
@@ -556,9 +583,12 @@ func readInt(path string) int {
 	return n
 }
 
-// raiseConntrack lifts nf_conntrack_max to a floor scaled to memory: a full
-// table drops new connections, which the rollout of the design this
-// replaces learned the hard way.
+// raiseConntrack lifts nf_conntrack_max to a floor scaled to memory, and
+// the hash table to a quarter of it: a full table drops new connections,
+// which the rollout of the design this replaces learned the hard way, and
+// the underlay default deny tracks every underlay flow (only WireGuard's
+// own datagrams are untracked). A short hash table makes every lookup walk
+// a long chain.
 func raiseConntrack(log *slog.Logger) {
 	const path = "/proc/sys/net/netfilter/nf_conntrack_max"
 	cur := readInt(path)
@@ -566,7 +596,8 @@ func raiseConntrack(log *slog.Logger) {
 		return // conntrack not loaded yet; the sysctl.d drop-in covers boot
 	}
 	memMiB := readMemMiB()
-	floor := min(max(memMiB*32, 131072), 2097152)
+	floor := min(max(memMiB*32, 262144), 2097152)
+	raiseHashSize(log, max(cur, floor)/4)
 	if cur >= floor {
 		return
 	}
@@ -575,6 +606,21 @@ func raiseConntrack(log *slog.Logger) {
 		return
 	}
 	log.Info("raised nf_conntrack_max", "from", cur, "to", floor)
+}
+
+// raiseHashSize raises the conntrack hash table to want buckets. It is
+// global (the initial namespace's), writable only there.
+func raiseHashSize(log *slog.Logger, want int) {
+	const path = "/sys/module/nf_conntrack/parameters/hashsize"
+	cur := readInt(path)
+	if cur == 0 || cur >= want {
+		return
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(want)), 0o644); err != nil {
+		log.Warn("conntrack hash table below a quarter of the table and not writable here", "hashsize", cur, "want", want, "err", err)
+		return
+	}
+	log.Info("raised the conntrack hash table", "from", cur, "to", want)
 }
 
 func readMemMiB() int {

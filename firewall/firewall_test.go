@@ -87,9 +87,18 @@ func TestCountersByRule(t *testing.T) {
 [9:900] -A INPUT -j ACCEPT
 COMMIT
 `}
-	got, err := newWith(Config{}, newFakeSets(), r, &fakeRules{}).Counters()
-	if err != nil || got[CounterWGUnknown] != 5 || got[CounterSpoofed] != 2 || len(got) != 2 {
+	r6 := &fakeRules{saved: `*filter
+[3:300] -A MESHD-INPUT -p udp -m udp --dport 51820 -m comment --comment "meshd wg from unknown" -j DROP
+[4:400] -A MESHD-UNDERLAY -m comment --comment "meshd underlay denied" -j DROP
+COMMIT
+`}
+	got, err := newWith(Config{}, newFakeSets(), r, r6).Counters()
+	if err != nil || got[CounterWGUnknown] != 8 || got[CounterSpoofed] != 2 || got[CounterUnderlay] != 4 || len(got) != 3 {
 		t.Errorf("counters = %v, %v", got, err)
+	}
+	drops := Drops(got)
+	if drops[DropWG] != 8 || drops[DropSpoofed] != 2 || drops[DropUnderlay] != 4 || drops[DropPolicy] != 0 || len(drops) != 4 {
+		t.Errorf("drops by reason = %v", drops)
 	}
 }
 

@@ -37,6 +37,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	row("registry", fmt.Sprintf("%s, last sync %s", s.Registry, orDash(s.LastSync)))
 	row("peers", fmt.Sprintf("%d (%s; %s)", s.Peers, counts(s.PeersByState), counts(s.PeersByPath)))
 	row("firewall", fmt.Sprintf("%s (conntrack %d of %d)", s.Firewall, s.Conntrack[0], s.Conntrack[1]))
+	if len(s.FirewallDrops) > 0 {
+		row("firewall drops", counts(uint64Map(s.FirewallDrops)))
+	}
 	if s.FirewallError != "" {
 		row("firewall error", s.FirewallError)
 	}
@@ -148,4 +151,12 @@ func writeFleet(w io.Writer, f admin.Fleet) {
 		fmt.Fprintf(w, "network %s: %s\n", n, counts(f.ByNetwork[n]))
 	}
 	fmt.Fprintf(w, "versions: %s\n%s\n", counts(f.ByVersion), f.Summary)
+}
+
+func uint64Map(m map[string]uint64) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		out[k] = int(v)
+	}
+	return out
 }

@@ -68,6 +68,9 @@ type Status struct {
 	TagError      string `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
+	// FirewallDrops: packets dropped (would-drop in shadow mode) per reason:
+	// underlay_default_deny, wireguard_non_member, spoofed_overlay_source, policy.
+	FirewallDrops map[string]uint64 `json:"firewall_drops,omitempty"`
 	// FirewallSets: how full each member set is; a full one leaves members out.
 	FirewallSets map[string]FirewallSet `json:"firewall_sets,omitempty"`
 	// FirewallError names what is wrong with the firewall (a full set), "" if nothing.

@@ -45,6 +45,7 @@ var (
 	descConntrack = prometheus.NewDesc("meshd_conntrack_entries", "Connection tracking entries in use.", nil, nil)
 	descCTMax     = prometheus.NewDesc("meshd_conntrack_max", "Connection tracking table size.", nil, nil)
 	descBreaker   = prometheus.NewDesc("meshd_breaker_held_removals", "Peer removals held by the mass-removal breaker.", nil, nil)
+	descDrops     = prometheus.NewDesc("meshd_firewall_drops_total", "Packets meshd's firewall dropped (would drop, in shadow mode) by reason.", []string{"reason"}, nil)
 	descSetUse    = prometheus.NewDesc("meshd_firewall_set_entries", "Entries in each of meshd's ipset sets.", []string{"set"}, nil)
 	descSetCap    = prometheus.NewDesc("meshd_firewall_set_capacity", "maxelem of each of meshd's ipset sets.", []string{"set"}, nil)
 	descSetFull   = prometheus.NewDesc("meshd_firewall_set_full", "1 when a set is full at its bound and members are left out.", []string{"set"}, nil)
@@ -57,7 +58,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descSetUse, descSetCap, descSetFull, descConntrack, descCTMax, descBreaker, descBuild} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descFirewall, descDrops, descSetUse, descSetCap, descSetFull, descConntrack, descCTMax, descBreaker, descBuild} {
 		ch <- d
 	}
 }
@@ -93,6 +94,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for rule, n := range st.FirewallCounters {
 		ch <- prometheus.MustNewConstMetric(descFirewall, prometheus.CounterValue, float64(n), rule)
+	}
+	for reason, n := range st.FirewallDrops {
+		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), reason)
 	}
 	for name, u := range st.FirewallSets {
 		full := 0.0

@@ -69,6 +69,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	d.mu.Unlock()
 	if d.fw != nil {
 		s.FirewallCounters, _ = d.fw.Counters()
+		s.FirewallDrops = firewall.Drops(s.FirewallCounters)
 		s.FirewallSets, s.FirewallError = firewallSets(d.fw.Sets())
 	}
 	s.Conntrack[0], s.Conntrack[1] = firewall.Conntrack()

@@ -444,6 +444,12 @@ func TestFirewallUnderlayDefaultDeny(t *testing.T) {
 	if got := counter(t, db, firewall.CounterUnderlay) - before; got < 3 {
 		t.Errorf("underlay default deny counted %d drops, want at least 3 (rogue, outsider, batch)", got)
 	}
+	if st, _ := db.Status(); st.FirewallDrops[firewall.DropUnderlay] < 3 || len(st.FirewallDrops) != 4 {
+		t.Errorf("status firewall_drops = %v, want every reason and at least 3 underlay_default_deny", st.FirewallDrops)
+	}
+	if out, err := meshctl(t, db, "status"); err != nil || !strings.Contains(out, " underlay_default_deny") {
+		t.Errorf("meshctl status does not name underlay drops: %v\n%s", err, out)
+	}
 	// The host itself still works: it reaches ZooKeeper, and its peers.
 	if st, _ := db.Status(); st.Registry != "connected" {
 		t.Errorf("db's registry %s under underlay default deny", st.Registry)
@@ -579,5 +585,44 @@ func TestFirewallFailsClosed(t *testing.T) {
 	left, _ := db.Host.Run(context.Background(), "bash", "-c", "iptables-save; ip6tables-save; ipset list -n")
 	if strings.Contains(left, "MESHD") || strings.Contains(left, "meshd") {
 		t.Errorf("left after meshd firewall flush:\n%s", left)
+	}
+}
+
+// TestFirewallIPv6Underlay: the testbed LANs carry IPv6 (fd18::/16); the
+// rogue's IPv6 to a member's WireGuard port and to a service on :: is
+// dropped and counted, while an underlay.allow port is open over IPv6 (so
+// the drop is the firewall's, not a broken IPv6 path).
+func TestFirewallIPv6Underlay(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	h, err := tb.AddHost("vpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Groups: []string{"db"}, Underlay: `{allow: [{ports: [tcp/8443], from: ["::/0"]}]}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := tb.AddHost("vpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen(t, db.Host, "::", 5432)
+	listen(t, db.Host, "::", 8443)
+	addr := db.Host.PrivateIP6.String()
+	if !tcpOpen(rogue, addr, 8443) {
+		t.Fatalf("underlay.allow tcp/8443 from ::/0 closed to the rogue over IPv6 (%s)", addr)
+	}
+	wgBefore, denyBefore := counter(t, db, firewall.CounterWGUnknown), counter(t, db, firewall.CounterUnderlay)
+	if tcpOpen(rogue, addr, 5432) {
+		t.Errorf("the rogue reaches [%s]:5432 over IPv6", addr)
+	}
+	for i := 0; i < 5; i++ {
+		rogue.Run(context.Background(), "bash", "-c", fmt.Sprintf("echo probe > /dev/udp/%s/51820", addr))
+	}
+	if got := counter(t, db, firewall.CounterWGUnknown) - wgBefore; got < 5 {
+		t.Errorf("IPv6 to the WireGuard port: %d of 5 probes dropped", got)
+	}
+	if got := counter(t, db, firewall.CounterUnderlay) - denyBefore; got == 0 {
+		t.Error("IPv6 to tcp/5432: no underlay drop counted")
 	}
 }
