@@ -120,8 +120,8 @@ func (f *Firewall) Start() error {
 	for i, r := range f.rules {
 		v6 := i == 1
 		rc := f.ruleConfig(v6)
-		// The policy chain must exist before the chains that jump to it.
-		if err := r.Restore(renderPolicy(nil, nil, v6)); err != nil {
+		// The policy chains must exist before the chains that jump to them.
+		if err := r.Restore(renderPolicy(nil, nil, v6) + renderForwardPolicy(f.policy, f.cfg.Groups, rc)); err != nil {
 			return fmt.Errorf("firewall: install policy chain (%s): %w", family(v6), err)
 		}
 		if err := r.Restore(renderFixed(rc)); err != nil {
@@ -418,7 +418,7 @@ func (f *Firewall) applyPolicyLocked() error {
 		}
 	}
 	for i, r := range f.rules {
-		if err := r.Restore(renderPolicy(f.policy, f.cfg.Groups, i == 1)); err != nil {
+		if err := r.Restore(renderPolicy(f.policy, f.cfg.Groups, i == 1) + renderForwardPolicy(f.policy, f.cfg.Groups, f.ruleConfig(i == 1))); err != nil {
 			return fmt.Errorf("firewall: apply policy (%s): %w", family(i == 1), err)
 		}
 	}
@@ -498,7 +498,7 @@ func (f *Firewall) flush() error {
 			r.RemoveJump(h.table, h.from, h.to)
 		}
 		r.DeleteChain("raw", chainNoTrack)
-		for _, c := range []string{chainInput, chainOverlay, chainUnderlay, chainPolicy} {
+		for _, c := range []string{chainInput, chainForward, chainOverlay, chainUnderlay, chainPolicy, chainFPolicy} {
 			r.DeleteChain("filter", c)
 		}
 		r.DeleteChain("mangle", chainMSS)
@@ -556,6 +556,7 @@ var dropReasons = map[string]string{
 	CounterWGUnknown:  DropWG,
 	CounterSpoofed:    DropSpoofed,
 	CounterOverlayDen: DropPolicy,
+	CounterForwardDen: DropPolicy,
 }
 
 // Drops sums the counters by drop reason, IPv4 and IPv6: drops in enforce

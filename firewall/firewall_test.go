@@ -144,6 +144,8 @@ func TestRuleStates(t *testing.T) {
 		{"policy-on-db", renderPolicy(&p, []string{"db"}, false)},
 		{"policy-on-web", renderPolicy(&p, []string{"web"}, false)},
 		{"policy-on-web-ipv6", renderPolicy(&p, []string{"web"}, true)},
+		{"forward-policy-on-db", renderForwardPolicy(&p, []string{"db"}, ruleConfig{Mode: "enforce", Allow: allow})},
+		{"forward-no-policy-shadow", renderForwardPolicy(nil, []string{"db"}, ruleConfig{Mode: "shadow", V6: true})},
 	}
 	var all strings.Builder
 	for _, s := range states {

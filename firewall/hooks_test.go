@@ -18,7 +18,7 @@ const hooksHelperEnv = "MESHD_FIREWALL_HOOKS_HELPER"
 // built-in chain meshd hooks into, as iptables -S prints it.
 func hookChains() string {
 	var b strings.Builder
-	for _, tc := range [][2]string{{"filter", "INPUT"}, {"mangle", "POSTROUTING"}, {"raw", "PREROUTING"}, {"raw", "OUTPUT"}} {
+	for _, tc := range [][2]string{{"filter", "INPUT"}, {"filter", "FORWARD"}, {"mangle", "POSTROUTING"}, {"raw", "PREROUTING"}, {"raw", "OUTPUT"}} {
 		out, _ := exec.Command("iptables", "-t", tc[0], "-S", tc[1]).CombinedOutput()
 		b.Write(out)
 	}
@@ -78,6 +78,7 @@ func TestFirewallHooksInKernel(t *testing.T) {
 	}
 	want := []string{
 		"-A INPUT -j MESHD-INPUT",
+		"-A FORWARD -j MESHD-FORWARD",
 		"-A POSTROUTING -o mesh0 -p tcp -j MESHD-MSS",
 		"-A PREROUTING -p udp -m udp --dport 51820 -j MESHD-NOTRACK",
 		"-A OUTPUT -p udp -m udp --sport 51820 -j MESHD-NOTRACK",

@@ -22,6 +22,8 @@ const (
 	chainOverlay  = "MESHD-OVERLAY"
 	chainUnderlay = "MESHD-UNDERLAY"
 	chainPolicy   = "MESHD-POLICY"
+	chainForward  = "MESHD-FORWARD" // forwarded traffic: which new connections are judged
+	chainFPolicy  = "MESHD-FPOLICY" // ...and the judgement, by original destination
 	chainMSS      = "MESHD-MSS"
 	chainNoTrack  = "MESHD-NOTRACK"
 )
@@ -32,6 +34,7 @@ const (
 	CounterOverlayDen = "meshd overlay denied"
 	CounterSpoofed    = "meshd overlay via underlay"
 	CounterUnderlay   = "meshd underlay denied"
+	CounterForwardDen = "meshd forward denied"
 )
 
 // setName is the set of one family: IPv6 members live in the twin set
@@ -106,6 +109,7 @@ func renderFixed(c ruleConfig) string {
 	w(":%s - [0:0]", chainInput)
 	w(":%s - [0:0]", chainOverlay)
 	w(":%s - [0:0]", chainUnderlay)
+	w(":%s - [0:0]", chainForward)
 	// Loopback first: a host calling its own overlay address does so over
 	// lo, which the anti-spoof rules below would take for the underlay.
 	w(`-A %s -i lo -j ACCEPT`, chainInput)
@@ -128,6 +132,15 @@ func renderFixed(c ruleConfig) string {
 	w(`-A %s -j %s`, chainOverlay, chainPolicy)
 	w(`-A %s -m comment --comment "%s"%s`, chainOverlay, CounterOverlayDen, verdict(c.Mode))
 	renderUnderlay(w, c)
+	// Forwarded traffic (DNAT'd ports such as Docker-published ones and
+	// NodePorts, and anything arriving over the overlay for a network
+	// behind this host) is judged like local traffic, by its original
+	// destination. Established flows and containers' own outbound
+	// connections (neither DNAT'd nor from the overlay) are left to the
+	// rest of FORWARD: meshd only drops here, it never accepts.
+	w(`-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN`, chainForward)
+	w(`-A %s -m conntrack --ctstate DNAT -j %s`, chainForward, chainFPolicy)
+	w(`-A %s -i %s -j %s`, chainForward, c.Interface, chainFPolicy)
 	w("COMMIT")
 	// WireGuard's underlay datagrams are filtered by source set alone, so
 	// tracking them only costs a conntrack entry lookup per packet.
@@ -242,6 +255,64 @@ func renderPolicy(p *policy.Policy, selfGroups []string, v6 bool) string {
 	return b.String()
 }
 
+// renderForwardPolicy renders the judgement of forwarded new connections:
+// what the policy (or, with none, membership) and the underlay allows
+// admit by original destination port returns to FORWARD; the rest is
+// dropped (counted, in shadow mode).
+func renderForwardPolicy(p *policy.Policy, selfGroups []string, c ruleConfig) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	ch := chainFPolicy
+	w("*filter")
+	w(":%s - [0:0]", ch)
+	for i, a := range c.Allow {
+		for _, from := range a.From {
+			if from.Addr().Is6() != c.V6 {
+				continue
+			}
+			src := ""
+			if from.Bits() > 0 {
+				src = " -s " + from.String()
+			}
+			for _, port := range a.Ports {
+				w(`-A %s%s %s -m comment --comment "meshd underlay allow %d %s" -j RETURN`, ch, src, origPortMatch(port, c.V6), i, port)
+			}
+		}
+	}
+	if p == nil {
+		w(`-A %s -m set --match-set %s src -m comment --comment "meshd members (no policy)" -j RETURN`, ch, setName(setMembers, c.V6))
+	} else {
+		mine := map[string]bool{policy.Any: true}
+		for _, g := range selfGroups {
+			mine[g] = true
+		}
+		for i, r := range p.Rules {
+			if !mine[r.To] {
+				continue
+			}
+			for _, port := range r.Ports {
+				w(`-A %s %s -m set --match-set %s src -m comment --comment "meshd policy %d %s<-%s %s" -j RETURN`,
+					ch, origPortMatch(port, c.V6), setName(groupSet(r.From), c.V6), i, r.To, r.From, port)
+			}
+		}
+	}
+	w(`-A %s -m comment --comment "%s"%s`, ch, CounterForwardDen, verdict(c.Mode))
+	w("COMMIT")
+	return b.String()
+}
+
+// origPortMatch matches a policy port against the connection's original
+// destination, before DNAT rewrote it.
+func origPortMatch(p policy.Port, v6 bool) string {
+	switch {
+	case p.Proto == "icmp":
+		return portMatch(p, v6)
+	case p.From == p.To:
+		return fmt.Sprintf("-m conntrack --ctproto %s --ctorigdstport %d", p.Proto, p.From)
+	}
+	return fmt.Sprintf("-m conntrack --ctproto %s --ctorigdstport %d:%d", p.Proto, p.From, p.To)
+}
+
 // policyGroups lists the groups whose sets a rendered policy refers to;
 // the sets must exist before the rules that name them.
 func policyGroups(p *policy.Policy, selfGroups []string) []string {
@@ -275,6 +346,7 @@ func (f *Firewall) hooks(v6 bool) []hook {
 	port := strconv.Itoa(f.cfg.ListenPort)
 	hs := []hook{
 		{"filter", "INPUT", chainInput, nil},
+		{"filter", "FORWARD", chainForward, nil},
 		{"raw", "PREROUTING", chainNoTrack, []string{"-p", "udp", "-m", "udp", "--dport", port}},
 		{"raw", "OUTPUT", chainNoTrack, []string{"-p", "udp", "-m", "udp", "--sport", port}},
 	}

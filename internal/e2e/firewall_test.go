@@ -626,3 +626,91 @@ func TestFirewallIPv6Underlay(t *testing.T) {
 		t.Error("IPv6 to tcp/5432: no underlay drop counted")
 	}
 }
+
+// TestFirewallForwardedTraffic: a port DNAT'd to a "container" behind a
+// member (a namespace on a veth, as Docker publishes ports) is judged by
+// the policy on its original port: the allowed group gets in, a denied
+// group and the rogue do not; the container's own outbound connections
+// keep working.
+func TestFirewallForwardedTraffic(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	var ms []*testbed.Meshd
+	for _, g := range []string{"db", "web", "batch"} {
+		h, err := tb.AddHost("vpc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Groups: []string{g}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	db, web, batch := ms[0], ms[1], ms[2]
+	rogue, err := tb.AddHost("vpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The container: its own namespace behind db, published on db:7000.
+	ctr := &testbed.Host{Name: "ctr", Netns: tb.Prefix + "-ctr"}
+	if out, err := exec.Command("ip", "netns", "add", ctr.Netns).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ctr.Netns).Run() })
+	for _, c := range [][]string{
+		{"ip", "link", "add", "c0", "netns", db.Host.Netns, "type", "veth", "peer", "eth0", "netns", ctr.Netns},
+		{"ip", "netns", "exec", db.Host.Netns, "ip", "addr", "add", "198.18.200.1/30", "dev", "c0"},
+		{"ip", "netns", "exec", db.Host.Netns, "ip", "link", "set", "c0", "up"},
+		{"ip", "netns", "exec", db.Host.Netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"ip", "netns", "exec", db.Host.Netns, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "7000", "-j", "DNAT", "--to-destination", "198.18.200.2:5432"},
+		{"ip", "netns", "exec", db.Host.Netns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "198.18.200.0/30", "-o", "eth0", "-j", "MASQUERADE"},
+		{"ip", "netns", "exec", ctr.Netns, "ip", "link", "set", "lo", "up"},
+		{"ip", "netns", "exec", ctr.Netns, "ip", "addr", "add", "198.18.200.2/30", "dev", "eth0"},
+		{"ip", "netns", "exec", ctr.Netns, "ip", "link", "set", "eth0", "up"},
+		{"ip", "netns", "exec", ctr.Netns, "ip", "route", "add", "default", "via", "198.18.200.1"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	listen(t, ctr, "0.0.0.0", 5432)
+	listen(t, rogue, "0.0.0.0", 9000) // for the container's outbound connection
+	dbst, _ := db.Status()
+	for _, m := range []*testbed.Meshd{web, batch} {
+		waitFor(t, 20*time.Second, m.Host.Name+" reaches db", func() error {
+			_, err := m.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", dbst.OverlayIP)
+			return err
+		})
+	}
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(p, []byte("rules: [{to: db, from: web, ports: [tcp/7000]}]\n"), 0o644)
+	if out, err := meshctl(t, db, "policy", "set", p); err != nil {
+		t.Fatalf("meshctl policy set: %v\n%s", err, out)
+	}
+	waitFor(t, 5*time.Second, "policy in force", func() error {
+		if tcpOpen(batch.Host, dbst.OverlayIP, 7000) {
+			return fmt.Errorf("batch still reaches the container")
+		}
+		return nil
+	})
+	priv := db.Host.PrivateIP.String()
+	for _, c := range []struct {
+		what string
+		from *testbed.Host
+		addr string
+		want bool
+	}{
+		{"web (allowed) over the overlay", web.Host, dbst.OverlayIP, true},
+		{"web (allowed) over the underlay", web.Host, priv, true},
+		{"batch (denied) over the overlay", batch.Host, dbst.OverlayIP, false},
+		{"batch (denied) over the underlay", batch.Host, priv, false},
+		{"the rogue", rogue, priv, false},
+	} {
+		if got := tcpOpen(c.from, c.addr, 7000); got != c.want {
+			t.Errorf("%s -> %s:7000 (DNAT to the container): open=%v, want %v", c.what, c.addr, got, c.want)
+		}
+	}
+	if !tcpOpen(ctr, rogue.PrivateIP.String(), 9000) {
+		t.Error("the container's own outbound connection is blocked")
+	}
+}
