@@ -303,6 +303,26 @@ func TestFirewallShadowModeCountsDropsNothing(t *testing.T) {
 		t.Errorf("status firewall = %q", st.Firewall)
 	}
 
+	// Shadow mode shadows the underlay default deny too: the rogue gets in
+	// and is counted. The anti-spoof rules still drop: routing the overlay
+	// to db's private address gets the rogue nowhere.
+	rogue, err := tb.AddHost("vpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen(t, db.Host, "0.0.0.0", 5432)
+	under := counter(t, db, firewall.CounterUnderlay)
+	if !tcpOpen(rogue, db.Host.PrivateIP.String(), 5432) {
+		t.Error("shadow mode dropped the rogue's connection to 0.0.0.0:5432")
+	}
+	if counter(t, db, firewall.CounterUnderlay) <= under {
+		t.Error("shadow mode did not count the rogue's would-drop")
+	}
+	rogue.Run(context.Background(), "ip", "route", "add", "100.100.0.0/16", "via", db.Host.PrivateIP.String())
+	if tcpOpen(rogue, dbst.OverlayIP, 5432) {
+		t.Error("shadow mode let the rogue reach db's overlay address from the underlay")
+	}
+
 	// /metrics parses with the Prometheus text parser and carries the
 	// families operators alert on, the would-drop among them.
 	raw, err := db.Host.Run(context.Background(), "bash", "-c",
