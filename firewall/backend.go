@@ -22,6 +22,7 @@ type sets interface {
 	Add(name string, p netip.Prefix) error
 	Del(name string, p netip.Prefix) error
 	Swap(a, b string) error
+	Flush(name string) error
 	Destroy(name string) error
 	Names() ([]string, error)
 }
@@ -102,6 +103,13 @@ func isMissing(err error) bool {
 func (netlinkSets) Swap(a, b string) error {
 	if err := netlink.IpsetSwap(a, b); err != nil {
 		return fmt.Errorf("swap sets %s and %s: %w", a, b, err)
+	}
+	return nil
+}
+
+func (netlinkSets) Flush(name string) error {
+	if err := netlink.IpsetFlush(name); err != nil {
+		return fmt.Errorf("flush set %s: %w", name, err)
 	}
 	return nil
 }

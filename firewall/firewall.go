@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -450,14 +451,32 @@ func (f *Firewall) Resync(hosts []Host) error {
 			want[e.set][e.addr]++
 		}
 	}
+	existing, err := f.sets.Names()
+	if err != nil {
+		return err
+	}
 	for name, addrs := range want {
+		if len(addrs) == 0 {
+			// Emptying needs no staging: flushing is one atomic step, and
+			// it spares a create and two destroys (each waits for an RCU
+			// grace period) per set, most of them the empty IPv6 twins,
+			// on meshd's start path.
+			if err := f.sets.Flush(name); err != nil {
+				return err
+			}
+			f.entries[name] = addrs
+			delete(f.full, name)
+			continue
+		}
 		c := max(f.capacity[name], f.capacityFor(len(addrs)))
 		if len(addrs) > f.maxCapacity() {
 			f.full[name] = true
 			return fmt.Errorf("firewall: set %s would hold %d entries, over the bound %d", name, len(addrs), f.maxCapacity())
 		}
 		tmp := name + "-t"
-		f.sets.Destroy(tmp)
+		if slices.Contains(existing, tmp) { // left by a crash mid-resync
+			f.sets.Destroy(tmp)
+		}
 		if err := f.sets.Ensure(tmp, setSpec{Type: "hash:ip", V6: f.v6sets[name], MaxElem: c}); err != nil {
 			return err
 		}

@@ -61,6 +61,13 @@ func (f *fakeSets) Swap(a, b string) error {
 	return nil
 }
 func (f *fakeSets) Destroy(name string) error { delete(f.sets, name); return nil }
+func (f *fakeSets) Flush(name string) error {
+	if f.sets[name] == nil {
+		return fmt.Errorf("no set %s", name)
+	}
+	f.sets[name] = map[netip.Prefix]bool{}
+	return nil
+}
 func (f *fakeSets) Names() ([]string, error) {
 	var out []string
 	for n := range f.sets {

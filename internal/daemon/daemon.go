@@ -93,16 +93,28 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	if err != nil {
 		return nil, err
 	}
-	if err = d.startFirewall(cfg, log); err != nil {
-		return nil, err
-	}
 	id := cfg.Identity
 	d.self = registry.Host{
 		InstanceID: id.InstanceID, PublicKey: key.PublicKey(), Network: id.Network,
 		PrivateIP: id.PrivateIP, PublicIP: id.PublicIP, ListenPort: uint16(cfg.Interface.ListenPort),
 		Groups: id.Groups, Version: version.Version, StartTime: d.start.UTC(),
 	}
-	overlay, err := d.reg.Register(ctx, d.self, 5*time.Second)
+	// The firewall comes up from the snapshot while the lease is fetched:
+	// both must be done before the device, neither waits for the other.
+	type leased struct {
+		ip  netip.Addr
+		err error
+	}
+	lease := make(chan leased, 1)
+	go func(self registry.Host) {
+		ip, err := d.reg.Register(ctx, self, 5*time.Second)
+		lease <- leased{ip, err}
+	}(d.self)
+	if err = d.startFirewall(cfg, log); err != nil {
+		return nil, err
+	}
+	l := <-lease
+	overlay, err := l.ip, l.err
 	if err != nil {
 		return nil, err
 	}

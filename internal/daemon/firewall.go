@@ -54,6 +54,8 @@ func (d *Daemon) resyncFirewall(ctx context.Context) {
 // document cache (filled from the snapshot), the last policy. A restart
 // while ZooKeeper is down thus enforces what was in force before.
 func (d *Daemon) startFirewall(cfg config.Config, log *slog.Logger) error {
+	t0 := time.Now()
+	defer func() { log.Info("firewall up from the snapshot", "took", time.Since(t0).Round(time.Millisecond)) }()
 	if cfg.Firewall.Mode != config.ModeOff {
 		d.fw = firewall.New(firewallConfig(cfg, len(d.reg.Hosts()), log))
 		if err := d.fw.Start(); err != nil {
@@ -75,6 +77,7 @@ func (d *Daemon) startFirewall(cfg config.Config, log *slog.Logger) error {
 		if err := d.fw.Resync(hosts); err != nil {
 			return err
 		}
+		log.Debug("firewall members from the snapshot", "hosts", len(hosts), "took", time.Since(t0).Round(time.Millisecond))
 	}
 	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
 	return nil
@@ -138,10 +141,11 @@ func (d *Daemon) setPolicyState(err error, warning string) {
 	d.policyErr, d.policyWarning = err, warning
 }
 
-// knownGroups are the groups of every host in the registry and this one.
+// knownGroups are the groups of every host in the registry and this one
+// (from the identity: the policy may arrive before the record is built).
 func (d *Daemon) knownGroups() map[string]bool {
 	known := map[string]bool{}
-	for _, g := range d.self.Groups {
+	for _, g := range d.cfg.Identity.Groups {
 		known[g] = true
 	}
 	for _, h := range d.reg.Hosts() {
