@@ -15,10 +15,14 @@ import (
 
 // sets is the kernel's ipset as the firewall uses it; tests use a fake.
 type sets interface {
-	Ensure(name, typ string) error
+	// Ensure creates a set, or leaves an existing one as it is.
+	Ensure(name string, spec setSpec) error
+	// Capacity is an existing set's maxelem.
+	Capacity(name string) (int, error)
 	Add(name string, p netip.Prefix) error
 	Del(name string, p netip.Prefix) error
 	Swap(a, b string) error
+	Flush(name string) error
 	Destroy(name string) error
 	Names() ([]string, error)
 }
@@ -37,16 +41,35 @@ type rules interface {
 	Save(table string) (string, error)
 }
 
+// setSpec is what a set is created with.
+type setSpec struct {
+	Type    string // hash:ip | hash:net
+	V6      bool   // family inet6
+	MaxElem int    // 0: ipset's default
+}
+
 // netlinkSets drives ipset over netlink: one message per change, no
 // process per change.
 type netlinkSets struct{}
 
-func (netlinkSets) Ensure(name, typ string) error {
-	err := netlink.IpsetCreate(name, typ, netlink.IpsetCreateOptions{})
+func (netlinkSets) Ensure(name string, spec setSpec) error {
+	o := netlink.IpsetCreateOptions{Family: syscall.AF_INET, MaxElements: uint32(spec.MaxElem)}
+	if spec.V6 {
+		o.Family = syscall.AF_INET6
+	}
+	err := netlink.IpsetCreate(name, spec.Type, o)
 	if err != nil && !errors.Is(err, syscall.EEXIST) {
-		return fmt.Errorf("create set %s (%s): %w", name, typ, err)
+		return fmt.Errorf("create set %s (%s, maxelem %d): %w", name, spec.Type, spec.MaxElem, err)
 	}
 	return nil
+}
+
+func (netlinkSets) Capacity(name string) (int, error) {
+	r, err := netlink.IpsetList(name)
+	if err != nil {
+		return 0, fmt.Errorf("list set %s: %w", name, err)
+	}
+	return int(r.MaxElements), nil
 }
 
 func entry(p netip.Prefix) *netlink.IPSetEntry {
@@ -84,6 +107,13 @@ func (netlinkSets) Swap(a, b string) error {
 	return nil
 }
 
+func (netlinkSets) Flush(name string) error {
+	if err := netlink.IpsetFlush(name); err != nil {
+		return fmt.Errorf("flush set %s: %w", name, err)
+	}
+	return nil
+}
+
 func (netlinkSets) Destroy(name string) error {
 	err := netlink.IpsetDestroy(name)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
@@ -111,8 +141,17 @@ func (netlinkSets) Names() ([]string, error) {
 }
 
 // iptables drives the fixed rules with iptables-restore, one transaction
-// per change of the rules (start, policy change), never per member.
-type iptables struct{}
+// per change of the rules (start, policy change), never per member; with
+// v6, the same with ip6tables.
+type iptables struct{ v6 bool }
+
+// cmd names the tool of the family: iptables, ip6tables-restore, ...
+func (b iptables) cmd(tool string) string {
+	if b.v6 {
+		return strings.Replace(tool, "iptables", "ip6tables", 1)
+	}
+	return tool
+}
 
 func run(stdin string, name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
@@ -128,8 +167,8 @@ func run(stdin string, name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func (iptables) Restore(text string) error {
-	_, err := run(text, "iptables-restore", "-w", "--noflush")
+func (b iptables) Restore(text string) error {
+	_, err := run(text, b.cmd("iptables-restore"), "-w", "--noflush")
 	return err
 }
 
@@ -145,21 +184,21 @@ func (b iptables) EnsureJump(table, from, to string, match ...string) error {
 			have = true
 			continue
 		}
-		if err := deleteRule(table, from, spec); err != nil {
+		if err := b.deleteRule(table, from, spec); err != nil {
 			return fmt.Errorf("remove stale hook %q: %w", spec, err)
 		}
 	}
 	if have {
 		return nil
 	}
-	_, err = run("", "iptables", append(append([]string{"-w", "-t", table, "-I", from, "1"}, match...), "-j", to)...)
+	_, err = run("", b.cmd("iptables"), append(append([]string{"-w", "-t", table, "-I", from, "1"}, match...), "-j", to)...)
 	return err
 }
 
 func (b iptables) RemoveJump(table, from, to string) error {
 	specs, err := b.jumps(table, from, to)
 	for _, spec := range specs {
-		if derr := deleteRule(table, from, spec); derr != nil {
+		if derr := b.deleteRule(table, from, spec); derr != nil {
 			err = derr
 		}
 	}
@@ -167,15 +206,15 @@ func (b iptables) RemoveJump(table, from, to string) error {
 }
 
 // deleteRule deletes one rule of a chain given in iptables -S form.
-func deleteRule(table, chain, spec string) error {
-	_, err := run("", "iptables", append([]string{"-w", "-t", table, "-D", chain}, strings.Fields(spec)...)...)
+func (b iptables) deleteRule(table, chain, spec string) error {
+	_, err := run("", b.cmd("iptables"), append([]string{"-w", "-t", table, "-D", chain}, strings.Fields(spec)...)...)
 	return err
 }
 
 // jumps lists the rules of a built-in chain that jump to chain to, in
 // iptables -S form without the "-A CHAIN" prefix.
-func (iptables) jumps(table, from, to string) ([]string, error) {
-	out, err := run("", "iptables", "-w", "-t", table, "-S", from)
+func (b iptables) jumps(table, from, to string) ([]string, error) {
+	out, err := run("", b.cmd("iptables"), "-w", "-t", table, "-S", from)
 	if err != nil {
 		return nil, err
 	}
@@ -189,14 +228,14 @@ func (iptables) jumps(table, from, to string) ([]string, error) {
 	return specs, nil
 }
 
-func (iptables) DeleteChain(table, chain string) error {
-	run("", "iptables", "-w", "-t", table, "-F", chain)
-	if _, err := run("", "iptables", "-w", "-t", table, "-X", chain); err != nil && !strings.Contains(err.Error(), "No chain") && !strings.Contains(err.Error(), "does not exist") {
+func (b iptables) DeleteChain(table, chain string) error {
+	run("", b.cmd("iptables"), "-w", "-t", table, "-F", chain)
+	if _, err := run("", b.cmd("iptables"), "-w", "-t", table, "-X", chain); err != nil && !strings.Contains(err.Error(), "No chain") && !strings.Contains(err.Error(), "does not exist") {
 		return err
 	}
 	return nil
 }
 
-func (iptables) Save(table string) (string, error) {
-	return run("", "iptables-save", "-c", "-t", table)
+func (b iptables) Save(table string) (string, error) {
+	return run("", b.cmd("iptables-save"), "-c", "-t", table)
 }

@@ -16,24 +16,36 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-// fakeSets records set contents and counts operations.
+// fakeSets records set contents and counts operations; like the kernel,
+// it refuses an add to a set at its maxelem.
 type fakeSets struct {
 	sets map[string]map[netip.Prefix]bool
+	max  map[string]int
 	ops  int
 }
 
-func newFakeSets() *fakeSets { return &fakeSets{sets: map[string]map[netip.Prefix]bool{}} }
+func newFakeSets() *fakeSets {
+	return &fakeSets{sets: map[string]map[netip.Prefix]bool{}, max: map[string]int{}}
+}
 
-func (f *fakeSets) Ensure(name, typ string) error {
+func (f *fakeSets) Ensure(name string, spec setSpec) error {
 	if f.sets[name] == nil {
 		f.sets[name] = map[netip.Prefix]bool{}
+		f.max[name] = spec.MaxElem
+		if spec.MaxElem == 0 {
+			f.max[name] = 65536
+		}
 	}
 	return nil
 }
+func (f *fakeSets) Capacity(name string) (int, error) { return f.max[name], nil }
 func (f *fakeSets) Add(name string, p netip.Prefix) error {
 	f.ops++
 	if f.sets[name] == nil {
 		return fmt.Errorf("no set %s", name)
+	}
+	if !f.sets[name][p] && len(f.sets[name]) >= f.max[name] {
+		return fmt.Errorf("set %s is full", name)
 	}
 	f.sets[name][p] = true
 	return nil
@@ -45,9 +57,17 @@ func (f *fakeSets) Del(name string, p netip.Prefix) error {
 }
 func (f *fakeSets) Swap(a, b string) error {
 	f.sets[a], f.sets[b] = f.sets[b], f.sets[a]
+	f.max[a], f.max[b] = f.max[b], f.max[a]
 	return nil
 }
 func (f *fakeSets) Destroy(name string) error { delete(f.sets, name); return nil }
+func (f *fakeSets) Flush(name string) error {
+	if f.sets[name] == nil {
+		return fmt.Errorf("no set %s", name)
+	}
+	f.sets[name] = map[netip.Prefix]bool{}
+	return nil
+}
 func (f *fakeSets) Names() ([]string, error) {
 	var out []string
 	for n := range f.sets {
@@ -74,9 +94,18 @@ func TestCountersByRule(t *testing.T) {
 [9:900] -A INPUT -j ACCEPT
 COMMIT
 `}
-	got, err := newWith(Config{}, newFakeSets(), r).Counters()
-	if err != nil || got[CounterWGUnknown] != 5 || got[CounterSpoofed] != 2 || len(got) != 2 {
+	r6 := &fakeRules{saved: `*filter
+[3:300] -A MESHD-INPUT -p udp -m udp --dport 51820 -m comment --comment "meshd wg from unknown" -j DROP
+[4:400] -A MESHD-UNDERLAY -m comment --comment "meshd underlay denied" -j DROP
+COMMIT
+`}
+	got, err := newWith(Config{}, newFakeSets(), r, r6).Counters()
+	if err != nil || got[CounterWGUnknown] != 8 || got[CounterSpoofed] != 2 || got[CounterUnderlay] != 4 || len(got) != 3 {
 		t.Errorf("counters = %v, %v", got, err)
+	}
+	drops := Drops(got)
+	if drops[DropWG] != 8 || drops[DropSpoofed] != 2 || drops[DropUnderlay] != 4 || drops[DropPolicy] != 0 || len(drops) != 4 {
+		t.Errorf("drops by reason = %v", drops)
 	}
 }
 
@@ -101,15 +130,29 @@ func TestRuleStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	https, _ := policy.ParsePort("tcp/443")
+	allow := []Allow{{Ports: []policy.Port{https}, From: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}},
+		{Ports: []policy.Port{{Proto: "tcp", From: 9100, To: 9100}}, From: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}}
+	base := ruleConfig{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16")}
+	with := func(edit func(*ruleConfig)) string {
+		c := base
+		edit(&c)
+		return renderFixed(c)
+	}
 	states := []struct {
 		name string
 		text string
 	}{
-		{"enforce", renderFixed(ruleConfig{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), SSH: true})},
-		{"shadow", renderFixed(ruleConfig{Mode: "shadow", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16")})},
-		{"no-policy", renderPolicy(nil, []string{"db"})},
-		{"policy-on-db", renderPolicy(&p, []string{"db"})},
-		{"policy-on-web", renderPolicy(&p, []string{"web"})},
+		{"enforce", with(func(c *ruleConfig) { c.SSH, c.Members, c.Allow = true, true, allow })},
+		{"enforce-ipv6", with(func(c *ruleConfig) { c.SSH, c.Members, c.Allow, c.V6 = true, true, allow, true })},
+		{"enforce-members-overlay-only", with(func(c *ruleConfig) {})},
+		{"shadow", with(func(c *ruleConfig) { c.Mode, c.Members = "shadow", true })},
+		{"no-policy", renderPolicy(nil, []string{"db"}, false)},
+		{"policy-on-db", renderPolicy(&p, []string{"db"}, false)},
+		{"policy-on-web", renderPolicy(&p, []string{"web"}, false)},
+		{"policy-on-web-ipv6", renderPolicy(&p, []string{"web"}, true)},
+		{"forward-policy-on-db", renderForwardPolicy(&p, []string{"db"}, ruleConfig{Mode: "enforce", Allow: allow})},
+		{"forward-no-policy-shadow", renderForwardPolicy(nil, []string{"db"}, ruleConfig{Mode: "shadow", V6: true})},
 	}
 	var all strings.Builder
 	for _, s := range states {
@@ -125,7 +168,7 @@ func host(i int, groups ...string) Host {
 
 func TestMemberChangesAreO1(t *testing.T) {
 	s, r := newFakeSets(), &fakeRules{}
-	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r, &fakeRules{})
 	if err := f.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +214,7 @@ func TestMemberChangesAreO1(t *testing.T) {
 
 func TestResyncSwapsFullSets(t *testing.T) {
 	s, r := newFakeSets(), &fakeRules{}
-	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r)
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r, &fakeRules{})
 	f.Start()
 	s.sets[setMembers][netip.MustParsePrefix("100.100.9.9/32")] = true // left by a crashed run
 	if err := f.Resync([]Host{host(1, "web"), host(2, "db")}); err != nil {
@@ -197,5 +240,44 @@ func TestGroupSetNamesFitTheKernel(t *testing.T) {
 		if n := groupSet(g); len(n)+2 > 31 {
 			t.Errorf("set name %q too long", n)
 		}
+	}
+}
+
+// TestSetsGrowAndReportFull: a set that fills is replaced by a bigger one
+// holding every member; at the bound it is reported full and the add fails.
+func TestSetsGrowAndReportFull(t *testing.T) {
+	s, r := newFakeSets(), &fakeRules{}
+	f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"),
+		FleetSize: 10, MinSetCapacity: 64, MaxSetCapacity: 1024, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, r, &fakeRules{})
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Sets()[setPeers].Capacity; got != 64 {
+		t.Fatalf("peer set created with maxelem %d, want 64 (fleet of 10, floor 64)", got)
+	}
+	for i := 1; i <= 500; i++ { // 1000 underlay addresses
+		if err := f.SetHost(host(i, "web")); err != nil {
+			t.Fatalf("host %d: %v", i, err)
+		}
+	}
+	use := f.Sets()[setPeers]
+	if use.Entries != 1000 || use.Capacity != 1024 || use.Full || len(s.sets[setPeers]) != 1000 || s.max[setPeers] != 1024 {
+		t.Errorf("peer set after growth: %+v, kernel holds %d, maxelem %d", use, len(s.sets[setPeers]), s.max[setPeers])
+	}
+	for n := range s.sets {
+		if strings.HasSuffix(n, "-g") {
+			t.Errorf("staging set %s left behind", n)
+		}
+	}
+	// 1000 + 2 more than the bound of 1024 allows.
+	var err error
+	for i := 501; i <= 513 && err == nil; i++ {
+		err = f.SetHost(host(i, "web"))
+	}
+	if err == nil || !strings.Contains(err.Error(), "full") {
+		t.Errorf("adding past the bound: %v, want an error saying the set is full", err)
+	}
+	if !f.Sets()[setPeers].Full {
+		t.Errorf("peer set at its bound not reported full: %+v", f.Sets()[setPeers])
 	}
 }

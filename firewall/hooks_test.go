@@ -18,7 +18,7 @@ const hooksHelperEnv = "MESHD_FIREWALL_HOOKS_HELPER"
 // built-in chain meshd hooks into, as iptables -S prints it.
 func hookChains() string {
 	var b strings.Builder
-	for _, tc := range [][2]string{{"filter", "INPUT"}, {"mangle", "POSTROUTING"}, {"raw", "PREROUTING"}, {"raw", "OUTPUT"}} {
+	for _, tc := range [][2]string{{"filter", "INPUT"}, {"filter", "FORWARD"}, {"mangle", "POSTROUTING"}, {"raw", "PREROUTING"}, {"raw", "OUTPUT"}} {
 		out, _ := exec.Command("iptables", "-t", tc[0], "-S", tc[1]).CombinedOutput()
 		b.Write(out)
 	}
@@ -53,14 +53,20 @@ func TestHelperHooks(t *testing.T) {
 		res[step] = hookChains()
 	}
 	New(cfg).Close()
+	res["stopped"] = hookChains()
+	if err := Flush(cfg.Logger); err != nil {
+		res["error"] = err.Error()
+		return
+	}
 	res["closed"] = hookChains()
 	all, _ := exec.Command("iptables-save").CombinedOutput()
-	res["left"] = fmt.Sprint(strings.Count(string(all), "MESHD"))
+	all6, _ := exec.Command("ip6tables-save").CombinedOutput()
+	res["left"] = fmt.Sprint(strings.Count(string(all)+string(all6), "MESHD"))
 }
 
 // TestFirewallHooksInKernel: meshd's hooks are narrowed to the packets
 // their chains concern, replace what an older meshd left, stay single
-// across a restart, and are all gone after Close.
+// across a restart, stay when meshd stops, and are all gone after Flush.
 func TestFirewallHooksInKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP-ROOT: needs root for a network namespace and iptables")
@@ -72,6 +78,7 @@ func TestFirewallHooksInKernel(t *testing.T) {
 	}
 	want := []string{
 		"-A INPUT -j MESHD-INPUT",
+		"-A FORWARD -j MESHD-FORWARD",
 		"-A POSTROUTING -o mesh0 -p tcp -j MESHD-MSS",
 		"-A PREROUTING -p udp -m udp --dport 51820 -j MESHD-NOTRACK",
 		"-A OUTPUT -p udp -m udp --sport 51820 -j MESHD-NOTRACK",
@@ -87,7 +94,13 @@ func TestFirewallHooksInKernel(t *testing.T) {
 			t.Errorf("hooks after %s:\n%s\nwant exactly:\n%s", step, strings.Join(hooks, "\n"), strings.Join(want, "\n"))
 		}
 	}
+	// A stopped meshd leaves the host closed: every hook stays.
+	for _, h := range want {
+		if !strings.Contains(res["stopped"], h) {
+			t.Errorf("after Close (meshd stopped) the hook %q is gone:\n%s", h, res["stopped"])
+		}
+	}
 	if strings.Contains(res["closed"], "MESHD") || res["left"] != "0" {
-		t.Errorf("after Close: %s rules or chains named MESHD left:\n%s", res["left"], res["closed"])
+		t.Errorf("after Flush: %s rules or chains named MESHD left:\n%s", res["left"], res["closed"])
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // The firewall acts on the namespace of the process that runs it, so the
@@ -92,7 +94,10 @@ func TestHelperFirewallScale(t *testing.T) {
 			fmt.Sscan(v, &res.Members)
 		}
 	}
-	f.Close()
+	if err := Flush(nil); err != nil {
+		fail(err)
+		return
+	}
 	res.LeftRules = meshdRuleCount()
 	sets, _ := exec.Command("ipset", "list", "-n").CombinedOutput()
 	res.LeftSets = strings.Count(string(sets), "meshd")
@@ -153,6 +158,97 @@ func TestFirewallScaleInKernel(t *testing.T) {
 		t.Errorf("per-member cost grows with the set: join %.0f -> %.0f µs, leave %.0f -> %.0f µs", res.JoinAt10us, res.JoinAt10000us, res.LeaveAt10us, res.LeaveAt10000us)
 	}
 	if res.LeftRules != 0 || res.LeftSets != 0 {
-		t.Errorf("Close left %d rules and %d sets", res.LeftRules, res.LeftSets)
+		t.Errorf("Flush left %d rules and %d sets", res.LeftRules, res.LeftSets)
+	}
+}
+
+type growthResult struct {
+	Err          string `json:"err,omitempty"`
+	InitialMax   int    `json:"initial_max"`
+	FinalMax     int    `json:"final_max"`
+	Entries      int    `json:"entries"`
+	Probes       int    `json:"probes"`
+	MissedProbes int    `json:"missed_probes"`
+}
+
+func TestHelperSetGrowth(t *testing.T) {
+	if os.Getenv(kernelHelperEnv) == "" {
+		t.Skip("helper process for TestSetGrowthInKernel")
+	}
+	res := growthResult{}
+	defer func() { json.NewEncoder(os.Stdout).Encode(res) }()
+	exec.Command("ip", "link", "add", "mesh0", "type", "dummy").Run()
+	f := New(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"),
+		FleetSize: 10, MinSetCapacity: 1024, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := f.Start(); err != nil {
+		res.Err = err.Error()
+		return
+	}
+	defer Flush(nil)
+	if err := f.SetHost(host(1, "web")); err != nil {
+		res.Err = err.Error()
+		return
+	}
+	r, err := netlink.IpsetList(setPeers)
+	if err != nil {
+		res.Err = err.Error()
+		return
+	}
+	res.InitialMax = int(r.MaxElements)
+	// While the set grows twice (1024 -> 2048 -> 4096), the first member
+	// must be in it at every probe: the swap is atomic.
+	first := entry(netip.MustParsePrefix("198.18.0.1/32"))
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ok, err := netlink.IpsetTest(setPeers, first)
+			res.Probes++
+			if err != nil || !ok {
+				res.MissedProbes++
+			}
+		}
+	}()
+	for i := 2; i <= 1500; i++ { // 3000 underlay addresses
+		if err := f.SetHost(host(i, "web")); err != nil {
+			res.Err = err.Error()
+			break
+		}
+	}
+	close(stop)
+	<-done
+	if r, err = netlink.IpsetList(setPeers); err != nil {
+		res.Err = err.Error()
+		return
+	}
+	res.FinalMax, res.Entries = int(r.MaxElements), len(r.Entries)
+}
+
+// TestSetGrowthInKernel: a set created at maxelem 1024 grows past it as
+// members join; every member is in the kernel's set afterwards and an
+// early member never went missing while the set was swapped.
+func TestSetGrowthInKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP-ROOT: needs root for a network namespace and ipset")
+	}
+	var res growthResult
+	runHelperInNamespace(t, "TestHelperSetGrowth", kernelHelperEnv, &res)
+	if res.Err != "" {
+		t.Fatal(res.Err)
+	}
+	t.Logf("meshd-peers: maxelem %d -> %d, %d entries; %d probes of the first member during growth, %d missed", res.InitialMax, res.FinalMax, res.Entries, res.Probes, res.MissedProbes)
+	if res.InitialMax != 1024 {
+		t.Errorf("initial maxelem %d, want 1024", res.InitialMax)
+	}
+	if res.Entries != 3000 || res.FinalMax < 3000 {
+		t.Errorf("after growth: %d entries (want 3000), maxelem %d", res.Entries, res.FinalMax)
+	}
+	if res.Probes == 0 || res.MissedProbes != 0 {
+		t.Errorf("first member missing in %d of %d probes while the set grew", res.MissedProbes, res.Probes)
 	}
 }

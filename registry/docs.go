@@ -26,6 +26,9 @@ type docWatchers struct {
 	mu   sync.Mutex
 	subs map[string][]func([]byte)
 	last map[string][]byte
+	// kept is the last content each document had while it existed: the
+	// snapshot keeps it across a deleted node (meshd keeps the policy).
+	kept map[string]string
 }
 
 // OnDocument calls fn with the document's content now (if known) and after
@@ -40,6 +43,34 @@ func (r *Registry) OnDocument(name string, fn func([]byte)) {
 	r.docs.mu.Unlock()
 	if known {
 		fn(last)
+	}
+}
+
+// known returns the last content of each document, for the snapshot.
+func (w *docWatchers) known() map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]string{}
+	for name, data := range w.kept {
+		out[name] = data
+	}
+	return out
+}
+
+// seed fills the cache from the snapshot before ZooKeeper answers: a
+// subscriber hears the last known document at once.
+func (w *docWatchers) seed(docs map[string]string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.last == nil {
+		w.last = map[string][]byte{}
+	}
+	if w.kept == nil {
+		w.kept = map[string]string{}
+	}
+	for name, data := range docs {
+		w.last[name] = []byte(data)
+		w.kept[name] = data
 	}
 }
 
@@ -78,9 +109,18 @@ func (r *Registry) watchDoc(name string) {
 		}
 		prev, known := r.docs.last[name]
 		r.docs.last[name] = data
+		if len(data) > 0 {
+			if r.docs.kept == nil {
+				r.docs.kept = map[string]string{}
+			}
+			r.docs.kept[name] = string(data)
+		}
 		subs := append([]func([]byte){}, r.docs.subs[name]...)
 		r.docs.mu.Unlock()
 		if !known || string(prev) != string(data) {
+			r.mu.Lock()
+			r.dirty = true // the snapshot keeps the documents too
+			r.mu.Unlock()
 			for _, fn := range subs {
 				fn(data)
 			}

@@ -203,6 +203,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	if snap.Lease.IsValid() {
 		r.selfLease = snap.Lease
 	}
+	r.docs.seed(snap.Docs)
 	r.wg.Add(3)
 	go r.watchSession(sessionEvents)
 	go r.keepRegistered()

@@ -22,6 +22,9 @@ type snapshot struct {
 	Lease   netip.Addr     `json:"lease"`
 	Hosts   []Host         `json:"hosts"`
 	Trust   *trustSnapshot `json:"trust,omitempty"`
+	// Docs are the fleet documents (policy, links) as last read, so a
+	// start while ZooKeeper is down applies the last policy: fail static.
+	Docs map[string]string `json:"docs,omitempty"`
 }
 
 func (r *Registry) snapshotPath() string {
@@ -49,11 +52,12 @@ func (r *Registry) loadSnapshot() (snapshot, error) {
 		Lease   netip.Addr        `json:"lease"`
 		Hosts   []json.RawMessage `json:"hosts"`
 		Trust   *trustSnapshot    `json:"trust"`
+		Docs    map[string]string `json:"docs"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return s, fmt.Errorf("snapshot %s: %w", p, err)
 	}
-	s.SavedAt, s.Lease = raw.SavedAt, raw.Lease
+	s.SavedAt, s.Lease, s.Docs = raw.SavedAt, raw.Lease, raw.Docs
 	r.restoreTrust(raw.Trust)
 	for _, h := range raw.Hosts {
 		// The snapshot is checked like ZooKeeper's records: it may be old,
@@ -101,6 +105,7 @@ func (r *Registry) saveSnapshot() error {
 		s.Hosts = append(s.Hosts, h)
 	}
 	r.mu.Unlock()
+	s.Docs = r.docs.known()
 	data, err := json.Marshal(s)
 	if err != nil {
 		return err

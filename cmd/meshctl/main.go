@@ -105,31 +105,44 @@ func (policyGetCmd) Run(g *globals) error {
 }
 
 type policySetCmd struct {
-	File string `arg:"" type:"existingfile" help:"Policy file (YAML or JSON)."`
+	File     string `arg:"" optional:"" type:"existingfile" help:"Policy file (YAML or JSON)."`
+	AllowAll bool   `name:"allow-all" help:"Lift the policy: every member may reach every member. Deleting the policy node does not: meshd keeps the last policy."`
 	signFlags
 }
 
 func (c *policySetCmd) Run(g *globals) error {
+	if c.AllowAll == (c.File != "") {
+		return fmt.Errorf("give a policy file or --allow-all, not both or neither")
+	}
+	if c.AllowAll && c.SignKey == "" {
+		var r map[string]any
+		return admin.Dial(g.Socket).Send(context.Background(), "PUT", "/v1/policy", []byte(`{"allow_all": true}`), &r)
+	}
 	if c.SignKey == "" {
 		return sendPolicy(g, "PUT", "/v1/policy", c.File, "stored: every meshd applies it within a second")
 	}
-	data, err := os.ReadFile(c.File)
-	if err != nil {
-		return err
-	}
-	p, err := policy.Parse(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", c.File, err)
+	what := c.File
+	p := policy.Policy{AllowAll: true}
+	if c.AllowAll {
+		what = "allow-all"
+	} else {
+		data, err := os.ReadFile(c.File)
+		if err != nil {
+			return err
+		}
+		if p, err = policy.Parse(data); err != nil {
+			return fmt.Errorf("%s: %w", c.File, err)
+		}
 	}
 	sealed, err := c.seal("policy", p.JSON())
 	if err != nil {
 		return err
 	}
-	var r map[string]string
+	var r map[string]any
 	if err := admin.Dial(g.Socket).Send(context.Background(), "PUT", "/v1/policy", sealed, &r); err != nil {
-		return fmt.Errorf("%s: %w", c.File, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	fmt.Printf("%s: signed and stored: every meshd applies it within a second\n", c.File)
+	fmt.Printf("%s: signed and stored: every meshd applies it within a second\n", what)
 	return nil
 }
 
@@ -146,11 +159,16 @@ func sendPolicy(g *globals, method, path, file, ok string) error {
 	if err != nil {
 		return err
 	}
-	var r map[string]string
+	var r struct {
+		Warnings []string `json:"warnings"`
+	}
 	if err := admin.Dial(g.Socket).Send(context.Background(), method, path, doc, &r); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	fmt.Printf("%s: %s\n", file, ok)
+	for _, w := range r.Warnings {
+		fmt.Printf("warning: %s\n", w)
+	}
 	return nil
 }
 

@@ -44,6 +44,15 @@ func writeStatus(w io.Writer, s admin.Status) {
 			s.KeptAlive, counts(s.KeptAliveByNetwork)))
 	}
 	row("firewall", fmt.Sprintf("%s (conntrack %d of %d)", s.Firewall, s.Conntrack[0], s.Conntrack[1]))
+	if len(s.FirewallDrops) > 0 {
+		row("firewall drops", counts(uint64Map(s.FirewallDrops)))
+	}
+	if s.FirewallError != "" {
+		row("firewall error", s.FirewallError)
+	}
+	if s.PolicyWarning != "" {
+		row("policy warning", s.PolicyWarning)
+	}
 	if s.PolicyError != "" {
 		row("policy", "REJECTED, previous kept: "+strings.ReplaceAll(s.PolicyError, "\n  ", " "))
 	}
@@ -200,4 +209,12 @@ func dnsLine(d admin.DNSStatus) string {
 		return fmt.Sprintf("%s NOT SERVED: %s", d.Domain, d.Error)
 	}
 	return fmt.Sprintf("%s on %s (%d answered, %d from non-members dropped); systemd-resolved: %s", d.Domain, d.Listen, d.Answered, d.Dropped, d.Resolved)
+}
+
+func uint64Map(m map[string]uint64) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		out[k] = int(v)
+	}
+	return out
 }

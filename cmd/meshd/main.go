@@ -6,10 +6,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/identity"
 	"github.com/meshd/meshd/internal/trust"
@@ -21,6 +23,7 @@ type cli struct {
 	CheckConfig checkConfigCmd `cmd:"" name:"check-config" help:"Validate a config file and print the effective config."`
 	CSR         csrCmd         `cmd:"" name:"csr" help:"Print a PKCS#10 request (PEM) for this host's identity key, creating the key (0600) at trust.key_file if missing."`
 	Version     versionCmd     `cmd:"" help:"Print the version."`
+	Firewall    firewallCmd    `cmd:"" help:"The host firewall meshd leaves in force when it stops."`
 }
 
 type csrCmd struct {
@@ -49,6 +52,14 @@ func (c *csrCmd) Run() error {
 	_, err = os.Stdout.Write(csr)
 	return err
 }
+
+type firewallCmd struct {
+	Flush firewallFlushCmd `cmd:"" help:"Remove meshd's chains and sets (IPv4 and IPv6): the host is open again.\n\nA stopped meshd leaves the host closed with its last policy; this opens it by hand.\n\nExample:\n  systemctl stop meshd && meshd firewall flush"`
+}
+
+type firewallFlushCmd struct{}
+
+func (firewallFlushCmd) Run() error { return firewall.Flush(slog.Default()) }
 
 type checkConfigCmd struct {
 	Config string `short:"c" default:"/etc/meshd/meshd.yaml" type:"path" help:"Config file to check."`

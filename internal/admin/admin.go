@@ -78,12 +78,22 @@ type Status struct {
 	RefusedRecords []RefusedRecord `json:"refused_records"`
 	RefusedTotal   int             `json:"refused_total"`
 	PolicyError    string          `json:"policy_error,omitempty"`
-	Conntrack      [2]int          `json:"conntrack"`           // entries in use, table size
-	Region         string          `json:"region,omitempty"`    // EC2 region
-	TagError       string          `json:"tag_error,omitempty"` // last failure writing EC2 tags
+	// PolicyWarning: the policy in force names groups no live host has, or
+	// the registry's policy node is gone and the last policy is kept.
+	PolicyWarning string `json:"policy_warning,omitempty"`
+	Conntrack     [2]int `json:"conntrack"`           // entries in use, table size
+	Region        string `json:"region,omitempty"`    // EC2 region
+	TagError      string `json:"tag_error,omitempty"` // last failure writing EC2 tags
 	// FirewallCounters: packets per meshd rule (drops, or would-drops in shadow mode).
 	FirewallCounters map[string]uint64 `json:"firewall_counters,omitempty"`
-	DNS              *DNSStatus        `json:"dns,omitempty"` // absent when dns.enabled is false
+	// FirewallDrops: packets dropped (would-drop in shadow mode) per reason:
+	// underlay_default_deny, wireguard_non_member, spoofed_overlay_source, policy.
+	FirewallDrops map[string]uint64 `json:"firewall_drops,omitempty"`
+	// FirewallSets: how full each member set is; a full one leaves members out.
+	FirewallSets map[string]FirewallSet `json:"firewall_sets,omitempty"`
+	// FirewallError names what is wrong with the firewall (a full set), "" if nothing.
+	FirewallError string     `json:"firewall_error,omitempty"`
+	DNS           *DNSStatus `json:"dns,omitempty"` // absent when dns.enabled is false
 	// With trust: the mode, this host's certificate, hosts whose records
 	// are unsigned (permissive), and the latest records refused.
 	TrustMode     string    `json:"trust_mode,omitempty"`
@@ -134,6 +144,13 @@ type RefusedRecord struct {
 	Reason string `json:"reason"` // e.g. too_many_groups, underlay, duplicate_key, next_key
 	Detail string `json:"detail"`
 	Since  string `json:"since"` // RFC 3339
+}
+
+// FirewallSet is the use of one ipset set.
+type FirewallSet struct {
+	Entries  int  `json:"entries"`
+	Capacity int  `json:"capacity"`
+	Full     bool `json:"full,omitempty"`
 }
 
 // Breaker is the mass-removal breaker's state.
@@ -218,7 +235,9 @@ type Source interface {
 	Status(ctx context.Context) (Status, error)
 	ReleaseBreaker(ctx context.Context) (int, error)
 	Policy(ctx context.Context) ([]byte, error)
-	ValidatePolicy(ctx context.Context, doc []byte) error
+	// ValidatePolicy returns warnings (groups no live host has) or why the
+	// document is bad.
+	ValidatePolicy(ctx context.Context, doc []byte) ([]string, error)
 	SetPolicy(ctx context.Context, doc []byte) error
 	Ping(ctx context.Context, peer string, count int) (PingResult, error)
 	Explain(ctx context.Context, peer string) (Explanation, error)
@@ -283,11 +302,16 @@ func Serve(ctx context.Context, socketPath string, src Source, log *slog.Logger)
 	})
 	mux.HandleFunc("POST /v1/policy/validate", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		reply(w, map[string]string{"result": "valid"}, src.ValidatePolicy(r.Context(), body))
+		warnings, err := src.ValidatePolicy(r.Context(), body)
+		reply(w, map[string]any{"result": "valid", "warnings": warnings}, err)
 	})
 	mux.HandleFunc("PUT /v1/policy", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		reply(w, map[string]string{"result": "stored"}, src.SetPolicy(r.Context(), body))
+		warnings, err := src.ValidatePolicy(r.Context(), body)
+		if err == nil {
+			err = src.SetPolicy(r.Context(), body)
+		}
+		reply(w, map[string]any{"result": "stored", "warnings": warnings}, err)
 	})
 	mux.HandleFunc("POST /v1/ping/{peer}", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("count"))

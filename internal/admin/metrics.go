@@ -50,6 +50,10 @@ var (
 	descTripped   = prometheus.NewDesc("meshd_breaker_tripped", "1 while the mass-removal breaker holds removals.", nil, nil)
 	descApplyFail = prometheus.NewDesc("meshd_device_apply_failures_total", "Device updates the WireGuard device refused (each is retried).", nil, nil)
 	descPending   = prometheus.NewDesc("meshd_device_pending_changes", "Peer changes waiting for a retry: the device differs from the desired state while this is not 0.", nil, nil)
+	descDrops     = prometheus.NewDesc("meshd_firewall_drops_total", "Packets meshd's firewall dropped (would drop, in shadow mode) by reason.", []string{"reason"}, nil)
+	descSetUse    = prometheus.NewDesc("meshd_firewall_set_entries", "Entries in each of meshd's ipset sets.", []string{"set"}, nil)
+	descSetCap    = prometheus.NewDesc("meshd_firewall_set_capacity", "maxelem of each of meshd's ipset sets.", []string{"set"}, nil)
+	descSetFull   = prometheus.NewDesc("meshd_firewall_set_full", "1 when a set is full at its bound and members are left out.", []string{"set"}, nil)
 	descBuild     = prometheus.NewDesc("meshd_build_info", "meshd's version.", []string{"version"}, nil)
 	descTrust     = prometheus.NewDesc("meshd_trust_enabled", "1 when records are signed and verified (trust: ca), by mode.", []string{"mode"}, nil)
 	descUnsigned  = prometheus.NewDesc("meshd_trust_unsigned_hosts", "Hosts in the view whose record is not signed (trust.mode permissive).", nil, nil)
@@ -63,7 +67,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descRefused, descFirewall, descConntrack, descCTMax, descBreaker, descStale, descTripped, descApplyFail, descPending, descBuild, descTrust, descUnsigned, descCertLeft, descDocs} {
+	for _, d := range []*prometheus.Desc{descPeers, descRegistry, descSyncAge, descBad, descRefused, descFirewall, descDrops, descSetUse, descSetCap, descSetFull, descConntrack, descCTMax, descBreaker, descStale, descTripped, descApplyFail, descPending, descBuild, descTrust, descUnsigned, descCertLeft, descDocs} {
 		ch <- d
 	}
 }
@@ -106,6 +110,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for rule, n := range st.FirewallCounters {
 		ch <- prometheus.MustNewConstMetric(descFirewall, prometheus.CounterValue, float64(n), rule)
+	}
+	for reason, n := range st.FirewallDrops {
+		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), reason)
+	}
+	for name, u := range st.FirewallSets {
+		full := 0.0
+		if u.Full {
+			full = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descSetUse, prometheus.GaugeValue, float64(u.Entries), name)
+		ch <- prometheus.MustNewConstMetric(descSetCap, prometheus.GaugeValue, float64(u.Capacity), name)
+		ch <- prometheus.MustNewConstMetric(descSetFull, prometheus.GaugeValue, full, name)
 	}
 	ch <- prometheus.MustNewConstMetric(descConntrack, prometheus.GaugeValue, float64(st.Conntrack[0]))
 	ch <- prometheus.MustNewConstMetric(descCTMax, prometheus.GaugeValue, float64(st.Conntrack[1]))

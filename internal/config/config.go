@@ -85,7 +85,30 @@ type Overlay struct {
 type Firewall struct {
 	Mode              string         `yaml:"mode"`
 	BreakglassSSHFrom []netip.Prefix `yaml:"breakglass_ssh_from"`
+	Underlay          Underlay       `yaml:"underlay"`
 }
+
+// Underlay is what new inbound connections on every interface but the
+// overlay may come in: in enforce mode everything else is dropped.
+type Underlay struct {
+	// Members: "policy" judges traffic from members' underlay addresses by
+	// the group policy; "none" lets members in through the overlay only.
+	Members string          `yaml:"members"`
+	Allow   []UnderlayAllow `yaml:"allow"`
+}
+
+// UnderlayAllow opens ports to sources whatever the policy says, e.g. a
+// web tier's tcp/443 to a load balancer.
+type UnderlayAllow struct {
+	Ports []string       `yaml:"ports"` // tcp/443, udp/53, tcp/8000-8100, icmp
+	From  []netip.Prefix `yaml:"from"`  // IPv4 and IPv6 CIDRs, e.g. 0.0.0.0/0 and ::/0
+}
+
+// Underlay member modes.
+const (
+	MembersPolicy = "policy"
+	MembersNone   = "none"
+)
 
 // Tuning holds the timers of the reconciler. Operators rarely change
 // them; tests shorten them.
@@ -158,7 +181,7 @@ func Default() Config {
 		Identity:  Identity{Source: SourceStatic},
 		Interface: Interface{Name: "mesh0", ListenPort: 51820, Bind: "meshd"},
 		Overlay:   Overlay{CIDR: netip.MustParsePrefix("100.100.0.0/16")},
-		Firewall:  Firewall{Mode: ModeEnforce},
+		Firewall:  Firewall{Mode: ModeEnforce, Underlay: Underlay{Members: MembersPolicy}},
 		Tuning: Tuning{
 			HandshakeTimeout: 5 * time.Second,
 			PathRetry:        30 * time.Second,

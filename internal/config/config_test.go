@@ -135,3 +135,27 @@ func TestLoadNamesFile(t *testing.T) {
 		t.Errorf("want error naming the file, got %v", err)
 	}
 }
+
+func TestUnderlayKeys(t *testing.T) {
+	base := "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n"
+	cfg, err := Parse([]byte(base + "firewall:\n  underlay:\n    allow:\n      - {ports: [tcp/443, udp/53], from: [\"0.0.0.0/0\", \"::/0\"]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := cfg.Firewall.Underlay
+	if u.Members != "policy" || len(u.Allow) != 1 || len(u.Allow[0].Ports) != 2 || u.Allow[0].From[1] != netip.MustParsePrefix("::/0") {
+		t.Errorf("underlay = %+v", u)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"firewall: {underlay: {members: some}}\n", `firewall.underlay.members: bad value "some": want policy or none`},
+		{"firewall: {underlay: {allow: [{ports: [tcp/99999], from: [\"::/0\"]}]}}\n", `firewall.underlay.allow[0].ports[0]: bad value "tcp/99999"`},
+		{"firewall: {underlay: {allow: [{port: [tcp/443], from: [\"::/0\"]}]}}\n", `firewall.underlay.allow[0].port: unknown key`},
+		{"firewall: {underlay: {allow: [{ports: [tcp/443]}]}}\n", `firewall.underlay.allow[0].from: missing`},
+		{"firewall: {underlay: {allow: [{ports: [tcp/443], from: [198.51.100.7/24]}]}}\n", `firewall.underlay.allow[0].from[0]: bad value "198.51.100.7/24": host bits set`},
+	} {
+		_, err := Parse([]byte(base + c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}

@@ -60,6 +60,15 @@ func Parse(data []byte) (Config, error) {
 // decodeInto decodes node into v, recursing through structs so that an
 // unknown or badly typed key is reported with its full dotted path.
 func decodeInto(node *yaml.Node, v reflect.Value, path string, errs *Errors) {
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct && node.Kind == yaml.SequenceNode {
+		// A list of mappings: each decoded key by key, so a typo inside
+		// one (firewall.underlay.allow[0].port) is named too.
+		v.Set(reflect.MakeSlice(v.Type(), len(node.Content), len(node.Content)))
+		for i, el := range node.Content {
+			decodeInto(el, v.Index(i), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+		return
+	}
 	if _, leaf := v.Addr().Interface().(encoding.TextUnmarshaler); leaf || v.Kind() != reflect.Struct {
 		if err := node.Decode(v.Addr().Interface()); err != nil {
 			*errs = append(*errs, fmt.Errorf("%s: bad value %q (line %d): %s", path, scalarText(node), node.Line, typeHint(v.Type(), err)))

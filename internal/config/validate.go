@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/meshd/meshd/internal/policy"
 )
 
 // nameRe is what a mesh name, instance id, network or group may look like:
@@ -117,6 +119,30 @@ func (c *Config) Validate() Errors {
 	for i, p := range c.Firewall.BreakglassSSHFrom {
 		if p.Masked() != p {
 			bad(fmt.Sprintf("firewall.breakglass_ssh_from[%d]", i), p, fmt.Sprintf("host bits set; did you mean %s?", p.Masked()))
+		}
+	}
+	switch c.Firewall.Underlay.Members {
+	case MembersPolicy, MembersNone:
+	default:
+		bad("firewall.underlay.members", c.Firewall.Underlay.Members, "want policy or none")
+	}
+	for i, a := range c.Firewall.Underlay.Allow {
+		key := fmt.Sprintf("firewall.underlay.allow[%d]", i)
+		if len(a.Ports) == 0 {
+			errs = append(errs, fmt.Errorf("%s.ports: missing: list what to open, e.g. [tcp/443]", key))
+		}
+		for j, port := range a.Ports {
+			if _, err := policy.ParsePort(port); err != nil {
+				bad(fmt.Sprintf("%s.ports[%d]", key, j), port, err.Error())
+			}
+		}
+		if len(a.From) == 0 {
+			errs = append(errs, fmt.Errorf("%s.from: missing: list the sources, e.g. [\"0.0.0.0/0\", \"::/0\"]", key))
+		}
+		for j, p := range a.From {
+			if p.Masked() != p {
+				bad(fmt.Sprintf("%s.from[%d]", key, j), p, fmt.Sprintf("host bits set; did you mean %s?", p.Masked()))
+			}
 		}
 	}
 

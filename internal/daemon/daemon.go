@@ -41,8 +41,10 @@ type Daemon struct {
 	rec  *mesh.Reconciler
 	self registry.Host
 
-	fw        *firewall.Firewall // nil when firewall.mode is off
-	policyErr error
+	fw            *firewall.Firewall // nil when firewall.mode is off
+	policyErr     error
+	policyWarning string // groups no live host has, or a missing policy node
+	policyApplied bool   // a policy (or the no-policy default) is in force
 
 	linksFromRegistry [][]string
 	metrics           *admin.Metrics
@@ -114,7 +116,22 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		PrivateIP: id.PrivateIP, PublicIP: id.PublicIP, ListenPort: uint16(cfg.Interface.ListenPort),
 		Groups: id.Groups, Version: version.Version, StartTime: d.start.UTC(),
 	}
-	overlay, err := d.reg.Register(ctx, d.self, 5*time.Second)
+	// The firewall comes up from the snapshot while the lease is fetched:
+	// both must be done before the device, neither waits for the other.
+	type leased struct {
+		ip  netip.Addr
+		err error
+	}
+	lease := make(chan leased, 1)
+	go func(self registry.Host) {
+		ip, err := d.reg.Register(ctx, self, 5*time.Second)
+		lease <- leased{ip, err}
+	}(d.self)
+	if err = d.startFirewall(cfg, log); err != nil {
+		return nil, err
+	}
+	l := <-lease
+	overlay, err := l.ip, l.err
 	if err != nil {
 		return nil, err
 	}
@@ -131,12 +148,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		return nil, err
 	}
 	var mem mesh.Members
-	if cfg.Firewall.Mode != config.ModeOff {
-		d.fw = firewall.New(firewall.Config{Mode: cfg.Firewall.Mode, Interface: cfg.Interface.Name, ListenPort: cfg.Interface.ListenPort,
-			Overlay: cfg.Overlay.CIDR, BreakglassSSH: cfg.Firewall.BreakglassSSHFrom, Groups: id.Groups, DNSPort: d.dnsFirewallPort(), Logger: log})
-		if err = d.fw.Start(); err != nil {
-			return nil, err
-		}
+	if d.fw != nil {
 		mem = members{d.fw}
 	}
 	d.rec = mesh.New(mesh.Config{
@@ -158,7 +170,6 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	d.rec.HandleEvents(viewAsEvents(d.reg.Hosts()))
 	d.startDNS()
 	d.reg.OnDocument(registry.DocLinks, d.onLinks)
-	d.reg.OnDocument(registry.DocPolicy, d.onPolicy)
 	d.reg.OnDocument(registry.DocRevoked, d.onRevoked)
 	log.Info("meshd up", "host", id.InstanceID, "overlay_ip", overlay, "interface", cfg.Interface.Name, "mtu", mtu,
 		"network", id.Network, "public_key", key.PublicKey(), "version", version.Version)

@@ -179,6 +179,10 @@ func (d *Daemon) explainFirewall(p admin.Peer, step func(string, bool, string, .
 		step("firewall", false, "the registry's policy is malformed: %v", err)
 		return
 	}
+	if pol.AllowAll {
+		step("firewall", true, "allow-all policy: every member reaches every member")
+		return
+	}
 	in := allowed(pol, p.Groups, d.self.Groups)
 	out := allowed(pol, d.self.Groups, p.Groups)
 	step("firewall", true, "%s -> this host: %s; this host -> %s: %s (ICMP echo %v)", p.Name, orText(in, "nothing"), p.Name, orText(out, "nothing"), pol.AllowsEcho())

@@ -2,6 +2,9 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/meshd/meshd/firewall"
@@ -80,9 +83,12 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	if d.policyErr != nil {
 		s.PolicyError = d.policyErr.Error()
 	}
+	s.PolicyWarning = d.policyWarning
 	d.mu.Unlock()
 	if d.fw != nil {
 		s.FirewallCounters, _ = d.fw.Counters()
+		s.FirewallDrops = firewall.Drops(s.FirewallCounters)
+		s.FirewallSets, s.FirewallError = firewallSets(d.fw.Sets())
 	}
 	s.Conntrack[0], s.Conntrack[1] = firewall.Conntrack()
 	s.Region = d.region
@@ -106,3 +112,18 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 
 // ReleaseBreaker lets held removals through.
 func (d *Daemon) ReleaseBreaker(ctx context.Context) (int, error) { return d.rec.ReleaseBreaker(), nil }
+
+// firewallSets turns the firewall's set use into status fields; a full set
+// is an error an operator must see.
+func firewallSets(use map[string]firewall.SetUse) (map[string]admin.FirewallSet, string) {
+	out := map[string]admin.FirewallSet{}
+	var full []string
+	for name, u := range use {
+		out[name] = admin.FirewallSet{Entries: u.Entries, Capacity: u.Capacity, Full: u.Full}
+		if u.Full {
+			full = append(full, fmt.Sprintf("set %s full at %d entries: members are left out", name, u.Capacity))
+		}
+	}
+	sort.Strings(full)
+	return out, strings.Join(full, "; ")
+}

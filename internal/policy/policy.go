@@ -30,6 +30,9 @@ const Any = "*"
 type Policy struct {
 	Rules    []Rule `json:"rules"`
 	ICMPEcho *bool  `json:"icmp_echo,omitempty"`
+	// AllowAll opens every member to every member. It is the only way to
+	// lift a policy: a missing or emptied policy node keeps the last one.
+	AllowAll bool `json:"allow_all,omitempty"`
 }
 
 // Rule lets members of From reach members of To on Ports.
@@ -71,6 +74,7 @@ type rawPolicy struct {
 		Ports []string `yaml:"ports"`
 	} `yaml:"rules"`
 	ICMPEcho *bool `yaml:"icmp_echo"`
+	AllowAll bool  `yaml:"allow_all"`
 }
 
 // Parse reads a policy document (YAML or JSON) and checks its syntax; every
@@ -82,8 +86,11 @@ func Parse(data []byte) (Policy, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return Policy{}, fmt.Errorf("policy: %w", err)
 	}
-	p := Policy{ICMPEcho: raw.ICMPEcho}
+	p := Policy{ICMPEcho: raw.ICMPEcho, AllowAll: raw.AllowAll}
 	var errs []string
+	if raw.AllowAll && len(raw.Rules) > 0 {
+		errs = append(errs, "allow_all: true takes no rules: it opens every member to every member")
+	}
 	for i, r := range raw.Rules {
 		rule := Rule{To: r.To, From: r.From}
 		for _, g := range []struct{ field, v string }{{"to", r.To}, {"from", r.From}} {
@@ -133,6 +140,21 @@ func ParsePort(s string) (Port, error) {
 		return Port{}, fmt.Errorf("bad port %q: ports are 1-65535, a range low-high", s)
 	}
 	return Port{Proto: proto, From: uint16(from), To: uint16(to)}, nil
+}
+
+// UnknownGroups names the groups a policy names that no live host has: a
+// typo, or a tier not deployed yet. Such a group matches nobody; the
+// policy is still applied, with these as warnings.
+func (p Policy) UnknownGroups(known map[string]bool) []string {
+	var out []string
+	for i, r := range p.Rules {
+		for _, g := range []struct{ field, v string }{{"to", r.To}, {"from", r.From}} {
+			if g.v != Any && !known[g.v] {
+				out = append(out, fmt.Sprintf("rules[%d].%s: group %q has no live host yet: it matches nobody", i, g.field, g.v))
+			}
+		}
+	}
+	return out
 }
 
 // Validate checks the groups a policy names against the groups the fleet

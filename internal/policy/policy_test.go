@@ -65,3 +65,18 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAllowAllAndUnknownGroups(t *testing.T) {
+	p, err := Parse([]byte(`{"allow_all": true}`))
+	if err != nil || !p.AllowAll || len(p.Rules) != 0 {
+		t.Errorf("allow_all document: %+v, %v", p, err)
+	}
+	if _, err := Parse([]byte("allow_all: true\nrules: [{to: db, from: web, ports: [tcp/5432]}]\n")); err == nil || !strings.Contains(err.Error(), "allow_all: true takes no rules") {
+		t.Errorf("allow_all with rules: %v", err)
+	}
+	p, _ = Parse([]byte("rules: [{to: db, from: analytics, ports: [tcp/6000]}]\n"))
+	w := p.UnknownGroups(map[string]bool{"db": true})
+	if len(w) != 1 || !strings.Contains(w[0], `rules[0].from: group "analytics" has no live host yet`) {
+		t.Errorf("warnings = %v", w)
+	}
+}

@@ -20,6 +20,11 @@ type MeshdOptions struct {
 	InstanceID string // default: the host name
 	LogLevel   string
 	Firewall   string // enforce (default), shadow or off
+	// Underlay is the firewall.underlay block as one YAML flow mapping,
+	// e.g. {allow: [{ports: [tcp/443], from: ["0.0.0.0/0"]}]}; "" = defaults.
+	Underlay string
+	// Breakglass is firewall.breakglass_ssh_from, e.g. ["198.18.2.0/24"].
+	Breakglass []string
 	Metrics    string // metrics_listen inside the host, "" = off
 	Bind       string // interface.bind: meshd (default) or wireguard-go
 	// Trust is the trust.mode ("" = no trust block): the testbed's CA
@@ -111,12 +116,14 @@ overlay:
 links: [%s]
 firewall:
   mode: %s
+  underlay: %s
+  breakglass_ssh_from: [%s]
 state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
 %s%s`, m.tb.Prefix, quoted(m.zkServers()), session, id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
-		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), m.Dir, m.Socket, o.Metrics, level, trustBlock, o.Extra)
+		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), orEmptyMap(o.Underlay), strings.Join(o.Breakglass, ", "), m.Dir, m.Socket, o.Metrics, level, trustBlock, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
 
@@ -182,6 +189,13 @@ func quoted(ss []string) string {
 		q = append(q, fmt.Sprintf("%q", s))
 	}
 	return strings.Join(q, ", ")
+}
+
+func orEmptyMap(s string) string {
+	if s == "" {
+		return "{}"
+	}
+	return s
 }
 
 func fwMode(m string) string {

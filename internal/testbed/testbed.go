@@ -61,8 +61,11 @@ type Host struct {
 	Network   string // "" for the outsider
 	PrivateIP netip.Addr
 	PublicIP  netip.Addr
-	Index     int // unique per testbed, for names
-	tb        *Testbed
+	// PrivateIP6 is the host's IPv6 unique-local address on its network's
+	// LAN (fd18:N::x/64): IPv6 reaches the LAN only, not other networks.
+	PrivateIP6 netip.Addr
+	Index      int // unique per testbed, for names
+	tb         *Testbed
 }
 
 // Testbed is one built topology.
@@ -234,6 +237,7 @@ func (tb *Testbed) buildNetwork(name string, i int) error {
 		{"ip", "addr", "add", fmt.Sprintf("198.19.0.%d/24", 10+i), "dev", "wan"},
 		{"ip", "link", "add", "lan", "type", "bridge"},
 		{"ip", "addr", "add", fmt.Sprintf("198.18.%d.1/24", i), "dev", "lan"},
+		{"ip", "-6", "addr", "add", fmt.Sprintf("fd18:%d::1/64", i), "dev", "lan", "nodad"},
 		{"ip", "link", "set", "lan", "up"},
 		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 	}
@@ -326,6 +330,10 @@ func (tb *Testbed) attach(h *Host, network string, i int) error {
 		}
 	}
 	if err := in(h.Netns, "ip", "addr", "add", h.PrivateIP.String()+"/24", "dev", "eth0"); err != nil {
+		return err
+	}
+	h.PrivateIP6 = netip.MustParseAddr(fmt.Sprintf("fd18:%d::%d", i, x))
+	if err := in(h.Netns, "ip", "-6", "addr", "add", h.PrivateIP6.String()+"/64", "dev", "eth0", "nodad"); err != nil {
 		return err
 	}
 	if err := in(h.Netns, "ip", "route", "add", "default", "via", fmt.Sprintf("198.18.%d.1", i)); err != nil {
