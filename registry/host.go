@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/name"
 )
 
 // Schema is the host record version this build writes and reads.
@@ -98,7 +100,7 @@ func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 	}
 	h := Host{Schema: j.Schema, InstanceID: j.InstanceID, OverlayIP: j.OverlayIP, Network: j.Network, PrivateIP: j.PrivateIP,
 		ListenPort: j.ListenPort, Groups: j.Groups, Version: j.Version, StartTime: j.StartTime, Seq: j.Seq}
-	if !validName(h.InstanceID) {
+	if !name.Valid(h.InstanceID) {
 		return Host{}, bad("instance_id", "bad instance id %q", h.InstanceID)
 	}
 	if !h.OverlayIP.Is4() || !pool.Contains(h.OverlayIP) {
@@ -115,7 +117,7 @@ func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 		}
 		h.NextPublicKey = &k
 	}
-	if !validName(h.Network) {
+	if !name.Valid(h.Network) {
 		return Host{}, bad("network", "bad network %q", h.Network)
 	}
 	if !h.PrivateIP.Is4() {
@@ -139,7 +141,7 @@ func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 		return Host{}, err
 	}
 	for _, g := range h.Groups {
-		if !validName(g) {
+		if !name.Valid(g) {
 			return Host{}, bad("groups", "bad group %q", g)
 		}
 	}
@@ -155,18 +157,4 @@ func parseKey(s string) (wgtypes.Key, error) {
 		return k, errors.New("all zero")
 	}
 	return k, nil
-}
-
-// validName matches what config accepts for ids, networks and groups.
-func validName(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i, c := range s {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || (i > 0 && (c == '.' || c == '_' || c == '-'))
-		if !ok {
-			return false
-		}
-	}
-	return true
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/name"
 )
 
 var testPool = netip.MustParsePrefix("100.100.0.0/16")
@@ -91,7 +93,7 @@ func FuzzDecodeHost(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !testPool.Contains(h.OverlayIP) || h.PublicKey == (wgtypes.Key{}) || !validName(h.InstanceID) || h.ListenPort == 0 {
+		if !testPool.Contains(h.OverlayIP) || h.PublicKey == (wgtypes.Key{}) || !name.Valid(h.InstanceID) || h.ListenPort == 0 {
 			t.Fatalf("accepted a bad record: %+v", h)
 		}
 	})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/atomicfile"
+	"github.com/meshd/meshd/internal/name"
 )
 
 // Files of a CA directory made by InitCA (meshctl ca init).
@@ -116,10 +117,10 @@ func (ca *CA) Issue(pub crypto.PublicKey, id string, t Template) ([]byte, error)
 	if err := checkKey(pub); err != nil {
 		return nil, fmt.Errorf("issue for %q: %w", id, err)
 	}
-	if !ValidName(id) {
+	if !name.Valid(id) {
 		return nil, fmt.Errorf("issue: name %q: use letters, digits, '.', '_' or '-' (at most 63)", id)
 	}
-	if t.Network != "" && !ValidName(t.Network) {
+	if t.Network != "" && !name.Valid(t.Network) {
 		return nil, fmt.Errorf("issue for %s: network %q is not a valid name", id, t.Network)
 	}
 	tmpl := &x509.Certificate{
@@ -145,7 +146,7 @@ func (ca *CA) Issue(pub crypto.PublicKey, id string, t Template) ([]byte, error)
 		tmpl.URIs = append(tmpl.URIs, uri(kindNetwork, t.Network))
 	}
 	for _, g := range t.Groups {
-		if !ValidName(g) {
+		if !name.Valid(g) {
 			return nil, fmt.Errorf("issue for %s: group %q is not a valid name", id, g)
 		}
 		tmpl.URIs = append(tmpl.URIs, uri(kindGroup, g))

@@ -15,6 +15,7 @@ import (
 	"os"
 
 	"github.com/meshd/meshd/internal/atomicfile"
+	"github.com/meshd/meshd/internal/name"
 )
 
 // LoadOrCreateKey returns the identity key at path, creating an Ed25519
@@ -115,7 +116,7 @@ func NewKey() (crypto.Signer, []byte, error) {
 // CSR is a PEM PKCS#10 request for key, naming the host in its CN. It asks
 // for nothing else: the signer decides groups and network.
 func CSR(key crypto.Signer, instanceID string) ([]byte, error) {
-	if !ValidName(instanceID) {
+	if !name.Valid(instanceID) {
 		return nil, fmt.Errorf("csr: instance id %q is not a valid name", instanceID)
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{

@@ -24,6 +24,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/meshd/meshd/internal/name"
 )
 
 // URI SAN prefixes.
@@ -112,14 +114,14 @@ func IdentityOf(c *x509.Certificate) (Identity, error) {
 		host = c.Subject.CommonName
 	}
 	id.InstanceID = host
-	if !ValidName(id.InstanceID) {
+	if !name.Valid(id.InstanceID) {
 		return id, fmt.Errorf("certificate %s: instance id %q (CN or %s:%s:) is not a valid name", id.Serial, id.InstanceID, uriScheme, kindHost)
 	}
-	if id.Network != "" && !ValidName(id.Network) {
+	if id.Network != "" && !name.Valid(id.Network) {
 		return id, fmt.Errorf("certificate %s: network %q is not a valid name", id.Serial, id.Network)
 	}
 	for _, g := range id.Groups {
-		if !ValidName(g) {
+		if !name.Valid(g) {
 			return id, fmt.Errorf("certificate %s: group %q is not a valid name", id.Serial, g)
 		}
 	}
@@ -142,19 +144,4 @@ func uri(kind, val string) *url.URL {
 // SerialOf renders a certificate's serial number in hex.
 func SerialOf(c *x509.Certificate) string {
 	return strings.ToUpper(c.SerialNumber.Text(16))
-}
-
-// ValidName matches what config and the registry accept for ids, networks
-// and groups: they end up in ZooKeeper paths and ipset names.
-func ValidName(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i, c := range s {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || (i > 0 && (c == '.' || c == '_' || c == '-'))
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
