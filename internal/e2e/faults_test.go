@@ -51,25 +51,31 @@ func TestBreakerHoldsMassRemoval(t *testing.T) {
 	for _, m := range ms[1:4] {
 		m.Proc.Kill()
 	}
-	waitFor(t, 30*time.Second, "breaker tripped, three removals held", func() error {
+	// The three expire within moments of each other, but each goes only
+	// after its hold-down and an unanswered handshake, so they may come
+	// due one by one: at most max_removals (2) go, the rest are held.
+	var removed int
+	waitFor(t, 30*time.Second, "breaker tripped, the removals past the limit held", func() error {
 		st, _ := watcher.Status()
-		if !st.Breaker.Tripped || st.Breaker.Held != 3 {
-			return fmt.Errorf("breaker %+v", st.Breaker)
+		ps, _ := watcher.Peers()
+		removed = 6 - len(ps)
+		if !st.Breaker.Tripped || removed > 2 || st.Breaker.Held != 3-removed {
+			return fmt.Errorf("breaker %+v with %d removed", st.Breaker, removed)
 		}
 		return nil
 	})
 	out, _ := meshctl(t, watcher, "status")
-	if !strings.Contains(out, "TRIPPED: holding 3 removal(s)") {
-		t.Errorf("status does not show the tripped breaker:\n%s", out)
+	if want := fmt.Sprintf("TRIPPED: holding %d removal(s)", 3-removed); !strings.Contains(out, want) {
+		t.Errorf("status does not say %q:\n%s", want, out)
 	}
-	if ps, _ := watcher.Peers(); len(ps) != 6 {
-		t.Errorf("breaker let removals through: %d peers", len(ps))
+	if ps, _ := watcher.Peers(); len(ps) < 4 {
+		t.Errorf("breaker let more than 2 removals through: %d peers", len(ps))
 	}
 	alive, _ := ms[5].Status()
 	if !watcher.Host.Ping(mustAddr(alive.OverlayIP)) {
 		t.Error("traffic to a live peer broken while the breaker holds")
 	}
-	if out, err := meshctl(t, watcher, "breaker", "release"); err != nil || !strings.Contains(out, "released 3") {
+	if out, err := meshctl(t, watcher, "breaker", "release"); err != nil || !strings.Contains(out, fmt.Sprintf("released %d", 3-removed)) {
 		t.Fatalf("breaker release: %v %s", err, out)
 	}
 	waitFor(t, 10*time.Second, "held peers removed after release", func() error {
