@@ -21,6 +21,7 @@ import (
 	"github.com/meshd/meshd/internal/ec2"
 	"github.com/meshd/meshd/internal/identity"
 	"github.com/meshd/meshd/internal/keys"
+	"github.com/meshd/meshd/internal/policy"
 	"github.com/meshd/meshd/internal/probe"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/mesh"
@@ -45,6 +46,9 @@ type Daemon struct {
 	policyErr     error
 	policyWarning string // groups no live host has, or a missing policy node
 	policyApplied bool   // a policy (or the no-policy default) is in force
+	// policyInForce is the policy the firewall enforces (nil: members
+	// reach members): explain describes it, not whatever ZooKeeper holds.
+	policyInForce *policy.Policy
 
 	linksFromRegistry [][]string
 	metrics           *admin.Metrics

@@ -169,23 +169,24 @@ func (d *Daemon) explainFirewall(p admin.Peer, step func(string, bool, string, .
 		step("firewall", true, "firewall off on this host")
 		return
 	}
-	doc, _ := d.reg.Document(registry.DocPolicy)
-	if len(doc) == 0 {
-		step("firewall", true, "no policy: every member reaches every member")
+	// The policy the firewall enforces, not the registry's node: with
+	// trust that node may hold a refused document, and a missing one keeps
+	// the last policy.
+	d.mu.Lock()
+	pol, applied := d.policyInForce, d.policyApplied
+	d.mu.Unlock()
+	if !applied || pol == nil {
+		step("firewall", true, "no policy in force: every member reaches every member")
 		return
 	}
-	pol, err := policy.Parse(doc)
-	if err != nil {
-		step("firewall", false, "the registry's policy is malformed: %v", err)
-		return
-	}
-	if pol.AllowAll {
-		step("firewall", true, "allow-all policy: every member reaches every member")
-		return
-	}
-	in := allowed(pol, p.Groups, d.self.Groups)
-	out := allowed(pol, d.self.Groups, p.Groups)
-	step("firewall", true, "%s -> this host: %s; this host -> %s: %s (ICMP echo %v)", p.Name, orText(in, "nothing"), p.Name, orText(out, "nothing"), pol.AllowsEcho())
+	in := allowed(*pol, p.Groups, d.self.Groups)
+	out := allowed(*pol, d.self.Groups, p.Groups)
+	groups := func(gs []string) string { return "groups " + orText(strings.Join(gs, ","), "none") }
+	// A denial names the groups on both sides, so an operator sees which
+	// rule is missing.
+	step("firewall", true, "%s (%s) -> this host (%s): %s; this host -> %s: %s (ICMP echo %v)",
+		p.Name, groups(p.Groups), groups(d.self.Groups), orText(in, "nothing: no rule opens a port"),
+		p.Name, orText(out, "nothing: no rule opens a port"), pol.AllowsEcho())
 }
 
 // allowed lists the ports the policy opens from groups "from" to groups "to".

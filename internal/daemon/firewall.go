@@ -138,7 +138,7 @@ func (d *Daemon) applyPolicy(p *policy.Policy) bool {
 		}
 	}
 	d.mu.Lock()
-	d.policyApplied = true
+	d.policyApplied, d.policyInForce = true, p
 	d.mu.Unlock()
 	d.setPolicyState(nil, "")
 	return true

@@ -170,7 +170,7 @@ func TestFirewallKeepsOutsidersOutAndAppliesPolicy(t *testing.T) {
 		t.Errorf("established allowed flow broken by the policy change: %v", err)
 	}
 	// explain on db shows what the policy lets through each way.
-	if out, err := meshctl(t, db, "explain", web.Host.Name); err != nil || !strings.Contains(out, web.Host.Name+" -> this host: tcp/5432") || !strings.Contains(out, "this host -> "+web.Host.Name+": nothing") {
+	if out, err := meshctl(t, db, "explain", web.Host.Name); err != nil || !strings.Contains(out, web.Host.Name+" (groups web) -> this host (groups db): tcp/5432") || !strings.Contains(out, "this host -> "+web.Host.Name+": nothing") {
 		t.Errorf("explain with a policy: %v\n%s", err, out)
 	}
 	if out, err := meshctl(t, db, "explain", "nobody"); err == nil || !strings.Contains(out, "nobody has no record") {

@@ -294,6 +294,11 @@ func TestTrustSignedDocuments(t *testing.T) {
 	if reaches(h2, st1.OverlayIP) {
 		t.Fatal("an unsigned policy in ZooKeeper replaced the signed one")
 	}
+	// explain describes the policy in force (the signed one: no echo),
+	// not the refused document the node now holds.
+	if out, err := meshctl(t, h1, "explain", h2.Host.Name); err != nil || !strings.Contains(out, "ICMP echo false") {
+		t.Errorf("explain does not describe the signed policy in force: %v\n%s", err, out)
+	}
 	// Signed by an operator of another CA: ignored as well.
 	otherDir := t.TempDir()
 	if out, err := exec.Command(filepath.Join(bin(t), "meshctl"), "ca", "init", otherDir).CombinedOutput(); err != nil {
