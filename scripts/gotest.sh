@@ -34,6 +34,16 @@ if [ "$rc" -ne 0 ]; then
 	echo "== failing output (last 150 lines) =="
 	tail -n 150 "$log"
 	echo
+	# Each failed test's own output, so a CI log says why and not only
+	# which (the tail above may belong to later packages). Bounded per test.
+	for name in $failednames; do
+		case $name in */*) continue ;; esac # subtests show inside their parent
+		echo
+		echo "== output of $name (last 60 lines) =="
+		awk -v n="$name" '$0 ~ "^=== RUN   "n"$" {on=1} on {print} $0 ~ "^--- FAIL: "n" " {on=0}' "$log" |
+			grep -vE '^\s*$' | tail -n 60
+	done
+	echo
 	echo "== failed =="
 	[ -n "$failednames" ] && printf '  %s\n' $failednames
 	[ -n "$broken" ] && printf '  package %s\n' $broken
