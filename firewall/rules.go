@@ -189,6 +189,18 @@ func renderUnderlay(w func(string, ...any), c ruleConfig) {
 		w(`-A %s -p icmp -m icmp --icmp-type echo-request -m set --match-set %s src -m comment --comment "meshd echo from members" -j ACCEPT`, ch, set)
 		w(`-A %s -p udp --sport 67 --dport 68 -m comment --comment "meshd dhcp client" -j ACCEPT`, ch)
 	}
+	renderAllows(w, ch, c, portMatch, "ACCEPT")
+	if c.Members {
+		w(`-A %s -m set --match-set %s src -j %s`, ch, set, chainPolicy)
+	}
+	w(`-A %s -m comment --comment "%s"%s`, ch, CounterUnderlay, verdict(c.Mode))
+}
+
+// renderAllows renders firewall.underlay.allow into chain ch, one rule per
+// source and port of this family: local traffic is matched by its port,
+// forwarded traffic by its original destination port (match), and target
+// says what an admitted packet does there.
+func renderAllows(w func(string, ...any), ch string, c ruleConfig, match func(policy.Port, bool) string, target string) {
 	for i, a := range c.Allow {
 		for _, from := range a.From {
 			if from.Addr().Is6() != c.V6 {
@@ -199,14 +211,10 @@ func renderUnderlay(w func(string, ...any), c ruleConfig) {
 				src = " -s " + from.String()
 			}
 			for _, p := range a.Ports {
-				w(`-A %s%s %s -m comment --comment "meshd underlay allow %d %s" -j ACCEPT`, ch, src, portMatch(p, c.V6), i, p)
+				w(`-A %s%s %s -m comment --comment "meshd underlay allow %d %s" -j %s`, ch, src, match(p, c.V6), i, p, target)
 			}
 		}
 	}
-	if c.Members {
-		w(`-A %s -m set --match-set %s src -j %s`, ch, set, chainPolicy)
-	}
-	w(`-A %s -m comment --comment "%s"%s`, ch, CounterUnderlay, verdict(c.Mode))
 }
 
 // portMatch renders the match of one policy port.
@@ -272,20 +280,7 @@ func renderForwardPolicy(p *policy.Policy, selfGroups []string, c ruleConfig) st
 	ch := chainFPolicy
 	w("*filter")
 	w(":%s - [0:0]", ch)
-	for i, a := range c.Allow {
-		for _, from := range a.From {
-			if from.Addr().Is6() != c.V6 {
-				continue
-			}
-			src := ""
-			if from.Bits() > 0 {
-				src = " -s " + from.String()
-			}
-			for _, port := range a.Ports {
-				w(`-A %s%s %s -m comment --comment "meshd underlay allow %d %s" -j RETURN`, ch, src, origPortMatch(port, c.V6), i, port)
-			}
-		}
-	}
+	renderAllows(w, ch, c, origPortMatch, "RETURN")
 	if p == nil {
 		w(`-A %s -m set --match-set %s src -m comment --comment "meshd members (no policy)" -j RETURN`, ch, setName(setMembers, c.V6))
 	} else {
