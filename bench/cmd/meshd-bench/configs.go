@@ -46,12 +46,18 @@ func bareWG(tb *testbed.Testbed, a, b *testbed.Host, secs int, logDir string) ([
 	return dataPlane(tb, "bare wireguard-go", a, b, ob.String(), secs, logDir)
 }
 
-// fillMembers puts n-1 made-up overlay addresses into h's meshd-members
-// set beside the real peer, as a fleet of n would.
+// fillMembers gives h's sets the n-1 other members a fleet of n would
+// have, beside the real peer: each one's overlay address and its underlay
+// address (in meshd-members, as underlay.members "policy" judges them, and
+// in meshd-peers, where the WireGuard port admits them). The underlay
+// ones are made up in 198.18.100.0-198.18.139.255, a range the testbed's
+// networks do not use.
 func fillMembers(h *testbed.Host, n int) error {
 	var b strings.Builder
 	for i := 0; i < n-1; i++ {
 		fmt.Fprintf(&b, "add meshd-members 100.101.%d.%d -exist\n", i/250, 1+i%250)
+		fmt.Fprintf(&b, "add meshd-members 198.18.%d.%d -exist\n", 100+i/250, 1+i%250)
+		fmt.Fprintf(&b, "add meshd-peers 198.18.%d.%d -exist\n", 100+i/250, 1+i%250)
 	}
 	cmd := h.Command(context.Background(), "ipset", "restore")
 	cmd.Stdin = strings.NewReader(b.String())
