@@ -220,21 +220,7 @@ func (s *session) firewall(ctx context.Context) error {
 	if _, err := s.c.run(ctx, "ipset", "test", "meshd-members", pst.OverlayIP); err != nil {
 		return fmt.Errorf("the peer is not in meshd's member set: %w", err)
 	}
-	closed := eventually(10*time.Second, func() error { return s.outsiderReaches(ctx, false) })
-	return s.pendingFirewallBranch(ctx, "enforce closes the underlay to the outsider", closed)
-}
-
-// pendingFirewallBranch judges a check that needs the host firewall of the
-// security-groups work (underlay closed, kept closed on stop, `meshd
-// firewall flush`). Until a meshd with `firewall flush` is installed, the
-// check still runs and prints what it saw, marked
-// PENDING-FIREWALL-BRANCH, without failing the run; after, it fails it.
-func (s *session) pendingFirewallBranch(ctx context.Context, what string, err error) error {
-	if s.hasFirewallFlush(ctx) {
-		return err
-	}
-	fmt.Printf("PENDING-FIREWALL-BRANCH (installed meshd has no `firewall flush`): %s: %s\n", what, errString(err))
-	return nil
+	return eventually(10*time.Second, func() error { return s.outsiderReaches(ctx, false) })
 }
 
 // outsiderReaches checks whether a TCP connection from the internet's
@@ -439,12 +425,7 @@ func (s *session) stop(ctx context.Context) error {
 			closed = fmt.Errorf("after stop meshd's chains are unhooked (%v)", err)
 		}
 	}
-	return s.pendingFirewallBranch(ctx, "stop leaves the host closed", closed)
-}
-
-func (s *session) hasFirewallFlush(ctx context.Context) bool {
-	_, err := s.c.run(ctx, "meshd", "firewall", "flush", "--help")
-	return err == nil
+	return closed
 }
 
 func (s *session) purge(ctx context.Context) error {
@@ -483,11 +464,4 @@ func eventually(limit time.Duration, f func() error) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "holds"
-	}
-	return "does not hold: " + err.Error()
 }
