@@ -23,6 +23,10 @@ type session struct {
 	c    *container
 	host *testbed.Host  // the container's namespace on the testbed
 	peer *testbed.Meshd // a meshd on another testbed host
+
+	// What the names step saw systemd-resolved route to meshd, for the
+	// stop step to see gone.
+	dnsServer, domain string
 }
 
 const instanceID = "booted"
@@ -40,8 +44,8 @@ func (s *session) all(ctx context.Context) error {
 		return fmt.Errorf("before meshd (the probe itself must work): %w", err)
 	}
 	for _, f := range []func(context.Context) error{
-		s.devicePolicy, s.install, s.start, s.joins, s.overlay, s.meshctlPeers, s.conntrack, s.firewall,
-		s.verify, s.security, s.journal, s.restart, s.upgrade, s.stop, s.purge,
+		s.devicePolicy, s.install, s.start, s.joins, s.overlay, s.meshctlPeers, s.names, s.conntrack, s.firewall,
+		s.verify, s.security, s.journal, s.restart, s.upgrade, s.names, s.stop, s.purge,
 	} {
 		if err := f(ctx); err != nil {
 			return err
@@ -412,7 +416,7 @@ func (s *session) upgrade(ctx context.Context) error {
 }
 
 func (s *session) stop(ctx context.Context) error {
-	step("systemctl stop meshd: the host stays closed")
+	step("systemctl stop meshd: the host stays closed, the mesh's names leave systemd-resolved")
 	if _, err := s.c.run(ctx, "systemctl", "stop", "meshd"); err != nil {
 		return err
 	}
@@ -425,7 +429,10 @@ func (s *session) stop(ctx context.Context) error {
 			closed = fmt.Errorf("after stop meshd's chains are unhooked (%v)", err)
 		}
 	}
-	return closed
+	if closed != nil {
+		return closed
+	}
+	return s.namesGone(ctx)
 }
 
 func (s *session) purge(ctx context.Context) error {
