@@ -32,12 +32,13 @@ package-check:
 	bash packaging/check.sh
 
 # The .deb on a booted systemd (packaging/boottest): a Debian 12 rootfs built
-# once with debootstrap into BOOT_ROOTFS (outside the source tree; rebuilt
-# when missing), booted with systemd-nspawn inside a testbed namespace; the
-# package installed with apt-get, meshd started under the shipped unit,
-# restarted, upgraded to UPGRADE_VERSION, stopped and purged. Root; after
-# make package. About 2 minutes with the rootfs cached.
-BOOT_ROOTFS ?= /var/cache/meshd-test/rootfs
+# once with debootstrap into BOOT_ROOTFS (outside the source tree, keyed by
+# rootfs.sh's recipe; built when missing), booted with systemd-nspawn inside
+# a testbed namespace; the package installed with apt-get, meshd started
+# under the shipped unit, its names routed by systemd-resolved, restarted,
+# upgraded to UPGRADE_VERSION, stopped and purged. Root; after make package.
+# About 2 minutes with the rootfs cached.
+BOOT_ROOTFS ?= /var/cache/meshd-test/rootfs-$(shell packaging/boottest/rootfs.sh --key)
 UPGRADE_VERSION := 99.0.0
 package-boot-test: build
 	@need=(); for t in systemd-nspawn:systemd-container debootstrap:debootstrap; do \

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -37,12 +38,7 @@ type Resolved struct {
 // (never /etc/resolv.conf) and the README says how to point a resolver
 // at it.
 func ConfigureResolved(iface string, server netip.AddrPort, domain string, pool netip.Prefix, log *slog.Logger) (*Resolved, error) {
-	if !sameNetnsAsInit() {
-		// A meshd in another network namespace (the testbed, containers)
-		// must not configure the host's resolver for a link it cannot see.
-		return nil, nil
-	}
-	if _, err := os.Stat("/run/systemd/resolve"); err != nil {
+	if !resolvedInThisNetns() {
 		return nil, nil
 	}
 	conn, err := dbus.ConnectSystemBus()
@@ -58,10 +54,34 @@ func ConfigureResolved(iface string, server netip.AddrPort, domain string, pool 
 	return r, err
 }
 
-func sameNetnsAsInit() bool {
-	self, err1 := os.Readlink("/proc/self/ns/net")
-	init, err2 := os.Readlink("/proc/1/ns/net")
-	return err1 == nil && err2 == nil && self == init
+// resolvedSocket is the varlink socket systemd-resolved (246 and later)
+// listens on.
+const resolvedSocket = "/run/systemd/resolve/io.systemd.Resolve"
+
+// resolvedInThisNetns says whether a systemd-resolved runs in this
+// network namespace, so that the links it manages are the ones meshd sees.
+// A meshd in another network namespace that shares the host's /run and
+// system bus (the testbed, `ip netns exec`) must not configure the host's
+// resolver for a link index that means another link there. Unix sockets
+// belong to the network namespace that made them and /proc/self/net/unix
+// lists only this one's, so resolved's own socket there answers the
+// question. Comparing /proc/1/ns/net with ours does not: under the shipped
+// unit (no CAP_SYS_PTRACE, ProtectProc=invisible) PID 1's namespace links
+// cannot be read, and the hook never ran.
+func resolvedInThisNetns() bool {
+	table, err := os.ReadFile("/proc/self/net/unix")
+	return err == nil && listsUnixSocket(string(table), resolvedSocket)
+}
+
+// listsUnixSocket finds path in the Path column of a /proc/net/unix table.
+func listsUnixSocket(table, path string) bool {
+	for _, l := range strings.Split(table, "\n") {
+		// Num RefCount Protocol Flags Type St Inode Path
+		if f := strings.Fields(l); len(f) == 8 && f[7] == path {
+			return true
+		}
+	}
+	return false
 }
 
 // configureResolved does the calls on conn; nil and no error if nobody

@@ -147,3 +147,24 @@ func TestReverseZones(t *testing.T) {
 		}
 	}
 }
+
+func TestListsUnixSocket(t *testing.T) {
+	// A /proc/net/unix of a namespace where resolved runs: its socket
+	// listening, one accepted connection, an unnamed client.
+	table := `Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 20931 /run/systemd/resolve/io.systemd.Resolve
+0000000000000000: 00000003 00000000 00000000 0001 03 31337 /run/systemd/resolve/io.systemd.Resolve
+0000000000000000: 00000003 00000000 00000000 0001 03 31336
+0000000000000000: 00000002 00000000 00010000 0001 01 20930 /run/dbus/system_bus_socket
+`
+	if !listsUnixSocket(table, resolvedSocket) {
+		t.Errorf("resolved's socket not found in\n%s", table)
+	}
+	// The testbed's namespaces: the host's resolved is not among them.
+	other := "Num       RefCount Protocol Flags    Type St Inode Path\n" +
+		"0000000000000000: 00000002 00000000 00010000 0001 01 40001 /tmp/t/h1/meshd.sock\n" +
+		"0000000000000000: 00000002 00000000 00010000 0001 01 40002 /run/systemd/resolve/io.systemd.Resolve.Monitor\n"
+	if listsUnixSocket(other, resolvedSocket) {
+		t.Errorf("found resolved's socket in\n%s", other)
+	}
+}

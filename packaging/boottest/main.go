@@ -2,7 +2,7 @@
 // package-boot-test` runs it: a Debian 12 rootfs (packaging/boottest/rootfs.sh)
 // boots under systemd-nspawn inside a testbed host's network namespace, so it
 // reaches the testbed's ZooKeeper and one testbed peer running meshd, and
-// nothing else. Inside, the package is installed with apt-get and meshd runs
+// nothing else; systemd-resolved runs in it, as on a stock host. Inside, the package is installed with apt-get and meshd runs
 // under the unit exactly as shipped; each step checks what an operator would
 // see, and the first that does not hold fails the run (exit 1).
 package main
@@ -27,7 +27,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.rootfs, "rootfs", "/var/cache/meshd-test/rootfs", "the Debian 12 tree rootfs.sh built")
+	flag.StringVar(&o.rootfs, "rootfs", "", "the Debian 12 tree rootfs.sh built (make passes /var/cache/meshd-test/rootfs-<rootfs.sh --key>)")
 	flag.StringVar(&o.deb, "deb", "", "the meshd .deb under test")
 	flag.StringVar(&o.upgrade, "upgrade", "", "a newer build of the same package to upgrade to")
 	flag.StringVar(&o.bin, "bin", "bin", "directory with the static meshd the testbed peer runs")
@@ -35,8 +35,10 @@ func main() {
 	flag.Float64Var(&o.maxExposure, "max-exposure", 2.2, "highest `systemd-analyze security meshd` exposure accepted (2.2: the unit before this test existed)")
 	flag.DurationVar(&o.maxPause, "max-restart-pause", 2*time.Second, "longest flow pause a `systemctl restart meshd` may cause, seen by the receiver")
 	flag.Parse()
-	if o.deb == "" || o.upgrade == "" {
-		fmt.Fprintln(os.Stderr, "usage: boottest -deb meshd_V.deb -upgrade meshd_V2.deb [-rootfs DIR] [-bin DIR]")
+	// No default tree: one from another recipe (no systemd-resolved, say)
+	// would fail a step for a reason that is not meshd's.
+	if o.deb == "" || o.upgrade == "" || o.rootfs == "" {
+		fmt.Fprintln(os.Stderr, "usage: boottest -rootfs DIR -deb meshd_V.deb -upgrade meshd_V2.deb [-bin DIR]")
 		os.Exit(2)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
