@@ -12,13 +12,9 @@ import (
 	"github.com/meshd/meshd/internal/zkserver"
 )
 
-// TestLeaderKilledNoLoss: three meshd hosts on a 3-server ensemble, pings
-// flowing; the leader is killed. The other two elect a new one, sessions
-// move to them, and nothing happens to the data plane: 0 lost, no peer
-// removed, nobody stale at the end.
-// ensembleFleet starts a 3-server ensemble and three meshd hosts (vpc, dc,
-// classic) on it, and waits until they reach each other.
-func ensembleFleet(t *testing.T) (*testbed.Testbed, []*testbed.Meshd, map[*testbed.Meshd]string) {
+// stableEnsemble builds a testbed with a 3-server ensemble and returns once
+// one leader has held for 5 s and every server serves.
+func stableEnsemble(t *testing.T) *testbed.Testbed {
 	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true, Ensemble: 3})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -53,45 +49,20 @@ func ensembleFleet(t *testing.T) (*testbed.Testbed, []*testbed.Meshd, map[*testb
 		}
 		return nil
 	})
-	var ms []*testbed.Meshd
-	for _, network := range []string{"vpc", "dc", "classic"} {
-		h, err := tb.AddHost(network)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{network}, Extra: partitionTuning})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, m)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, m := range ms {
-				t.Logf("--- log of %s:\n%s", m.Host.Name, m.LogTail(40))
-			}
-		}
-	})
-	ip := map[*testbed.Meshd]string{}
-	for _, m := range ms {
-		s, _ := m.Status()
-		ip[m] = s.OverlayIP
-	}
-	waitFor(t, 30*time.Second, "mesh up", func() error {
-		for _, x := range ms {
-			for _, y := range ms {
-				if x != y && !x.Host.Ping(mustAddr(ip[y])) {
-					return fmt.Errorf("%s cannot reach %s", x.Host.Name, y.Host.Name)
-				}
-			}
-		}
-		return nil
-	})
+	return tb
+}
+
+// ensembleFleet starts a 3-server ensemble and three meshd hosts (vpc, dc,
+// classic) on it, each given every server, and waits until they reach each
+// other.
+func ensembleFleet(t *testing.T) (*testbed.Testbed, []*testbed.Meshd, map[*testbed.Meshd]string) {
+	tb := stableEnsemble(t)
+	ms, ip := meshOn(t, tb, nil)
 	return tb, ms, ip
 }
 
-// noChurn: every host is connected again, knows both peers, none stale,
-// and none was ever removed.
+// noChurn: every host is connected again, knows every other as a peer,
+// none stale, and none was ever removed.
 func noChurn(t *testing.T, ms []*testbed.Meshd) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "every host connected again, every peer known and not stale", func() error {
@@ -104,7 +75,7 @@ func noChurn(t *testing.T, ms []*testbed.Meshd) {
 				return fmt.Errorf("%s: registry %s", m.Host.Name, s.Registry)
 			}
 			ps, _ := m.Peers()
-			if len(ps) != 2 {
+			if len(ps) != len(ms)-1 {
 				return fmt.Errorf("%s has %d peers", m.Host.Name, len(ps))
 			}
 			for _, p := range ps {
