@@ -152,6 +152,19 @@ func waitKeptAlive(t *testing.T, limit time.Duration, watchers, cut []*testbed.M
 	})
 }
 
+// waitSessionExpired waits until m says its registry session expired. It
+// learns of the expiry only by the clock: its client first waits 2/3 of
+// the session (6 s) for an answer, then counts a whole session.
+func waitSessionExpired(t *testing.T, m *testbed.Meshd) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "the cut-off host sees its session expired", func() error {
+		if s, _ := m.Status(); s.Registry != "expired" {
+			return fmt.Errorf("%s: registry %s", m.Host.Name, s.Registry)
+		}
+		return nil
+	})
+}
+
 // waitReRegistered waits until every cut-off host is connected again under
 // the overlay address it had (ip) and every watcher has it as a registered
 // peer at that address. It returns how long that took.
@@ -180,6 +193,28 @@ func waitReRegistered(t *testing.T, limit time.Duration, ip map[*testbed.Meshd]s
 	})
 }
 
+// hold sleeps until d has passed since the fault began: its duration is the
+// point (past session timeout + hold-down + handshake timeout), there is
+// nothing to poll.
+func hold(since time.Time, d time.Duration) {
+	if left := d - time.Since(since); left > 0 {
+		time.Sleep(left)
+	}
+}
+
+// pingAcross starts a steady ping from each pair's first host to the
+// second's overlay address for d, and gives them 2 s to flow before the
+// fault the caller brings; checkPings judges them.
+func pingAcross(t *testing.T, d time.Duration, ip map[*testbed.Meshd]string, pairs ...[2]*testbed.Meshd) []func() (string, bool) {
+	t.Helper()
+	var pings []func() (string, bool)
+	for _, p := range pairs {
+		pings = append(pings, steadyPing(t, p[0].Host, ip[p[1]], d))
+	}
+	time.Sleep(2 * time.Second) // ping has no readiness signal
+	return pings
+}
+
 // TestPartitionKeepsLivePeers is the headline partition case: the hosts of
 // network vpc lose ZooKeeper for longer than session timeout + hold-down
 // while pings flow between them and a host of classic. Their records expire
@@ -200,9 +235,7 @@ func TestPartitionKeepsLivePeers(t *testing.T) {
 
 	// Cut for session timeout (6 s) + hold-down (2 s) + handshake timeout
 	// (3 s) and more: 20 s, inside a 28 s steady ping each way.
-	pingAB := steadyPing(t, a.Host, st[b1], 28*time.Second)
-	pingBA := steadyPing(t, b2.Host, st[a], 28*time.Second)
-	time.Sleep(2 * time.Second) // pings flow before the cut; ping has no readiness signal
+	pings := pingAcross(t, 28*time.Second, st, [2]*testbed.Meshd{a, b1}, [2]*testbed.Meshd{b2, a})
 	cutAt := time.Now()
 	heal1, heal2 := cutFromZooKeeper(t, b1.Host), cutFromZooKeeper(t, b2.Host)
 
@@ -244,15 +277,42 @@ func TestPartitionKeepsLivePeers(t *testing.T) {
 	})
 
 	// Hold the cut past 20 s, then heal it.
-	if d := 20*time.Second - time.Since(cutAt); d > 0 {
-		time.Sleep(d) // the fault's duration is the point here: nothing to poll
-	}
+	hold(cutAt, 20*time.Second)
 	heal1()
 	heal2()
 	healedAt := time.Now()
-	checkPings(t, "the partition", []func() (string, bool){pingAB, pingBA})
+	checkPings(t, "the partition", pings)
 	waitReRegistered(t, 30*time.Second, st, []*testbed.Meshd{a}, []*testbed.Meshd{b1, b2})
 	t.Logf("after the heal: re-registered, same addresses, not stale within %s", time.Since(healedAt).Round(time.Second))
+}
+
+// TestSessionExpiryNoLoss: one host alone loses ZooKeeper for longer than
+// session timeout + hold-down + handshake timeout, so its session, and with
+// it its record, expires, while pings flow between it and the others. Its
+// peers keep it, stale and kept alive, and it keeps them: 0 lost. Once it
+// reaches ZooKeeper again it re-registers with the same address, and nobody
+// removed anybody or is stale at the end.
+func TestSessionExpiryNoLoss(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	ms, ip := meshOn(t, tb, nil)
+	others, cut := ms[:2], ms[2]
+	pings := pingAcross(t, 28*time.Second, ip, [2]*testbed.Meshd{others[0], cut}, [2]*testbed.Meshd{cut, others[1]})
+	cutAt := time.Now()
+	heal := cutFromZooKeeper(t, cut.Host)
+	d := waitKeptAlive(t, 20*time.Second, others, []*testbed.Meshd{cut})
+	t.Logf("%s's session expired, its record gone and kept alive by both peers %s after the cut", cut.Host.Name, d.Round(100*time.Millisecond))
+	waitSessionExpired(t, cut)
+	// The session expiry was seen by everybody; hold the cut past 20 s
+	// (6 s session + 2 s hold-down + 3 s handshake timeout and more) so that
+	// a removal would have happened by now, then heal it.
+	hold(cutAt, 20*time.Second)
+	heal()
+	healedAt := time.Now()
+	t.Logf("%s cut from ZooKeeper for %s", cut.Host.Name, time.Since(cutAt).Round(time.Second))
+	checkPings(t, "the session expiry", pings)
+	waitReRegistered(t, 30*time.Second, ip, others, []*testbed.Meshd{cut})
+	t.Logf("re-registered as %s within %s of the heal", ip[cut], time.Since(healedAt).Round(100*time.Millisecond))
+	noChurn(t, ms)
 }
 
 // TestCrashedHostIsRemoved: a host that really dies (meshd killed, its
