@@ -12,13 +12,9 @@ import (
 	"github.com/meshd/meshd/internal/zkserver"
 )
 
-// TestLeaderKilledNoLoss: three meshd hosts on a 3-server ensemble, pings
-// flowing; the leader is killed. The other two elect a new one, sessions
-// move to them, and nothing happens to the data plane: 0 lost, no peer
-// removed, nobody stale at the end.
-// ensembleFleet starts a 3-server ensemble and three meshd hosts (vpc, dc,
-// classic) on it, and waits until they reach each other.
-func ensembleFleet(t *testing.T) (*testbed.Testbed, []*testbed.Meshd, map[*testbed.Meshd]string) {
+// stableEnsemble builds a testbed with a 3-server ensemble and returns once
+// one leader has held for 5 s and every server serves.
+func stableEnsemble(t *testing.T) *testbed.Testbed {
 	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true, Ensemble: 3})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -53,45 +49,20 @@ func ensembleFleet(t *testing.T) (*testbed.Testbed, []*testbed.Meshd, map[*testb
 		}
 		return nil
 	})
-	var ms []*testbed.Meshd
-	for _, network := range []string{"vpc", "dc", "classic"} {
-		h, err := tb.AddHost(network)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{network}, Extra: partitionTuning})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, m)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, m := range ms {
-				t.Logf("--- log of %s:\n%s", m.Host.Name, m.LogTail(40))
-			}
-		}
-	})
-	ip := map[*testbed.Meshd]string{}
-	for _, m := range ms {
-		s, _ := m.Status()
-		ip[m] = s.OverlayIP
-	}
-	waitFor(t, 30*time.Second, "mesh up", func() error {
-		for _, x := range ms {
-			for _, y := range ms {
-				if x != y && !x.Host.Ping(mustAddr(ip[y])) {
-					return fmt.Errorf("%s cannot reach %s", x.Host.Name, y.Host.Name)
-				}
-			}
-		}
-		return nil
-	})
+	return tb
+}
+
+// ensembleFleet starts a 3-server ensemble and three meshd hosts (vpc, dc,
+// classic) on it, each given every server, and waits until they reach each
+// other.
+func ensembleFleet(t *testing.T) (*testbed.Testbed, []*testbed.Meshd, map[*testbed.Meshd]string) {
+	tb := stableEnsemble(t)
+	ms, ip := meshOn(t, tb, nil)
 	return tb, ms, ip
 }
 
-// noChurn: every host is connected again, knows both peers, none stale,
-// and none was ever removed.
+// noChurn: every host is connected again, knows every other as a peer,
+// none stale, and none was ever removed.
 func noChurn(t *testing.T, ms []*testbed.Meshd) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "every host connected again, every peer known and not stale", func() error {
@@ -104,7 +75,7 @@ func noChurn(t *testing.T, ms []*testbed.Meshd) {
 				return fmt.Errorf("%s: registry %s", m.Host.Name, s.Registry)
 			}
 			ps, _ := m.Peers()
-			if len(ps) != 2 {
+			if len(ps) != len(ms)-1 {
 				return fmt.Errorf("%s has %d peers", m.Host.Name, len(ps))
 			}
 			for _, p := range ps {
@@ -140,11 +111,7 @@ func checkPings(t *testing.T, what string, pings []func() (string, bool)) {
 // removed, nobody stale at the end.
 func TestLeaderKilledNoLoss(t *testing.T) {
 	tb, ms, ip := ensembleFleet(t)
-	pings := []func() (string, bool){
-		steadyPing(t, ms[0].Host, ip[ms[1]], 20*time.Second),
-		steadyPing(t, ms[2].Host, ip[ms[0]], 20*time.Second),
-	}
-	time.Sleep(2 * time.Second) // pings flow before the fault; ping has no readiness signal
+	pings := pingAcross(t, 20*time.Second, ip, [2]*testbed.Meshd{ms[0], ms[1]}, [2]*testbed.Meshd{ms[2], ms[0]})
 	leader, err := tb.Ensemble().Leader()
 	if err != nil {
 		t.Fatal(err)
@@ -172,11 +139,7 @@ func TestLeaderKilledNoLoss(t *testing.T) {
 // the fleet converges without a single removal.
 func TestQuorumLostNoLoss(t *testing.T) {
 	tb, ms, ip := ensembleFleet(t)
-	pings := []func() (string, bool){
-		steadyPing(t, ms[0].Host, ip[ms[1]], 24*time.Second),
-		steadyPing(t, ms[2].Host, ip[ms[0]], 24*time.Second),
-	}
-	time.Sleep(2 * time.Second) // pings flow before the fault; ping has no readiness signal
+	pings := pingAcross(t, 24*time.Second, ip, [2]*testbed.Meshd{ms[0], ms[1]}, [2]*testbed.Meshd{ms[2], ms[0]})
 	servers := tb.Ensemble().Servers
 	servers[0].Halt()
 	servers[1].Halt()
@@ -189,9 +152,7 @@ func TestQuorumLostNoLoss(t *testing.T) {
 		}
 		return nil
 	})
-	if d := 16*time.Second - time.Since(lostAt); d > 0 {
-		time.Sleep(d) // the fault's duration is the point: past session timeout + hold-down + handshake timeout
-	}
+	hold(lostAt, 16*time.Second)
 	for _, s := range servers[:2] {
 		if err := s.Restart(context.Background()); err != nil {
 			t.Fatal(err)
@@ -200,4 +161,78 @@ func TestQuorumLostNoLoss(t *testing.T) {
 	t.Logf("quorum lost for %s", time.Since(lostAt).Round(time.Second))
 	checkPings(t, "the quorum loss", pings)
 	noChurn(t, ms)
+}
+
+// TestMinorityPartitionNoLoss: one server of three is cut off from the other
+// two, so it loses quorum and stops serving, and the host given only that
+// server loses the registry: its session expires on the majority side and
+// its record vanishes. Pings flow across for longer than session timeout +
+// hold-down + handshake timeout: 0 lost, since every host keeps its data
+// plane; a new host still joins the majority side. Once the partition heals
+// the cut-off host re-registers with the same address and the fleet
+// converges without a single removal.
+func TestMinorityPartitionNoLoss(t *testing.T) {
+	tb := stableEnsemble(t)
+	leader, err := tb.Ensemble().Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The minority is a follower, so the majority keeps its leader and
+	// everything that changes is the minority's loss.
+	var minority int
+	var majority []string
+	for i, s := range tb.Ensemble().Servers {
+		if s != leader && minority == 0 {
+			minority = i + 1
+		} else {
+			majority = append(majority, s.Addr())
+		}
+	}
+	alone := tb.Ensemble().Servers[minority-1]
+	ms, ip := meshOn(t, tb, map[string][]string{"vpc": majority, "dc": majority, "classic": {alone.Addr()}})
+	connected, cut := ms[:2], ms[2]
+	pings := pingAcross(t, 32*time.Second, ip, [2]*testbed.Meshd{connected[0], cut}, [2]*testbed.Meshd{cut, connected[1]})
+	if err := tb.BlockQuorum(minority); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	healed := false
+	heal := func() {
+		if !healed {
+			healed = true
+			if err := tb.UnblockQuorum(minority); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(heal)
+	d := waitFor(t, 20*time.Second, "the minority server stops serving", func() error {
+		if st, err := alone.FourLetter("srvr"); err == nil && strings.Contains(st, "Mode:") {
+			return fmt.Errorf("%s still serves: %s", alone.Addr(), grepLines(st, "Mode:"))
+		}
+		return nil
+	})
+	t.Logf("%s lost quorum %s after the partition", alone.Addr(), d.Round(100*time.Millisecond))
+	waitKeptAlive(t, 20*time.Second, connected, []*testbed.Meshd{cut})
+	t.Logf("%s's record gone on the majority, kept alive by both peers, %s after the partition", cut.Host.Name, time.Since(cutAt).Round(100*time.Millisecond))
+	waitSessionExpired(t, cut)
+	if p, err := peerOf(cut, connected[0].Host.Name); err != nil || p.State != "stale" {
+		t.Errorf("cut-off %s -> %s: %+v %v", cut.Host.Name, connected[0].Host.Name, p, err)
+	}
+
+	// A new host joins the majority side meanwhile.
+	joined := startOn(t, tb, "vpc", testbed.MeshdOptions{ZooKeeper: majority})
+	ip[joined] = overlayIPs([]*testbed.Meshd{joined})[joined]
+	waitMeshUp(t, []*testbed.Meshd{joined, connected[0]}, ip)
+
+	// Hold the partition past 20 s (6 s session + 2 s hold-down + 3 s
+	// handshake timeout and more), then heal it.
+	hold(cutAt, 20*time.Second)
+	heal()
+	healedAt := time.Now()
+	t.Logf("minority partition held for %s", time.Since(cutAt).Round(time.Second))
+	checkPings(t, "the minority partition", pings)
+	waitReRegistered(t, 60*time.Second, ip, []*testbed.Meshd{connected[0], connected[1], joined}, []*testbed.Meshd{cut})
+	t.Logf("re-registered as %s within %s of the heal", ip[cut], time.Since(healedAt).Round(100*time.Millisecond))
+	noChurn(t, []*testbed.Meshd{connected[0], connected[1], cut, joined})
 }

@@ -17,11 +17,13 @@ const partitionTuning = "tuning:\n  hold_down: 2s\n  handshake_timeout: 3s\n  pa
 // cutFromZooKeeper drops h's traffic to and from ZooKeeper inside h's own
 // namespace: a severed link to the ensemble (or its proxy down) while the
 // data path between hosts stays as it is. The returned func heals it.
+// Every server of the testbed, single or of an ensemble, serves clients on
+// port 2181, so the port alone catches them all.
 func cutFromZooKeeper(t *testing.T, h *testbed.Host) func() {
 	t.Helper()
 	rules := [][]string{
-		{"OUTPUT", "-d", testbed.ZooKeeperIP, "-p", "tcp", "--dport", "2181", "-j", "DROP"},
-		{"INPUT", "-s", testbed.ZooKeeperIP, "-p", "tcp", "--sport", "2181", "-j", "DROP"},
+		{"OUTPUT", "-p", "tcp", "--dport", "2181", "-j", "DROP"},
+		{"INPUT", "-p", "tcp", "--sport", "2181", "-j", "DROP"},
 	}
 	for _, r := range rules {
 		if _, err := h.Run(context.Background(), "iptables", append([]string{"-w", "-I"}, r...)...); err != nil {
@@ -68,6 +70,151 @@ func steadyPing(t *testing.T, h *testbed.Host, addr string, d time.Duration) (wa
 	}
 }
 
+// startOn starts meshd on a new host of network with the partition tuning;
+// o adds to it (its Bin, Links, Groups and Extra are set here). The host's
+// log is shown if the test fails.
+func startOn(t *testing.T, tb *testbed.Testbed, network string, o testbed.MeshdOptions) *testbed.Meshd {
+	t.Helper()
+	h, err := tb.AddHost(network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Bin, o.Links, o.Groups, o.Extra = bin(t), [][]string{{"vpc", "dc"}}, []string{network}, partitionTuning
+	m, err := tb.StartMeshd(h, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- log of %s (%s):\n%s", h.Name, network, m.LogTail(40))
+		}
+	})
+	return m
+}
+
+// meshOn starts meshd hosts in vpc, dc and classic on tb, each given the
+// ZooKeeper servers zk lists for its network (all of tb's if none), and
+// waits until they reach each other. It returns the hosts in that order
+// and their overlay addresses.
+func meshOn(t *testing.T, tb *testbed.Testbed, zk map[string][]string) ([]*testbed.Meshd, map[*testbed.Meshd]string) {
+	t.Helper()
+	var ms []*testbed.Meshd
+	for _, network := range []string{"vpc", "dc", "classic"} {
+		ms = append(ms, startOn(t, tb, network, testbed.MeshdOptions{ZooKeeper: zk[network]}))
+	}
+	ip := overlayIPs(ms)
+	waitMeshUp(t, ms, ip)
+	return ms, ip
+}
+
+func overlayIPs(ms []*testbed.Meshd) map[*testbed.Meshd]string {
+	ip := map[*testbed.Meshd]string{}
+	for _, m := range ms {
+		s, _ := m.Status()
+		ip[m] = s.OverlayIP
+	}
+	return ip
+}
+
+// waitMeshUp waits until every one of ms pings every other.
+func waitMeshUp(t *testing.T, ms []*testbed.Meshd, ip map[*testbed.Meshd]string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "mesh up", func() error {
+		for _, x := range ms {
+			for _, y := range ms {
+				if x != y && !x.Host.Ping(mustAddr(ip[y])) {
+					return fmt.Errorf("%s cannot reach %s", x.Host.Name, y.Host.Name)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// waitKeptAlive waits until every watcher has each cut-off host as a stale
+// peer kept alive by its traffic: the host's record is gone (its session
+// expired) yet nobody removed it. It returns how long that took.
+func waitKeptAlive(t *testing.T, limit time.Duration, watchers, cut []*testbed.Meshd) time.Duration {
+	t.Helper()
+	return waitFor(t, limit, "the cut-off hosts' records gone, kept alive as stale peers", func() error {
+		for _, w := range watchers {
+			for _, c := range cut {
+				p, err := peerOf(w, c.Host.Name)
+				if err != nil {
+					return err
+				}
+				if p.State != "stale" || !p.KeptAlive || !strings.Contains(p.StaleReason, "kept") {
+					return fmt.Errorf("%s -> %s: %s kept %v %q", w.Host.Name, c.Host.Name, p.State, p.KeptAlive, p.StaleReason)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// waitSessionExpired waits until m says its registry session expired. It
+// learns of the expiry only by the clock: its client first waits 2/3 of
+// the session (6 s) for an answer, then counts a whole session.
+func waitSessionExpired(t *testing.T, m *testbed.Meshd) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "the cut-off host sees its session expired", func() error {
+		if s, _ := m.Status(); s.Registry != "expired" {
+			return fmt.Errorf("%s: registry %s", m.Host.Name, s.Registry)
+		}
+		return nil
+	})
+}
+
+// waitReRegistered waits until every cut-off host is connected again under
+// the overlay address it had (ip) and every watcher has it as a registered
+// peer at that address. It returns how long that took.
+func waitReRegistered(t *testing.T, limit time.Duration, ip map[*testbed.Meshd]string, watchers, cut []*testbed.Meshd) time.Duration {
+	t.Helper()
+	return waitFor(t, limit, "the cut-off hosts re-registered with the same addresses", func() error {
+		for _, c := range cut {
+			s, err := c.Status()
+			if err != nil {
+				return err
+			}
+			if s.Registry != "connected" || s.OverlayIP != ip[c] {
+				return fmt.Errorf("%s: registry %s, overlay %s (was %s)", c.Host.Name, s.Registry, s.OverlayIP, ip[c])
+			}
+			for _, w := range watchers {
+				p, err := peerOf(w, c.Host.Name)
+				if err != nil {
+					return err
+				}
+				if p.State == "stale" || p.KeptAlive || p.OverlayIP != ip[c] {
+					return fmt.Errorf("%s -> %s: %s kept %v at %s", w.Host.Name, c.Host.Name, p.State, p.KeptAlive, p.OverlayIP)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// hold sleeps until d has passed since the fault began: its duration is the
+// point (past session timeout + hold-down + handshake timeout), there is
+// nothing to poll.
+func hold(since time.Time, d time.Duration) {
+	if left := d - time.Since(since); left > 0 {
+		time.Sleep(left)
+	}
+}
+
+// pingAcross starts a steady ping from each pair's first host to the
+// second's overlay address for d, and gives them 2 s to flow before the
+// fault the caller brings; checkPings judges them.
+func pingAcross(t *testing.T, d time.Duration, ip map[*testbed.Meshd]string, pairs ...[2]*testbed.Meshd) []func() (string, bool) {
+	t.Helper()
+	var pings []func() (string, bool)
+	for _, p := range pairs {
+		pings = append(pings, steadyPing(t, p[0].Host, ip[p[1]], d))
+	}
+	time.Sleep(2 * time.Second) // ping has no readiness signal
+	return pings
+}
+
 // TestPartitionKeepsLivePeers is the headline partition case: the hosts of
 // network vpc lose ZooKeeper for longer than session timeout + hold-down
 // while pings flow between them and a host of classic. Their records expire
@@ -78,65 +225,21 @@ func steadyPing(t *testing.T, h *testbed.Host, addr string, d time.Duration) (wa
 // off hosts re-register with the same addresses.
 func TestPartitionKeepsLivePeers(t *testing.T) {
 	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
-	f := &fleet{tb: tb, hosts: map[string]*testbed.Meshd{}}
 	start := func(network, metrics string) *testbed.Meshd {
-		h, err := tb.AddHost(network)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Links: [][]string{{"vpc", "dc"}}, Groups: []string{network},
-			Metrics: metrics, Extra: partitionTuning})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.hosts[h.Name] = m
-		return m
+		return startOn(t, tb, network, testbed.MeshdOptions{Metrics: metrics})
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for name, m := range f.hosts {
-				t.Logf("--- log of %s (%s):\n%s", name, m.Host.Network, m.LogTail(40))
-			}
-		}
-	})
 	a := start("classic", "127.0.0.1:9474")
 	b1, b2 := start("vpc", ""), start("vpc", "")
-	st := map[*testbed.Meshd]string{}
-	for _, m := range []*testbed.Meshd{a, b1, b2} {
-		s, _ := m.Status()
-		st[m] = s.OverlayIP
-	}
-	waitFor(t, 30*time.Second, "mesh up", func() error {
-		for _, x := range []*testbed.Meshd{a, b1, b2} {
-			for _, y := range []*testbed.Meshd{a, b1, b2} {
-				if x != y && !x.Host.Ping(mustAddr(st[y])) {
-					return fmt.Errorf("%s cannot reach %s", x.Host.Name, y.Host.Name)
-				}
-			}
-		}
-		return nil
-	})
+	st := overlayIPs([]*testbed.Meshd{a, b1, b2})
+	waitMeshUp(t, []*testbed.Meshd{a, b1, b2}, st)
 
 	// Cut for session timeout (6 s) + hold-down (2 s) + handshake timeout
 	// (3 s) and more: 20 s, inside a 28 s steady ping each way.
-	pingAB := steadyPing(t, a.Host, st[b1], 28*time.Second)
-	pingBA := steadyPing(t, b2.Host, st[a], 28*time.Second)
-	time.Sleep(2 * time.Second) // pings flow before the cut; ping has no readiness signal
+	pings := pingAcross(t, 28*time.Second, st, [2]*testbed.Meshd{a, b1}, [2]*testbed.Meshd{b2, a})
 	cutAt := time.Now()
 	heal1, heal2 := cutFromZooKeeper(t, b1.Host), cutFromZooKeeper(t, b2.Host)
 
-	waitFor(t, 20*time.Second, "a keeps the vpc hosts, stale and kept alive, their records gone", func() error {
-		for _, b := range []*testbed.Meshd{b1, b2} {
-			p, err := peerOf(a, b.Host.Name)
-			if err != nil {
-				return err
-			}
-			if p.State != "stale" || !p.KeptAlive || !strings.Contains(p.StaleReason, "kept") {
-				return fmt.Errorf("%s -> %s: %s kept %v %q", a.Host.Name, b.Host.Name, p.State, p.KeptAlive, p.StaleReason)
-			}
-		}
-		return nil
-	})
+	waitKeptAlive(t, 20*time.Second, []*testbed.Meshd{a}, []*testbed.Meshd{b1, b2})
 	t.Logf("records of the cut-off hosts gone and their peers kept alive %s after the cut", time.Since(cutAt).Round(time.Second))
 	s, _ := a.Status()
 	if s.Registry != "connected" || s.KeptAlive != 2 || s.KeptAliveByNetwork["vpc"] != 2 {
@@ -174,39 +277,42 @@ func TestPartitionKeepsLivePeers(t *testing.T) {
 	})
 
 	// Hold the cut past 20 s, then heal it.
-	if d := 20*time.Second - time.Since(cutAt); d > 0 {
-		time.Sleep(d) // the fault's duration is the point here: nothing to poll
-	}
+	hold(cutAt, 20*time.Second)
 	heal1()
 	heal2()
 	healedAt := time.Now()
-	for _, w := range []func() (string, bool){pingAB, pingBA} {
-		if summary, ok := w(); !ok {
-			t.Errorf("traffic across the partition: %s", summary)
-		} else {
-			t.Logf("across the partition: %s", summary)
-		}
-	}
-	waitFor(t, 30*time.Second, "the cut-off hosts re-registered with the same addresses", func() error {
-		for _, b := range []*testbed.Meshd{b1, b2} {
-			s, err := b.Status()
-			if err != nil {
-				return err
-			}
-			if s.Registry != "connected" || s.OverlayIP != st[b] {
-				return fmt.Errorf("%s: registry %s, overlay %s (was %s)", b.Host.Name, s.Registry, s.OverlayIP, st[b])
-			}
-			p, err := peerOf(a, b.Host.Name)
-			if err != nil {
-				return err
-			}
-			if p.State == "stale" || p.KeptAlive || p.OverlayIP != st[b] {
-				return fmt.Errorf("%s -> %s: %s kept %v at %s", a.Host.Name, b.Host.Name, p.State, p.KeptAlive, p.OverlayIP)
-			}
-		}
-		return nil
-	})
+	checkPings(t, "the partition", pings)
+	waitReRegistered(t, 30*time.Second, st, []*testbed.Meshd{a}, []*testbed.Meshd{b1, b2})
 	t.Logf("after the heal: re-registered, same addresses, not stale within %s", time.Since(healedAt).Round(time.Second))
+}
+
+// TestSessionExpiryNoLoss: one host alone loses ZooKeeper for longer than
+// session timeout + hold-down + handshake timeout, so its session, and with
+// it its record, expires, while pings flow between it and the others. Its
+// peers keep it, stale and kept alive, and it keeps them: 0 lost. Once it
+// reaches ZooKeeper again it re-registers with the same address, and nobody
+// removed anybody or is stale at the end.
+func TestSessionExpiryNoLoss(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	ms, ip := meshOn(t, tb, nil)
+	others, cut := ms[:2], ms[2]
+	pings := pingAcross(t, 28*time.Second, ip, [2]*testbed.Meshd{others[0], cut}, [2]*testbed.Meshd{cut, others[1]})
+	cutAt := time.Now()
+	heal := cutFromZooKeeper(t, cut.Host)
+	d := waitKeptAlive(t, 20*time.Second, others, []*testbed.Meshd{cut})
+	t.Logf("%s's session expired, its record gone and kept alive by both peers %s after the cut", cut.Host.Name, d.Round(100*time.Millisecond))
+	waitSessionExpired(t, cut)
+	// The session expiry was seen by everybody; hold the cut past 20 s
+	// (6 s session + 2 s hold-down + 3 s handshake timeout and more) so that
+	// a removal would have happened by now, then heal it.
+	hold(cutAt, 20*time.Second)
+	heal()
+	healedAt := time.Now()
+	t.Logf("%s cut from ZooKeeper for %s", cut.Host.Name, time.Since(cutAt).Round(time.Second))
+	checkPings(t, "the session expiry", pings)
+	waitReRegistered(t, 30*time.Second, ip, others, []*testbed.Meshd{cut})
+	t.Logf("re-registered as %s within %s of the heal", ip[cut], time.Since(healedAt).Round(100*time.Millisecond))
+	noChurn(t, ms)
 }
 
 // TestCrashedHostIsRemoved: a host that really dies (meshd killed, its

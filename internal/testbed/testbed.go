@@ -38,6 +38,9 @@ var Networks = map[string]int{"classic": 1, "vpc": 2, "dc": 3}
 // ZooKeeperIP is where ZooKeeper listens on the internet segment.
 const ZooKeeperIP = "198.19.0.2"
 
+// EnsembleIP is where server i (from 1) of an ensemble listens.
+func EnsembleIP(i int) string { return fmt.Sprintf("198.19.0.%d", 2+i) }
+
 // Options configure a testbed.
 type Options struct {
 	Dir       string // state and logs; a temp dir if empty
@@ -49,7 +52,8 @@ type Options struct {
 	// without a word, as on paths that filter ICMP. Unset: 1500.
 	MTU map[string]int
 	// Ensemble, if above 1, makes that ZooKeeper an ensemble of this many
-	// servers on ZooKeeperIP, at client ports 2181, 2182, ...
+	// servers, each a machine of its own on the internet segment: namespace
+	// zk<i> at 198.19.0.(2+i), client port 2181 (see EnsembleIP).
 	Ensemble int
 	Logger   *slog.Logger
 }
@@ -129,7 +133,15 @@ func New(ctx context.Context, o Options) (_ *Testbed, err error) {
 	}
 	switch {
 	case o.ZooKeeper && o.Ensemble > 1:
-		tb.ens, err = zkserver.StartEnsemble(ctx, o.Ensemble, zkserver.Options{Netns: tb.ns("inet"), Host: ZooKeeperIP, Port: 2181,
+		var members []zkserver.Member
+		for i := 1; i <= o.Ensemble; i++ {
+			m := zkserver.Member{Netns: tb.ns(fmt.Sprintf("zk%d", i)), Host: EnsembleIP(i)}
+			if err = tb.onInternet(m.Netns, fmt.Sprintf("zk%d", i), m.Host); err != nil {
+				return nil, fmt.Errorf("testbed zookeeper server %d: %w", i, err)
+			}
+			members = append(members, m)
+		}
+		tb.ens, err = zkserver.StartEnsemble(ctx, o.Ensemble, zkserver.Options{Members: members, Port: 2181,
 			Dir: filepath.Join(tb.Dir, "zk"), Logger: tb.log})
 		if err != nil {
 			return nil, fmt.Errorf("testbed zookeeper ensemble: %w", err)
@@ -171,7 +183,7 @@ func (tb *Testbed) addNS(name string) error {
 }
 
 // buildInternet: a bridge in the internet namespace, which also holds
-// ZooKeeper's address; the outsider hangs off it.
+// ZooKeeper's address; the outsider (and an ensemble's servers) hang off it.
 func (tb *Testbed) buildInternet() error {
 	inet := tb.ns("inet")
 	if err := tb.addNS(inet); err != nil {
@@ -186,28 +198,39 @@ func (tb *Testbed) buildInternet() error {
 			return err
 		}
 	}
-	out := &Host{Name: "outsider", Netns: tb.ns("out"), PublicIP: netip.MustParseAddr("198.19.0.66"), PrivateIP: netip.MustParseAddr("198.19.0.66"), tb: tb}
-	if err := tb.addNS(out.Netns); err != nil {
-		return err
-	}
-	if err := tb.plug(out.Netns, "eth0", inet, "out0", "br0"); err != nil {
-		return err
-	}
-	if err := in(out.Netns, "ip", "addr", "add", "198.19.0.66/24", "dev", "eth0"); err != nil {
-		return err
-	}
-	for name, i := range Networks {
-		_ = name
-		via := fmt.Sprintf("198.19.0.%d", 10+i)
-		for _, ns := range []string{inet, out.Netns} {
-			if err := in(ns, "ip", "route", "add", fmt.Sprintf("198.19.%d.0/24", i), "via", via); err != nil {
-				return err
-			}
+	for _, i := range Networks {
+		if err := in(inet, "ip", "route", "add", fmt.Sprintf("198.19.%d.0/24", i), "via", fmt.Sprintf("198.19.0.%d", 10+i)); err != nil {
+			return err
 		}
+	}
+	out := &Host{Name: "outsider", Netns: tb.ns("out"), PublicIP: netip.MustParseAddr("198.19.0.66"), PrivateIP: netip.MustParseAddr("198.19.0.66"), tb: tb}
+	if err := tb.onInternet(out.Netns, "out0", out.PublicIP.String()); err != nil {
+		return err
 	}
 	tb.mu.Lock()
 	tb.hosts = append(tb.hosts, out)
 	tb.mu.Unlock()
+	return nil
+}
+
+// onInternet makes namespace ns a machine on the internet segment at addr,
+// plugged into the bridge as port, with routes to the networks' public
+// ranges through their gateways.
+func (tb *Testbed) onInternet(ns, port, addr string) error {
+	if err := tb.addNS(ns); err != nil {
+		return err
+	}
+	if err := tb.plug(ns, "eth0", tb.ns("inet"), port, "br0"); err != nil {
+		return err
+	}
+	if err := in(ns, "ip", "addr", "add", addr+"/24", "dev", "eth0"); err != nil {
+		return err
+	}
+	for _, i := range Networks {
+		if err := in(ns, "ip", "route", "add", fmt.Sprintf("198.19.%d.0/24", i), "via", fmt.Sprintf("198.19.0.%d", 10+i)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -416,6 +439,32 @@ func (tb *Testbed) udpRule(h *Host, op string) error {
 	for _, dir := range []string{"-s", "-d"} {
 		if err := in(gw, "iptables", "-w", op, "FORWARD", dir, h.PrivateIP.String(), "-p", "udp", "-j", "DROP"); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// BlockQuorum cuts ensemble server i (from 1) off from the other servers:
+// their traffic is dropped where it arrives, inside each server's namespace,
+// so the links blackhole as in a real partition while clients still reach
+// every server.
+func (tb *Testbed) BlockQuorum(i int) error { return tb.quorumRule(i, "-I") }
+
+// UnblockQuorum undoes BlockQuorum.
+func (tb *Testbed) UnblockQuorum(i int) error { return tb.quorumRule(i, "-D") }
+
+func (tb *Testbed) quorumRule(i int, op string) error {
+	if tb.ens == nil || i < 1 || i > len(tb.ens.Servers) {
+		return fmt.Errorf("testbed: no ensemble server %d", i)
+	}
+	for j := 1; j <= len(tb.ens.Servers); j++ {
+		if j == i {
+			continue
+		}
+		for _, p := range [][2]int{{i, j}, {j, i}} {
+			if err := in(tb.ns(fmt.Sprintf("zk%d", p[0])), "iptables", "-w", op, "INPUT", "-s", EnsembleIP(p[1]), "-j", "DROP"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

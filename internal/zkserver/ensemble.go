@@ -10,18 +10,29 @@ import (
 	"time"
 )
 
-// Ensemble is n servers on loopback forming one quorum.
+// Ensemble is n servers forming one quorum.
 type Ensemble struct {
 	Servers []*Server
 	dir     string
 }
 
+// Member places one server of an ensemble on a machine of its own: a
+// network namespace and the address it listens on there.
+type Member struct {
+	Netns string
+	Host  string
+}
+
 // StartEnsemble starts n servers and waits until each serves in a mode
-// (leader or follower). By default they listen on loopback at free ports;
-// with o.Host and o.Port set (a testbed's namespace) all n share that
-// address, server i serving clients on o.Port+i-1 and its quorum and
-// election on o.Port+1000+i and o.Port+2000+i.
+// (leader or follower). By default they listen on loopback at free ports.
+// With o.Members (one per server, as on a testbed) server i runs in
+// Members[i-1].Netns on Members[i-1].Host, every server serving clients on
+// o.Port and its quorum and election on o.Port+1000 and o.Port+2000: each
+// its own machine, so a test can cut one off from the others by address.
 func StartEnsemble(ctx context.Context, n int, o Options) (*Ensemble, error) {
+	if len(o.Members) > 0 && (len(o.Members) != n || o.Port == 0) {
+		return nil, fmt.Errorf("ensemble of %d: %d members, client port %d", n, len(o.Members), o.Port)
+	}
 	dir := o.Dir
 	if dir == "" {
 		var err error
@@ -30,14 +41,17 @@ func StartEnsemble(ctx context.Context, n int, o Options) (*Ensemble, error) {
 		}
 	}
 	e := &Ensemble{dir: dir}
-	host := "127.0.0.1"
+	hosts := make([]string, n)
+	netns := make([]string, n)
 	var servers []string
 	var ports []int
 	for i := 1; i <= n; i++ {
 		var p [3]int
-		if o.Host != "" && o.Port != 0 {
-			host, p = o.Host, [3]int{o.Port + i - 1, o.Port + 1000 + i, o.Port + 2000 + i}
+		if len(o.Members) > 0 {
+			m := o.Members[i-1]
+			hosts[i-1], netns[i-1], p = m.Host, m.Netns, [3]int{o.Port, o.Port + 1000, o.Port + 2000}
 		} else {
+			hosts[i-1], netns[i-1] = "127.0.0.1", o.Netns
 			for j := range p {
 				var err error
 				if p[j], err = FreePort(); err != nil {
@@ -46,11 +60,11 @@ func StartEnsemble(ctx context.Context, n int, o Options) (*Ensemble, error) {
 			}
 		}
 		ports = append(ports, p[0])
-		servers = append(servers, fmt.Sprintf("server.%d=%s:%d:%d", i, host, p[1], p[2]))
+		servers = append(servers, fmt.Sprintf("server.%d=%s:%d:%d", i, hosts[i-1], p[1], p[2]))
 	}
 	for i := 1; i <= n; i++ {
 		so := o
-		so.Host, so.Port, so.Dir = host, ports[i-1], filepath.Join(dir, fmt.Sprint(i))
+		so.Netns, so.Host, so.Port, so.Dir = netns[i-1], hosts[i-1], ports[i-1], filepath.Join(dir, fmt.Sprint(i))
 		so.myID, so.servers = i, servers
 		s, err := Start(ctx, so)
 		if err != nil {

@@ -40,6 +40,9 @@ type Options struct {
 	TLS    *TLS
 	Logger *slog.Logger
 
+	// Members, for StartEnsemble only, places each server (see there).
+	Members []Member
+
 	// set by StartEnsemble
 	myID    int
 	servers []string
