@@ -27,7 +27,7 @@ type Options struct {
 	SessionTimeout   time.Duration
 	Pool             netip.Prefix
 	Quarantine       time.Duration // a decommissioned address stays unused this long
-	DigestSecretFile string        // "user:password": digest ACL on every node meshd creates
+	DigestSecretFile string        // "user:password": digest ACL on every node meshd creates (its own nodes under trust: acl.go)
 	TLS              *tls.Config   // nil: plain TCP
 	StateDir         string        // snapshot; "" keeps none
 	Logger           *slog.Logger
