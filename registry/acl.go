@@ -33,7 +33,9 @@ import (
 // by the server when their session ends, whatever their ACL. Parents and
 // fleet documents keep the fleet-wide ACL (operators write documents
 // through any host). To change a per-host node's ACL by hand, an operator
-// needs ZooKeeper's super user.
+// needs ZooKeeper's super user. Nodes made before trust was turned on keep
+// the fleet-wide ACL until they are made again: a record at its next
+// change, a lease only after a decommission.
 
 // HostDigest is an optional capability of a Trust: the password, derived
 // from this host's identity key, for ZooKeeper's digest scheme as user.
