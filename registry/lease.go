@@ -37,6 +37,11 @@ func (r *Registry) Lease(ctx context.Context, id string) (netip.Addr, error) {
 	if err := r.ensurePath(path.Join(r.root, "owners")); err != nil {
 		return netip.Addr{}, err
 	}
+	// Authenticated as the host before its lease is even read: a restart
+	// finds its nodes and may write them again.
+	if _, err := r.ownACL(id); err != nil {
+		return netip.Addr{}, err
+	}
 	if ip, err := r.existingLease(id); err == nil || !errors.Is(err, zk.ErrNoNode) {
 		return ip, err
 	}
@@ -99,7 +104,11 @@ func (r *Registry) existingLease(id string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("lease %s for %s: node exists, owned by %s", ip, id, owner)
 	case errors.Is(err, zk.ErrNoNode):
 		// Half of a lease (an operator deleted the other half): repair it.
-		if _, err := r.conn.Create(r.leasePath(ip), []byte(id), 0, r.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		acl, err := r.ownACL(id)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("lease %s for %s: repair: %w", ip, id, err)
+		}
+		if _, err := r.conn.Create(r.leasePath(ip), []byte(id), 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			return netip.Addr{}, fmt.Errorf("lease %s for %s: repair: %w", ip, id, err)
 		}
 		return r.existingLease(id)
@@ -110,9 +119,13 @@ func (r *Registry) existingLease(id string) (netip.Addr, error) {
 
 // claim takes ip for id in one multi: lease and owner node together.
 func (r *Registry) claim(id string, ip netip.Addr) (netip.Addr, error) {
+	acl, err := r.ownACL(id)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("lease %s for %s: %w", ip, id, err)
+	}
 	ops := []any{
-		&zk.CreateRequest{Path: r.leasePath(ip), Data: []byte(id), Acl: r.acl},
-		&zk.CreateRequest{Path: r.ownerPath(id), Data: []byte(ip.String()), Acl: r.acl},
+		&zk.CreateRequest{Path: r.leasePath(ip), Data: []byte(id), Acl: acl},
+		&zk.CreateRequest{Path: r.ownerPath(id), Data: []byte(ip.String()), Acl: acl},
 	}
 	// A quarantined address whose time is over is taken over in the same
 	// multi, guarded by the quarantine node's version.
@@ -182,8 +195,12 @@ func (r *Registry) Decommission(ctx context.Context, id string) error {
 		return fmt.Errorf("decommission %s: read lease %s: %w", id, ip, err)
 	}
 	mark := []byte(quarantinePrefix + strconv.FormatInt(time.Now().Unix(), 10))
+	// The lease is replaced, not rewritten: it may be the host's own node
+	// (per-host ACL), which no other host may setData; deleting and
+	// creating are the parent's to allow. The marker belongs to no host.
 	ops := []any{
-		&zk.SetDataRequest{Path: r.leasePath(ip), Data: mark, Version: lst.Version},
+		&zk.DeleteRequest{Path: r.leasePath(ip), Version: lst.Version},
+		&zk.CreateRequest{Path: r.leasePath(ip), Data: mark, Acl: r.acl},
 		&zk.DeleteRequest{Path: r.ownerPath(id), Version: ost.Version},
 	}
 	b := r.bucketPath(BucketOf(id))
@@ -356,8 +373,12 @@ func (r *Registry) publishSelf() error {
 		}
 		mine = append(mine, p)
 	}
+	acl, err := r.ownACL(self.InstanceID)
+	if err != nil {
+		return err
+	}
 	r.stats.Requests.Add(1)
-	created, err := r.conn.Create(path.Join(b, self.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, r.acl)
+	created, err := r.conn.Create(path.Join(b, self.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
 	if err != nil {
 		return fmt.Errorf("create record for %s: %w", self.InstanceID, err)
 	}

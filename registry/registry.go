@@ -27,7 +27,7 @@ type Options struct {
 	SessionTimeout   time.Duration
 	Pool             netip.Prefix
 	Quarantine       time.Duration // a decommissioned address stays unused this long
-	DigestSecretFile string        // "user:password": digest ACL on every node meshd creates
+	DigestSecretFile string        // "user:password": digest ACL on every node meshd creates (its own nodes under trust: acl.go)
 	TLS              *tls.Config   // nil: plain TCP
 	StateDir         string        // snapshot; "" keeps none
 	Logger           *slog.Logger
@@ -103,6 +103,7 @@ type Registry struct {
 	dialErr atomic.Value // error: the last failed connection attempt
 	docs    docWatchers
 	trust   trustState
+	auth    hostAuth
 }
 
 // Stats count the registry's work, for metrics and the watch measurement.
@@ -155,7 +156,10 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 			return nil, fmt.Errorf("registry: digest secret %s: want user:password", o.DigestSecretFile)
 		}
 		r.acl = zk.DigestACL(zk.PermAll, user, pass)
+		r.auth.reader = zk.DigestACL(zk.PermRead, user, pass)
 		auth = []byte(user + ":" + pass)
+	} else {
+		r.auth.reader = zk.WorldACL(zk.PermRead)
 	}
 	snap, err := r.loadSnapshot()
 	if err != nil {

@@ -214,12 +214,12 @@ func (r *Registry) admit(h Host) error {
 	defer r.mu.Unlock()
 	ts := &r.trust
 	mark := ts.seqs[h.InstanceID]
+	sum := h.signed.sum()
 	if h.signed == nil {
 		if mark.Seq > 0 {
 			return bad(ReasonDowngrade, "unsigned record for %s, which signed up to sequence %d", h.InstanceID, mark.Seq)
 		}
 	} else {
-		sum := h.signed.sum()
 		switch {
 		case h.Seq < mark.Seq:
 			return bad(ReasonReplay, "sequence %d of %s is older than %d, already seen", h.Seq, h.InstanceID, mark.Seq)
@@ -231,7 +231,7 @@ func (r *Registry) admit(h Host) error {
 		return bad(ReasonAddress, "%s claims %s, which belongs to %s", h.InstanceID, h.OverlayIP, owner)
 	}
 	if h.signed != nil {
-		ts.seqs[h.InstanceID] = seqMark{Seq: h.Seq, Sum: h.signed.sum()}
+		ts.seqs[h.InstanceID] = seqMark{Seq: h.Seq, Sum: sum}
 		if prev, ok := ts.addrOf[h.InstanceID]; ok && prev != h.OverlayIP {
 			delete(ts.addrs, prev) // its lease moved: only a decommission does that
 		}

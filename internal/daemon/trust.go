@@ -37,7 +37,10 @@ type hostTrust struct {
 // gate each time.
 type trustGate struct{ p atomic.Pointer[hostTrust] }
 
-var _ registry.Trust = (*trustGate)(nil)
+var (
+	_ registry.Trust      = (*trustGate)(nil)
+	_ registry.HostDigest = (*trustGate)(nil)
+)
 
 func (g *trustGate) SignRecord(payload []byte) ([]byte, [][]byte, error) {
 	t := g.p.Load()
@@ -62,6 +65,16 @@ func (g *trustGate) Strict() bool {
 }
 
 func (g *trustGate) Enabled() bool { return g.p.Load() != nil }
+
+// ZKPassword lets the registry authenticate to ZooKeeper as this host and
+// keep its own nodes to itself (registry.HostDigest).
+func (g *trustGate) ZKPassword(user string) (string, error) {
+	t := g.p.Load()
+	if t == nil {
+		return "", errors.New("trust is off")
+	}
+	return t.signer.ZKPassword(user)
+}
 
 func (g *trustGate) Revoked(serial string) bool {
 	t := g.p.Load()

@@ -3,7 +3,12 @@ package trust
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"sync"
@@ -136,6 +141,37 @@ func (s *Signer) signAs(domain string, payload []byte) ([]byte, [][]byte, error)
 	s.mu.Unlock()
 	sig, err := sign(s.key, domain, payload)
 	return sig, chain, err
+}
+
+// zkDigestInfo separates the ZooKeeper password from any other use of the
+// identity key's bytes.
+const zkDigestInfo = "meshd zookeeper digest v1\n"
+
+// ZKPassword is this host's password for ZooKeeper's digest scheme as
+// user, derived from the identity key (HKDF-SHA256): the host proves the
+// same key to ZooKeeper that it signs its records with, and nobody has a
+// new secret to distribute. The same key and user give the same password
+// on every start; another key cannot compute it.
+func (s *Signer) ZKPassword(user string) (string, error) {
+	var secret []byte
+	switch k := s.key.(type) {
+	case ed25519.PrivateKey:
+		secret = k.Seed()
+	case *ecdsa.PrivateKey:
+		b, err := k.Bytes()
+		if err != nil {
+			return "", fmt.Errorf("zookeeper password: %w", err)
+		}
+		secret = b
+	default:
+		// A key held elsewhere (an HSM) does not show its bytes.
+		return "", fmt.Errorf("zookeeper password: identity key %T does not expose its bytes", s.key)
+	}
+	pw, err := hkdf.Key(sha256.New, secret, nil, zkDigestInfo+user, 32)
+	if err != nil {
+		return "", fmt.Errorf("zookeeper password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(pw), nil
 }
 
 // Expiry is when the certificate (or its chain) stops being valid.

@@ -286,3 +286,55 @@ func TestSealedDocuments(t *testing.T) {
 		t.Errorf("unseal: %q %v", inner, ok)
 	}
 }
+
+// The ZooKeeper password is the key's: the same on every load of the key
+// file, different for another user or another key, Ed25519 or P-256.
+func TestZKPassword(t *testing.T) {
+	ca, pool := newCA(t)
+	s1 := hostSigner(t, ca, pool, "h1", Template{})
+	s2 := hostSigner(t, ca, pool, "h1", Template{})
+	again, err := LoadSigner(s1.keyFile, s1.certFile, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecCert, err := ca.Issue(ecKey.Public(), "h1", Template{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := NewSigner(ecKey, ecCert, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := func(s *Signer, user string) string {
+		t.Helper()
+		p, err := s.ZKPassword(user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) < 40 {
+			t.Fatalf("password %q: want 256 bits", p)
+		}
+		return p
+	}
+	base := pw(s1, "meshd-host-h1")
+	if pw(again, "meshd-host-h1") != base {
+		t.Error("the same key file gave another password")
+	}
+	for name, other := range map[string]string{
+		"another user": pw(s1, "meshd-host-h2"),
+		"another key":  pw(s2, "meshd-host-h1"),
+		"a P-256 key":  pw(ec, "meshd-host-h1"),
+	} {
+		if other == base {
+			t.Errorf("%s gave the same password", name)
+		}
+	}
+	ec2, err := NewSigner(ecKey, ecCert, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw(ec2, "meshd-host-h1") != pw(ec, "meshd-host-h1") {
+		t.Error("P-256: the same key gave another password")
+	}
+}
