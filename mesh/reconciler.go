@@ -440,7 +440,11 @@ func (r *Reconciler) expireLocked(now time.Time) {
 				r.log.Error("firewall: remove member", "host", id, "err", err)
 			}
 		}
-		r.log.Info("peer removed", "peer", id)
+		if p.goneAt.IsZero() {
+			r.log.Info("peer removed", "peer", id)
+		} else { // how long after its record vanished: the bound operators (and tests) judge
+			r.log.Info("peer removed", "peer", id, "record_gone_for", now.Sub(p.goneAt).Round(100*time.Millisecond))
+		}
 	}
 	r.applyDevice(delta, nil)
 }

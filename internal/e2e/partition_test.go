@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -361,10 +362,37 @@ func TestCrashedHostIsRemoved(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("crashed host removed %s after its record vanished (bound: hold-down 2s + handshake timeout 3s + 2 ticks)", d.Round(100*time.Millisecond))
-	if d > 7*time.Second {
-		t.Errorf("removal took %s after the record vanished (at %s), want <= 7s", d, goneAt.Format(time.TimeOnly))
+	// The bound is judged on meshd's own clock, from its log: the test's
+	// polling (a meshctl and a wg per try) lags by up to seconds under load.
+	took, err := removedAfter(a, b.Host.Name)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Logf("crashed host removed %s after its record vanished (seen by the test %s after it saw it gone; bound: hold-down 2s + handshake timeout 3s + 2 ticks)",
+		took, d.Round(100*time.Millisecond))
+	if took > 7*time.Second {
+		t.Errorf("removal took %s after the record vanished (the test saw it gone at %s), want <= 7s", took, goneAt.Format(time.TimeOnly))
+	}
+}
+
+// removedAfter reads from m's log how long after its record vanished meshd
+// removed peer id.
+func removedAfter(m *testbed.Meshd, id string) (time.Duration, error) {
+	log, err := os.ReadFile(m.Log)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(log), "\n") {
+		if !strings.Contains(l, `msg="peer removed" peer=`+id+" ") {
+			continue
+		}
+		_, v, ok := strings.Cut(l, " record_gone_for=")
+		if !ok {
+			return 0, fmt.Errorf("removal of %s logged without record_gone_for: %s", id, l)
+		}
+		return time.ParseDuration(strings.Fields(v)[0])
+	}
+	return 0, fmt.Errorf("no removal of %s in %s's log", id, m.Host.Name)
 }
 
 func grepLines(text, word string) string {
