@@ -119,7 +119,8 @@ func client(h *testbed.Host, addr string, secs int, args ...string) (iperfResult
 
 // dataPlane measures one path: TCP 1 stream, UDP 64-byte packet rate (the
 // two every configuration gets, first and in this order, see tcpAndUDP),
-// then TCP 4 streams and ping latency, from a to b's address.
+// then TCP 4 streams, ping latency and the request/response figures, from
+// a to b's address.
 func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string, secs int, logDir string) ([]Measurement, error) {
 	srv, err := serve(tb, b, addr, logDir)
 	if err != nil {
@@ -148,7 +149,8 @@ func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string
 		return nil, err
 	}
 	ms = append(ms, Measurement{Config: name, Metric: "ping_rtt", Value: rttAvg(out), Unit: "ms"})
-	return ms, nil
+	rr, err := requestResponse(tb, name, a, b, addr, secs, logDir)
+	return append(ms, rr...), err
 }
 
 // rttAvg reads the average of ping's "rtt min/avg/max/mdev = a/b/c/d ms".
