@@ -122,6 +122,8 @@ func main() {
 	if nebula != "" {
 		fmt.Fprintf(&b, "Peer comparison: %s, built by make bench from its Go module at that tag into\nbench/out (outside the source tree), on the same two hosts in the same rounds:\npeer found through its static host map (no lighthouse), its firewall admitting\nall (a data-path comparison, not of policy), TUN MTU 1420 like WireGuard's, its\ndefault cipher (AES-256-GCM) and one routine. Nebula moves 64-byte packets\nfaster here and full-size TCP far slower; see \"Where wireguard-go's own 64-byte\ntime goes\" below.\n\n", nebula)
 	}
+	requestResponseSection(&b, fs, rows, configs[2], configs[1], nebula)
+
 	fmt.Fprintf(&b, "## Firewall cost (meshd on both hosts, same run)\n\n| configuration | TCP 1 stream | vs off | UDP 64 B | vs off |\n|---|---|---|---|---|\n")
 	off := "meshd firewall off"
 	for _, c := range []string{off, "meshd enforce 10 members", "meshd enforce 1000 members", "meshd enforce 10000 members"} {
