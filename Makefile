@@ -56,12 +56,15 @@ faults: build
 		./internal/e2e ./registry
 
 # The benchmark suite (root: the namespace testbed). Rewrites bench/RESULTS.md,
-# bench/results.json and bench/throughput.png; about 10 minutes.
+# bench/results.json and bench/throughput.png; about 10 minutes. Its load
+# generators and servers (iperf3, memcached, memcslap, sockperf) come from
+# Debian through scripts/install-deps.sh, like the tests' tools.
 # Nebula, the peer comparison in make bench: built from its module at this
 # tag into bench/out (outside the source tree; not a dependency of meshd).
 NEBULA_VERSION := v1.9.7
 
 bench: build
+	scripts/install-deps.sh
 	@mkdir -p bench/out
 	$(GO) run ./bench/zkwatch -n 100,1000,5000 -watchers 10 -changes 150 -json bench/out/zkwatch.json
 	$(GO) build -o bench/out/meshd-bench ./bench/cmd/meshd-bench

@@ -5,7 +5,8 @@ set -euo pipefail
 need=()
 for pair in zookeeper:/usr/share/java/zookeeper.jar java:/usr/bin/java ipset:/usr/sbin/ipset iptables:/usr/sbin/iptables \
 	iproute2:/usr/sbin/ip iputils-ping:/usr/bin/ping wireguard-tools:/usr/bin/wg iperf3:/usr/bin/iperf3 \
-	conntrack:/usr/sbin/conntrack nftables:/usr/sbin/nft dnsutils:/usr/bin/dig; do
+	conntrack:/usr/sbin/conntrack nftables:/usr/sbin/nft dnsutils:/usr/bin/dig \
+	memcached:/usr/bin/memcached libmemcached-tools:/usr/bin/memcslap sockperf:/usr/bin/sockperf; do
 	[ -e "${pair#*:}" ] || need+=("${pair%%:*}")
 done
 # The instance metadata mock for the EC2 identity tests, from the Go module proxy.

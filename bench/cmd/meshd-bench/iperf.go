@@ -66,19 +66,41 @@ func longestPause(ivs []iperfInterval) time.Duration {
 // serve starts an iperf3 server on h bound to addr, with extra server
 // arguments; it serves until stopped.
 func serve(tb *testbed.Testbed, h *testbed.Host, addr string, logDir string, extra ...string) (*testbed.Process, error) {
-	p, err := tb.StartProcess(h, logDir+"/iperf3-"+h.Name+".log", "iperf3", append([]string{"-s", "-B", addr}, extra...)...)
+	return startServer(tb, h, logDir, "tcp", 5201, "iperf3", append([]string{"-s", "-B", addr}, extra...)...)
+}
+
+// startServer runs a benchmark server (name with args) in h's namespace,
+// logging to logDir/name-host.log, stopped by PID with the testbed's
+// process helpers, and waits until it listens on port (proto "tcp" or
+// "udp"): a client started sooner fails, or over UDP sends into nothing.
+// A server that exits or does not listen within 5 s is an error naming
+// its log.
+func startServer(tb *testbed.Testbed, h *testbed.Host, logDir, proto string, port int, name string, args ...string) (*testbed.Process, error) {
+	log := fmt.Sprintf("%s/%s-%s.log", logDir, name, h.Name)
+	p, err := tb.StartProcess(h, log, name, args...)
 	if err != nil {
 		return nil, err
 	}
+	ssFlags := "-Hltn"
+	if proto == "udp" {
+		ssFlags = "-Hlun"
+	}
+	want := fmt.Sprintf(":%d", port)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		out, _ := h.Run(context.Background(), "ss", "-Hltn", "sport = :5201")
-		if strings.Contains(out, "5201") {
+		select {
+		case <-p.Exited():
+			return nil, fmt.Errorf("%s on %s exited before listening on %s%s: %v (log %s)", name, h.Name, proto, want, p.Err(), log)
+		default:
+		}
+		out, _ := h.Run(context.Background(), "ss", ssFlags, "sport = "+want)
+		if strings.Contains(out, want) {
 			return p, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return nil, fmt.Errorf("iperf3 server on %s not listening", h.Name)
+	p.Stop(2 * time.Second)
+	return nil, fmt.Errorf("%s on %s not listening on %s%s after 5 s (log %s)", name, h.Name, proto, want, log)
 }
 
 // client runs iperf3 from h to addr with extra args, JSON output.
@@ -97,7 +119,8 @@ func client(h *testbed.Host, addr string, secs int, args ...string) (iperfResult
 
 // dataPlane measures one path: TCP 1 stream, UDP 64-byte packet rate (the
 // two every configuration gets, first and in this order, see tcpAndUDP),
-// then TCP 4 streams and ping latency, from a to b's address.
+// then TCP 4 streams, ping latency and the request/response figures, from
+// a to b's address.
 func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string, secs int, logDir string) ([]Measurement, error) {
 	srv, err := serve(tb, b, addr, logDir)
 	if err != nil {
@@ -126,7 +149,8 @@ func dataPlane(tb *testbed.Testbed, name string, a, b *testbed.Host, addr string
 		return nil, err
 	}
 	ms = append(ms, Measurement{Config: name, Metric: "ping_rtt", Value: rttAvg(out), Unit: "ms"})
-	return ms, nil
+	rr, err := requestResponse(tb, name, a, b, addr, secs, logDir)
+	return append(ms, rr...), err
 }
 
 // rttAvg reads the average of ping's "rtt min/avg/max/mdev = a/b/c/d ms".

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -73,12 +75,12 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 	if err != nil {
 		return nil, err
 	}
-	defer ma.Proc.Stop(10 * time.Second)
+	defer stopAndOpen(ma, o.bin)
 	mb, err := startMeshd(tb, b, o.bin, fw)
 	if err != nil {
 		return nil, err
 	}
-	defer mb.Proc.Stop(10 * time.Second)
+	defer stopAndOpen(mb, o.bin)
 	bst, err := mb.Status()
 	if err != nil {
 		return nil, err
@@ -110,6 +112,16 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 
 func startMeshd(tb *testbed.Testbed, h *testbed.Host, bin, fw string) (*testbed.Meshd, error) {
 	return tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name})
+}
+
+// stopAndOpen stops a step's meshd and flushes its firewall: a stopped
+// meshd leaves its host closed (fail static), and the configurations after
+// it in the round need the host open: Nebula's port 4242 is not meshd's.
+func stopAndOpen(m *testbed.Meshd, bin string) {
+	m.Proc.Stop(10 * time.Second)
+	if out, err := m.Host.Run(context.Background(), filepath.Join(bin, "meshd"), "firewall", "flush"); err != nil {
+		fmt.Fprintf(os.Stderr, "meshd firewall flush on %s: %v\n%s", m.Host.Name, err, out)
+	}
 }
 
 // medians folds repeated measurements of one config and metric into their

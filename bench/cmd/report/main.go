@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -88,15 +87,8 @@ func main() {
 	} else if err := load(*zw, &ws); err != nil {
 		fail(err)
 	}
-	find := func(config, metric string) measurement {
-		for _, m := range ms {
-			if m.Config == config && m.Metric == metric {
-				return m
-			}
-		}
-		return measurement{}
-	}
-	get := func(config, metric string) float64 { return find(config, metric).Value }
+	fs := figures(ms)
+	find, get := fs.find, fs.get
 	rounds := len(find("bare wireguard-go", "tcp_1_stream").Runs)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# meshd benchmark results\n\nCommand: `%s` (%s). Machine: %d cores, Debian 12, %s, ZooKeeper 3.8 from\nDebian, userspace wireguard-go on /dev/net/tun, the namespace testbed (two hosts in\nnetwork vpc, private path). One run; every ratio is taken within it, because\nthese machines are noisy and absolute figures mean little. The comparisons the\ntargets judge (meshd against bare wireguard-go, the firewall on against off) run\nin %d interleaved rounds, so a slow minute hits every configuration alike; every\nconfiguration starts fresh processes and is measured first thing after; each\nfigure is the median over the rounds, and \"per round\" gives the range of the\nratio taken within each round. Raw data: `bench/results.json`; plot:\n`bench/throughput.png`.\n\n", headCmd, headDate, runtime.NumCPU(), runtime.Version(), rounds)
@@ -117,33 +109,7 @@ func main() {
 		fmt.Fprintf(&b, "| %s | %.2f Gbit/s | %.2f Gbit/s | %.0f kpps | %.3f ms |\n", c,
 			get(c, "tcp_1_stream"), get(c, "tcp_4_streams"), get(c, "udp_64b_rate"), get(c, "ping_rtt"))
 	}
-	ratio := func(a, b string, metric string) string {
-		x, y := get(a, metric), get(b, metric)
-		if y == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.2fx", x/y)
-	}
-	// perRound is the range of the ratio taken within each round.
-	perRound := func(a, b, metric string) string {
-		x, y := find(a, metric).Runs, find(b, metric).Runs
-		if len(x) < 2 || len(x) != len(y) {
-			return ""
-		}
-		lo, hi := math.Inf(1), math.Inf(-1)
-		for i := range x {
-			if y[i] > 0 {
-				lo, hi = min(lo, x[i]/y[i]), max(hi, x[i]/y[i])
-			}
-		}
-		return fmt.Sprintf(" (per round %.2f–%.2f)", lo, hi)
-	}
-	both := func(a, b, metric string) string {
-		if a == b {
-			return ratio(a, b, metric)
-		}
-		return ratio(a, b, metric) + perRound(a, b, metric)
-	}
+	ratio, both := fs.ratio, fs.both
 	fmt.Fprintf(&b, "\n| ratio | TCP 1 | TCP 4 | UDP 64 B |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| bare wireguard-go / raw (b/a) | %s | %s | %s |\n", ratio(configs[1], configs[0], "tcp_1_stream"), ratio(configs[1], configs[0], "tcp_4_streams"), ratio(configs[1], configs[0], "udp_64b_rate"))
 	fmt.Fprintf(&b, "| meshd / bare wireguard-go (c/b) | %s | %s | %s |\n", both(configs[2], configs[1], "tcp_1_stream"), both(configs[2], configs[1], "tcp_4_streams"), both(configs[2], configs[1], "udp_64b_rate"))
@@ -156,6 +122,8 @@ func main() {
 	if nebula != "" {
 		fmt.Fprintf(&b, "Peer comparison: %s, built by make bench from its Go module at that tag into\nbench/out (outside the source tree), on the same two hosts in the same rounds:\npeer found through its static host map (no lighthouse), its firewall admitting\nall (a data-path comparison, not of policy), TUN MTU 1420 like WireGuard's, its\ndefault cipher (AES-256-GCM) and one routine. Nebula moves 64-byte packets\nfaster here and full-size TCP far slower; see \"Where wireguard-go's own 64-byte\ntime goes\" below.\n\n", nebula)
 	}
+	requestResponseSection(&b, fs, rows, configs[2], configs[1], nebula)
+
 	fmt.Fprintf(&b, "## Firewall cost (meshd on both hosts, same run)\n\n| configuration | TCP 1 stream | vs off | UDP 64 B | vs off |\n|---|---|---|---|---|\n")
 	off := "meshd firewall off"
 	for _, c := range []string{off, "meshd enforce 10 members", "meshd enforce 1000 members", "meshd enforce 10000 members"} {
