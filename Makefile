@@ -56,7 +56,7 @@ faults: build
 		./internal/e2e ./registry
 
 # The benchmark suite (root: the namespace testbed). Rewrites bench/RESULTS.md,
-# bench/results.json and bench/throughput.png; about 10 minutes. Its load
+# bench/results.json and bench/throughput.png; about 20 minutes. Its load
 # generators and servers (iperf3, memcached, memcslap, sockperf) come from
 # Debian through scripts/install-deps.sh, like the tests' tools.
 # Nebula, the peer comparison in make bench: built from its module at this
