@@ -177,19 +177,27 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 
 // recvmmsg is called by RawConn.Read; false means "wait until readable".
 func (r *receiver) recvmmsg(fd uintptr) bool {
+	var done bool
+	r.got, done, r.errno = mmsg(unix.SYS_RECVMMSG, fd, r.todo)
+	return done
+}
+
+// mmsg makes one recvmmsg or sendmmsg (trap) call on the non-blocking
+// socket fd, the way RawConn.Read and Write call their function: done is
+// false when the socket would block, so the runtime's poller waits for it.
+// n is how many of msgs went through; err is a failure other than that.
+func mmsg(trap, fd uintptr, msgs []unix.Mmsghdr) (n int, done bool, err error) {
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.todo[0])), uintptr(len(r.todo)), 0, 0, 0)
+		r, _, errno := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
 		switch errno {
 		case 0:
-			r.got = int(n)
-			return true
+			return int(r), true, nil
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false
+			return 0, false, nil
 		default:
-			r.errno = errno
-			return true
+			return 0, true, errno
 		}
 	}
 }

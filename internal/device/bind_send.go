@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -190,19 +189,7 @@ func (s *bindSocket) send(sb *sendBatch, n int) error {
 
 // sendmmsg is called by RawConn.Write; false means "wait until writable".
 func (sb *sendBatch) sendmmsg(fd uintptr) bool {
-	for {
-		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&sb.todo[0])), uintptr(len(sb.todo)), 0, 0, 0)
-		switch errno {
-		case 0:
-			sb.sent = int(r)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			sb.errno = errno
-			return true
-		}
-	}
+	var done bool
+	sb.sent, done, sb.errno = mmsg(unix.SYS_SENDMMSG, fd, sb.todo)
+	return done
 }
