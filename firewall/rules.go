@@ -253,6 +253,17 @@ func renderPolicy(p *policy.Policy, selfGroups []string, v6 bool) string {
 		}
 		w(`-A %s %s -m set --match-set %s src -m comment --comment "meshd echo" -j ACCEPT`, chainPolicy, echo, members)
 	}
+	renderRules(w, chainPolicy, p, selfGroups, v6, portMatch, "ACCEPT")
+	w("COMMIT")
+	return b.String()
+}
+
+// renderRules renders into chain ch the policy's rules whose "to" is one
+// of this host's groups, one rule per port: sources by their group's set,
+// ports by match (local or original destination), target what an admitted
+// packet does there.
+func renderRules(w func(string, ...any), ch string, p *policy.Policy, selfGroups []string, v6 bool,
+	match func(policy.Port, bool) string, target string) {
 	mine := map[string]bool{policy.Any: true}
 	for _, g := range selfGroups {
 		mine[g] = true
@@ -262,12 +273,10 @@ func renderPolicy(p *policy.Policy, selfGroups []string, v6 bool) string {
 			continue
 		}
 		for _, port := range r.Ports {
-			w(`-A %s %s -m set --match-set %s src -m comment --comment "meshd policy %d %s<-%s %s" -j ACCEPT`,
-				chainPolicy, portMatch(port, v6), setName(groupSet(r.From), v6), i, r.To, r.From, port)
+			w(`-A %s %s -m set --match-set %s src -m comment --comment "meshd policy %d %s<-%s %s" -j %s`,
+				ch, match(port, v6), setName(groupSet(r.From), v6), i, r.To, r.From, port, target)
 		}
 	}
-	w("COMMIT")
-	return b.String()
 }
 
 // renderForwardPolicy renders the judgement of forwarded new connections:
@@ -284,19 +293,7 @@ func renderForwardPolicy(p *policy.Policy, selfGroups []string, c ruleConfig) st
 	if p == nil {
 		w(`-A %s -m set --match-set %s src -m comment --comment "meshd members (no policy)" -j RETURN`, ch, setName(setMembers, c.V6))
 	} else {
-		mine := map[string]bool{policy.Any: true}
-		for _, g := range selfGroups {
-			mine[g] = true
-		}
-		for i, r := range p.Rules {
-			if !mine[r.To] {
-				continue
-			}
-			for _, port := range r.Ports {
-				w(`-A %s %s -m set --match-set %s src -m comment --comment "meshd policy %d %s<-%s %s" -j RETURN`,
-					ch, origPortMatch(port, c.V6), setName(groupSet(r.From), c.V6), i, r.To, r.From, port)
-			}
-		}
+		renderRules(w, ch, p, selfGroups, c.V6, origPortMatch, "RETURN")
 	}
 	w(`-A %s -m comment --comment "%s"%s`, ch, CounterForwardDen, verdict(c.Mode))
 	w("COMMIT")
