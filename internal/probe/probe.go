@@ -4,6 +4,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -21,54 +22,28 @@ type ICMP struct{}
 
 // Reachable reports whether addr answers an echo before ctx ends.
 func (ICMP) Reachable(ctx context.Context, addr netip.Addr) bool {
-	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-	if err != nil {
-		return true // cannot probe: let the handshake decide, as before
-	}
-	defer c.Close()
-	id, seq := os.Getpid()&0xffff, rand.IntN(0xffff)
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("meshd path probe")}}
-	b, err := msg.Marshal(nil)
-	if err != nil {
-		return true
-	}
-	dst := &net.IPAddr{IP: addr.AsSlice()}
-	if _, err := c.WriteTo(b, dst); err != nil {
-		return false
-	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(time.Second)
-	}
-	c.SetReadDeadline(deadline)
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return false
-		}
-		if from.String() != addr.String() {
-			continue
-		}
-		m, err := icmp.ParseMessage(1, buf[:n])
-		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
-			continue
-		}
-		if e, ok := m.Body.(*icmp.Echo); ok && e.Seq == seq {
-			return true
-		}
-	}
+	_, err := echo(ctx, addr, "meshd path probe")
+	// Without an ICMP socket there is no probing: let the handshake decide.
+	return err == nil || errors.Is(err, errNoSocket)
 }
 
 // Echo sends one echo request to addr and returns the round-trip time.
 func Echo(ctx context.Context, addr netip.Addr) (time.Duration, error) {
+	return echo(ctx, addr, "meshctl ping")
+}
+
+var errNoSocket = errors.New("open ICMP socket")
+
+// echo sends one echo request carrying payload to addr and waits, until
+// ctx's deadline (or a second), for its reply.
+func echo(ctx context.Context, addr netip.Addr, payload string) (time.Duration, error) {
 	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
 	if err != nil {
-		return 0, fmt.Errorf("open ICMP socket: %w", err)
+		return 0, fmt.Errorf("%w: %w", errNoSocket, err)
 	}
 	defer c.Close()
 	id, seq := os.Getpid()&0xffff, rand.IntN(0xffff)
-	b, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("meshctl ping")}}).Marshal(nil)
+	b, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte(payload)}}).Marshal(nil)
 	start := time.Now()
 	if _, err := c.WriteTo(b, &net.IPAddr{IP: addr.AsSlice()}); err != nil {
 		return 0, fmt.Errorf("send to %s: %w", addr, err)
