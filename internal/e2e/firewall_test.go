@@ -392,23 +392,7 @@ func TestFirewallOwnOverlayAddress(t *testing.T) {
 // the outsider.
 func TestFirewallUnderlayDefaultDeny(t *testing.T) {
 	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
-	start := func(o testbed.MeshdOptions) *testbed.Meshd {
-		h, err := tb.AddHost("vpc")
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.Bin = bin(t)
-		m, err := tb.StartMeshd(h, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("--- log of %s:\n%s", h.Name, m.LogTail(30))
-			}
-		})
-		return m
-	}
+	start := func(o testbed.MeshdOptions) *testbed.Meshd { return startHost(t, tb, "vpc", o) }
 	db := start(testbed.MeshdOptions{Groups: []string{"db"}, Underlay: `{allow: [{ports: [tcp/8443], from: ["0.0.0.0/0", "::/0"]}]}`})
 	web := start(testbed.MeshdOptions{Groups: []string{"web"}})
 	other := start(testbed.MeshdOptions{Groups: []string{"batch"}})
@@ -482,23 +466,7 @@ func TestFirewallUnderlayDefaultDeny(t *testing.T) {
 // `meshd firewall flush` opens the host by hand.
 func TestFirewallFailsClosed(t *testing.T) {
 	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
-	start := func(o testbed.MeshdOptions) *testbed.Meshd {
-		h, err := tb.AddHost("vpc")
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.Bin = bin(t)
-		m, err := tb.StartMeshd(h, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("--- log of %s:\n%s", h.Name, m.LogTail(40))
-			}
-		})
-		return m
-	}
+	start := func(o testbed.MeshdOptions) *testbed.Meshd { return startHost(t, tb, "vpc", o) }
 	db := start(testbed.MeshdOptions{Groups: []string{"db"}, Breakglass: []string{"198.18.2.0/24"}})
 	web := start(testbed.MeshdOptions{Groups: []string{"web"}})
 	rogue, err := tb.AddHost("vpc")

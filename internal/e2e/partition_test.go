@@ -76,11 +76,19 @@ func steadyPing(t *testing.T, h *testbed.Host, addr string, d time.Duration) (wa
 // log is shown if the test fails.
 func startOn(t *testing.T, tb *testbed.Testbed, network string, o testbed.MeshdOptions) *testbed.Meshd {
 	t.Helper()
+	o.Links, o.Groups, o.Extra = [][]string{{"vpc", "dc"}}, []string{network}, partitionTuning
+	return startHost(t, tb, network, o)
+}
+
+// startHost adds a host to network and starts the built meshd on it with
+// o; if the test fails, the end of its log is shown.
+func startHost(t *testing.T, tb *testbed.Testbed, network string, o testbed.MeshdOptions) *testbed.Meshd {
+	t.Helper()
 	h, err := tb.AddHost(network)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Bin, o.Links, o.Groups, o.Extra = bin(t), [][]string{{"vpc", "dc"}}, []string{network}, partitionTuning
+	o.Bin = bin(t)
 	m, err := tb.StartMeshd(h, o)
 	if err != nil {
 		t.Fatal(err)
