@@ -182,6 +182,7 @@ func (r *Reconciler) HandleEvents(batch []registry.Event) {
 		case registry.Removed:
 			if p := r.peers[h.InstanceID]; p != nil && (p.removeAt.IsZero() || ev.Decommissioned) {
 				p.removeAt, p.goneAt = now.Add(r.cfg.HoldDown), now
+				r.kickAfter(r.cfg.HoldDown)
 				if ev.Decommissioned {
 					// Retired for good: its key must go now, not after the
 					// hold-down that covers restarts and blips, and not
@@ -412,6 +413,7 @@ func (r *Reconciler) expireLocked(now time.Time) {
 			p.lastCall = time.Time{}
 		case p.lastCall.IsZero() && p.inDevice:
 			p.lastCall = now
+			r.kickAfter(r.cfg.Timers.Handshake)
 			calls = append(calls, p.host.PublicKey)
 			r.log.Info("peer's record is gone and it is silent: one handshake before removal", "peer", id,
 				"silent_for", r.silence(p, now), "record_gone_for", now.Sub(p.goneAt).Round(time.Second))
@@ -549,11 +551,27 @@ func (r *Reconciler) ReleaseBreaker() int {
 	r.mu.Lock()
 	n := r.breaker.release()
 	r.mu.Unlock()
+	r.kickNow()
+	return n
+}
+
+// kickNow asks Run for a tick now (one pending kick is enough).
+func (r *Reconciler) kickNow() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
 	}
-	return n
+}
+
+// kickAfter asks Run for a tick when a deadline set now runs out: the
+// hold-down of a vanished record, the handshake timeout of a last call. On
+// the ticker alone such a deadline would be judged up to a tick late, and
+// a tick's jitter could add another, so a dead host's removal would drift
+// past hold-down plus handshake timeout.
+func (r *Reconciler) kickAfter(d time.Duration) {
+	if d > 0 {
+		time.AfterFunc(d, r.kickNow)
+	}
 }
 
 func (r *Reconciler) selfLocation() Location { return location(r.cfg.Self) }
