@@ -46,7 +46,35 @@ func requestResponseSection(b *strings.Builder, fs figures, rows []string, meshd
 	fmt.Fprintf(b, "- memcached gets/s, meshd >= %s: %s\n", nebula, verdict(fs, meshd, nebula, "memcached_gets", true))
 	fmt.Fprintf(b, "- sockperf UDP p99, meshd <= %s: %s\n", nebula, verdict(fs, meshd, nebula, "sockperf_udp_p99", false))
 	fmt.Fprintf(b, "- sockperf TCP p99, meshd <= %s: %s\n\n", nebula, verdict(fs, meshd, nebula, "sockperf_tcp_p99", false))
+	fmt.Fprint(b, rrWhy)
 }
+
+// rrWhy is why a lone packet's round trip through wireguard-go takes about
+// twice Nebula's, from bench/PROFILES.md (bench/cmd/rr-profile, 2026-12-02);
+// fixed text, not recomputed by the run.
+const rrWhy = `Why (bench/PROFILES.md, "Why a round trip through wireguard-go takes twice
+Nebula's", from bench/cmd/rr-profile): the whole gap is inside the two daemons,
+between the wake-up that a packet is ready and the system call that passes it
+on: about 120 µs a round trip in each meshd against 38 µs in each Nebula (p50,
+perf running), which adds up to the difference in sockperf's round trip.
+wireguard-go hands every packet across three goroutines each way (the reader
+on the socket or TUN, parked in the Go netpoller; an encryption or decryption
+worker; the peer's sequential sender or receiver, which writes it), 6 goroutine
+wake-ups per round trip in each daemon, and on each hand-off the Go runtime
+wakes another thread to run the woken goroutine (4.4 idle Ps started a round
+trip): each meshd makes 2.8 wake-ups of its own threads a round trip (Nebula
+0.9), 18 system calls (Nebula 7) and runs 215 µs of CPU (Nebula 100), on a
+2-core machine that the two daemons share with sockperf. Nebula reads, decrypts
+and writes a packet on one thread that blocks in recvmmsg or read. With
+GOMAXPROCS=1 (no idle P to wake) meshd's p50 falls by about 50 µs (255 to 207
+µs; Nebula 150) and its in-process wake-ups to Nebula's; the rest is the three
+goroutine switches and the netpoller's detour (epoll_pwait, and a read that
+returns EAGAIN before each park). Neither meshd's Bind nor its firewall accounts
+for the gap. Closing it takes wireguard-go handling a lone packet inline: the
+goroutine that read it encrypts or decrypts it and sends or writes it when the
+peer's queues are empty, instead of queueing it to the workers.
+
+`
 
 // verdict judges meshd's figure against other's: at least as high (a
 // rate) when higher, else at most as high (a latency); a miss says by

@@ -35,6 +35,7 @@ func TestRequestResponseSection(t *testing.T) {
 		"memcached gets/s, meshd >= nebula v1.9.7: met (1.20x)",
 		"UDP p99, meshd <= nebula v1.9.7: **missed by 25%** (1.25x: meshd's is higher)",
 		"TCP p99, meshd <= nebula v1.9.7: met (0.80x)",
+		"Why (bench/PROFILES.md",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("section lacks %q:\n%s", want, out)

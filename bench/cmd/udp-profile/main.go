@@ -7,6 +7,9 @@
 //	/tmp/udp-profile -firewall enforce -out /tmp/perf-enforce.data
 //	perf report -i /tmp/perf-enforce.data --no-children --sort sym -g none
 //
+// With -perf=false it only runs the flood and prints meshd's CPU; -tcp runs
+// one full-size TCP stream instead of the flood.
+//
 // It needs root, perf and the built bin/meshd.
 package main
 
@@ -30,14 +33,15 @@ func main() {
 	secs := flag.Int("seconds", 8, "length of the profile (the flood runs 2 s longer)")
 	bind := flag.String("bind", "meshd", "interface.bind on both hosts: meshd or wireguard-go")
 	record := flag.Bool("perf", true, "record the profile (false: only the flood, for its rate)")
+	tcp := flag.Bool("tcp", false, "one full-size TCP stream instead of the 64-byte UDP flood")
 	flag.Parse()
-	if err := run(*fw, *out, *bin, *bind, *secs, *record); err != nil {
+	if err := run(*fw, *out, *bin, *bind, *secs, *record, *tcp); err != nil {
 		fmt.Fprintln(os.Stderr, "udp-profile:", err)
 		os.Exit(1)
 	}
 }
 
-func run(fw, out, bin, bind string, secs int, record bool) error {
+func run(fw, out, bin, bind string, secs int, record, tcp bool) error {
 	logDir, err := os.MkdirTemp("", "udp-profile-")
 	if err != nil {
 		return err
@@ -85,7 +89,11 @@ func run(fw, out, bin, bind string, secs int, record bool) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	flood := a.Command(context.Background(), "iperf3", "-c", st.OverlayIP, "-u", "-l", "64", "-b", "0", "-t", fmt.Sprint(secs+2))
+	args := []string{"-c", st.OverlayIP, "-t", fmt.Sprint(secs + 2)}
+	if !tcp {
+		args = append(args, "-u", "-l", "64", "-b", "0")
+	}
+	flood := a.Command(context.Background(), "iperf3", args...)
 	flood.Stdout = os.Stdout
 	if err := flood.Start(); err != nil {
 		return err
