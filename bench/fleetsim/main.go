@@ -154,6 +154,7 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 		return res
 	}
 	zk := &zkProc{pid: zs.PID()}
+	progress("n=%d: ZooKeeper pid %d, %s", n, zk.pid, zs.Addr())
 	f := &sim{addr: zs.Addr(), mesh: mesh, cfg: c, zk: zk}
 	defer func() {
 		if u, err := fleet.ReadUsage(zk.pid); err == nil {

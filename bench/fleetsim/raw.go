@@ -21,6 +21,8 @@ import (
 // rawWarmup is how many untimed changes come first.
 const rawWarmup = 5
 
+const rawBuffer = 64 << 10
+
 func rawFanout(ctx context.Context, addr, parent string, n int, c config, z *zkProc) (Fanout, error) {
 	w, _, err := zk.Connect([]string{addr}, c.session, zk.WithLogInfo(false))
 	if err != nil {
@@ -38,19 +40,21 @@ func rawFanout(ctx context.Context, addr, parent string, n int, c config, z *zkP
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	conns := make([]*zk.Conn, n)
-	defer func() {
-		for _, conn := range conns {
-			if conn != nil {
-				conn.Close()
-			}
+	// In parallel: each close is a write through ZooKeeper's log.
+	defer fleet.Each(n, 256, func(i int) {
+		if conns[i] != nil {
+			conns[i].Close()
 		}
-	}()
+	})
 	var wg sync.WaitGroup
 	var armed atomic.Int64
 	sem := make(chan struct{}, c.parallel)
 	errs := make(chan error, n)
 	for i := range conns {
-		conn, _, err := zk.Connect([]string{addr}, c.session, zk.WithLogInfo(false))
+		// Packets here are a short listing or one record: buffers of 64 KiB,
+		// not the client's 1.5 MiB each way, keep 10 000 sessions small.
+		conn, _, err := zk.Connect([]string{addr}, c.session, zk.WithLogInfo(false),
+			zk.WithMaxBufferSize(rawBuffer), zk.WithMaxConnBufferSize(rawBuffer))
 		if err != nil {
 			return Fanout{}, fmt.Errorf("session %d: %w", i, err)
 		}

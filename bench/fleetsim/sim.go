@@ -109,7 +109,7 @@ func (s *sim) open(ctx context.Context, n int) error {
 	fail := func(err error) { errOnce.Do(func() { first = err; cancel() }) }
 	sem := make(chan struct{}, s.cfg.parallel)
 	for i := 0; i < n && ctx.Err() == nil; i++ {
-		if i%100 == 0 {
+		if i%10 == 0 {
 			if u, err := fleet.ReadUsage(0); err == nil && u.RSS > s.cfg.maxRSS {
 				fail(fmt.Errorf("stopped at %d of %d hosts: this process holds %.0f MiB (limit %d MiB)", i, n, fleet.MiB(u.RSS), s.cfg.maxRSS>>20))
 				break
@@ -125,11 +125,15 @@ func (s *sim) open(ctx context.Context, n int) error {
 				fail(fmt.Errorf("host %d: %w", i, err))
 				return
 			}
+			// A host that errs after the setup limit ran out says nothing:
+			// the limit is the news, said below.
 			s.mu.Lock()
 			s.hosts[i] = w
 			s.mu.Unlock()
-			if _, err := w.reg.Register(ctx, w.host, s.cfg.setupTimeout); err != nil {
+			if _, err := w.reg.Register(ctx, w.host, s.cfg.setupTimeout); err != nil && ctx.Err() == nil {
 				fail(fmt.Errorf("register host %d: %w", i, err))
+				return
+			} else if err != nil {
 				return
 			}
 			opened.Add(1)
@@ -138,6 +142,11 @@ func (s *sim) open(ctx context.Context, n int) error {
 	wg.Wait()
 	if first != nil {
 		return first
+	}
+	if ctx.Err() != nil {
+		u, _ := fleet.ReadUsage(0)
+		return fmt.Errorf("%d of %d hosts registered when the setup limit of %s ran out (this process %.0f MiB): %w",
+			opened.Load(), n, s.cfg.setupTimeout, fleet.MiB(u.RSS), ctx.Err())
 	}
 	progress("all %d registered after %.1f s", n, time.Since(began).Seconds())
 	if err := s.inStep(ctx, func() []*watcher { return s.hosts }, n, "opened"); err != nil {
@@ -260,15 +269,10 @@ func (s *sim) openWriter(ctx context.Context, n int) error {
 // removes nothing, so the fleet's departure is no storm of changes.
 func (s *sim) close(zs *zkserver.Server) {
 	zs.Stop()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256)
-	for _, w := range append(s.hosts, s.writer) {
-		if w == nil {
-			continue
+	all := append(s.hosts, s.writer)
+	fleet.Each(len(all), 256, func(i int) {
+		if all[i] != nil {
+			all[i].close()
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() { defer wg.Done(); defer func() { <-sem }(); w.close() }()
-	}
-	wg.Wait()
+	})
 }
