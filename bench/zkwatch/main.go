@@ -15,20 +15,17 @@ import (
 	"net/netip"
 	"os"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/meshd/meshd/bench/internal/fleet"
 	"github.com/meshd/meshd/internal/zkserver"
 	"github.com/meshd/meshd/registry"
 )
-
-var pool = netip.MustParsePrefix("100.64.0.0/10")
 
 // Result is one row of the measurement.
 type Result struct {
@@ -97,7 +94,7 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			hosts[i] = host(i)
+			hosts[i] = fleet.Host(i)
 			id, ip := hosts[i].InstanceID, hosts[i].OverlayIP.String()
 			w.Create(root+"/leases/"+ip, []byte(id), 0, acl)
 			w.Create(root+"/owners/"+id, []byte(ip), 0, acl)
@@ -109,7 +106,7 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 
 	var regs []*registry.Registry
 	for i := 0; i < nw; i++ {
-		r, err := registry.Open(context.Background(), registry.Options{Servers: []string{addr}, Mesh: mesh, Pool: pool})
+		r, err := registry.Open(context.Background(), registry.Options{Servers: []string{addr}, Mesh: mesh, Pool: fleet.Pool})
 		if err != nil {
 			return Result{}, err
 		}
@@ -126,7 +123,7 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // let the initial listings settle before counting
-	req0, bytes0 := totals(regs)
+	req0, bytes0 := fleet.Totals(regs)
 	var lat []time.Duration
 	// Changes cycle through the three a fleet makes: an endpoint change (a
 	// new record), a leave (the record goes) and a join (it comes back).
@@ -171,31 +168,13 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 		}
 		lat = append(lat, slowest)
 	}
-	req1, bytes1 := totals(regs)
-	slices.Sort(lat)
+	req1, bytes1 := fleet.Totals(regs)
 	per := float64(changes * nw)
 	return Result{Hosts: n, Watchers: nw, Changes: changes,
 		RequestsPerChange: float64(req1-req0) / per, BytesPerChange: float64(bytes1-bytes0) / per,
-		P50ms: ms(lat[len(lat)/2]), P99ms: ms(lat[len(lat)*99/100]), WatchesPerHost: registry.Buckets + 2}, nil
+		P50ms: fleet.Ms(fleet.Quantile(lat, 0.5)), P99ms: fleet.Ms(fleet.Quantile(lat, 0.99)), WatchesPerHost: registry.Buckets + 2}, nil
 }
-
-func totals(regs []*registry.Registry) (req, bytes int64) {
-	for _, r := range regs {
-		req += r.Stats().Requests.Load()
-		bytes += r.Stats().BytesIn.Load()
-	}
-	return
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func bucketPath(root, id string) string {
 	return fmt.Sprintf("%s/hosts/%02x", root, registry.BucketOf(id))
-}
-
-func host(i int) registry.Host {
-	k, _ := wgtypes.GeneratePrivateKey()
-	return registry.Host{Schema: registry.Schema, InstanceID: fmt.Sprintf("i-%06d", i),
-		OverlayIP: netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}), PublicKey: k.PublicKey(),
-		Network: "vpc", PrivateIP: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), ListenPort: 51820, StartTime: time.Now().UTC()}
 }

@@ -39,6 +39,9 @@ type Options struct {
 	Dir    string // data and config; "" = a temp dir removed by Stop
 	TLS    *TLS
 	Logger *slog.Logger
+	// Heap is the JVM's -Xmx; "" keeps 192m, enough for tests. A fleet
+	// of thousands of sessions, each with hundreds of watches, needs more.
+	Heap string
 
 	// Members, for StartEnsemble only, places each server (see there).
 	Members []Member
@@ -133,7 +136,11 @@ func (s *Server) writeConfig() error {
 }
 
 func (s *Server) start(ctx context.Context) error {
-	args := []string{"-Xmx192m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+	heap := s.o.Heap
+	if heap == "" {
+		heap = "192m"
+	}
+	args := []string{"-Xmx" + heap, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
 		"-Dzookeeper.log.dir=" + s.o.Dir, "-Dzookeeper.root.logger=INFO,CONSOLE",
 		"-Dzookeeper.jmx.log4j.disable=true",
 		"-cp", Classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain", filepath.Join(s.o.Dir, "zoo.cfg")}

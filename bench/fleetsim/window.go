@@ -1,0 +1,70 @@
+package main
+
+import (
+	"time"
+
+	"github.com/meshd/meshd/bench/internal/fleet"
+)
+
+// zkProc is the ZooKeeper server's process, read around each change.
+type zkProc struct{ pid int }
+
+func (z *zkProc) usage() fleet.Usage {
+	u, _ := fleet.ReadUsage(z.pid) // zero on error: the figure reads 0, the run goes on
+	return u
+}
+
+// windows add up one side's changes, each from its start until all N
+// have it and a settling pause has passed: the tail of a change (a
+// second listing after an update's delete) counts, the pauses between
+// changes and any resync the writer does between them do not.
+type windows struct {
+	zk       *zkProc
+	counters func() (req, bytes int64) // summed over the N sessions
+	lat      []time.Duration
+	first    []time.Duration
+	kinds    []string
+	req, by  int64
+	used     fleet.Usage
+	last     fleet.Usage
+
+	u0     fleet.Usage
+	r0, b0 int64
+}
+
+func (w *windows) begin() {
+	w.u0 = w.zk.usage()
+	w.r0, w.b0 = w.counters()
+}
+
+func (w *windows) end(c *change) {
+	u := w.zk.usage()
+	r, b := w.counters()
+	d := u.Sub(w.u0)
+	w.lat = append(w.lat, c.took)
+	w.first = append(w.first, time.Duration(c.first.Load()))
+	w.kinds = append(w.kinds, c.kind.String())
+	w.req, w.by = w.req+r-w.r0, w.by+b-w.b0
+	w.used.CPU += d.CPU
+	w.used.IO += d.IO
+	w.last = u
+}
+
+func (w *windows) fanout() Fanout {
+	n := len(w.lat)
+	if n == 0 {
+		return Fanout{}
+	}
+	per := func(v int64) float64 { return float64(v) / float64(n) }
+	spread := make([]time.Duration, n)
+	each := make([]Timing, n)
+	for i := range w.lat {
+		spread[i] = w.lat[i] - w.first[i]
+		each[i] = Timing{Kind: w.kinds[i], FirstMs: fleet.Ms(w.first[i]), AllMs: fleet.Ms(w.lat[i])}
+	}
+	return Fanout{Changes: n, Each: each,
+		FirstP50ms: fleet.Ms(fleet.Quantile(w.first, 0.5)), SpreadP99ms: fleet.Ms(fleet.Quantile(spread, 0.99)),
+		P50ms: fleet.Ms(fleet.Quantile(w.lat, 0.5)), P99ms: fleet.Ms(fleet.Quantile(w.lat, 0.99)), MaxMs: fleet.Ms(fleet.Quantile(w.lat, 1)),
+		RequestsPerChange: per(w.req), PayloadBytesPerChange: per(w.by),
+		ZKIOBytesPerChange: per(w.used.IO), ZKCPUmsPerChange: fleet.Ms(w.used.CPU) / float64(n), ZKRSSMiB: fleet.MiB(w.last.RSS)}
+}
