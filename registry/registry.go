@@ -85,10 +85,14 @@ type Registry struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu             sync.Mutex
-	view           *view                      // the accepted view and its candidates
-	names          [Buckets]map[string]string // per bucket: instance id -> newest record node name
-	refused        map[string]Refusal         // records refused by their own checks, by id (or node)
+	mu    sync.Mutex
+	view  *view                      // the accepted view and its candidates
+	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
+	// reverifies counts Reverify calls. A watch read that began before one
+	// may have checked the record as trust was then (off), so it is read
+	// again rather than put in the view unverified (see syncBucket).
+	reverifies     atomic.Uint64
+	refused        map[string]Refusal // records refused by their own checks, by id (or node)
 	state          State
 	lastSync       time.Time
 	disconnectedAt time.Time

@@ -442,6 +442,9 @@ func (r *Registry) Reverify() {
 	type named struct{ id, name string }
 	var all []named
 	r.mu.Lock()
+	// Under the lock that puts names: a watch read that began before this
+	// sees the count change when it puts its record, and reads it again.
+	r.reverifies.Add(1)
 	for b := range r.names {
 		for id, name := range r.names[b] {
 			all = append(all, named{id, name})

@@ -94,11 +94,22 @@ func (r *Registry) syncBucket(b int, children []string) {
 	for _, id := range changed {
 		name := latest[id]
 		nodePath := path.Join(r.bucketPath(b), name)
+		gen := r.reverifies.Load()
 		h, err := r.readRecord(nodePath, id)
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // replaced meanwhile; its successor fires the watch
 		}
 		r.mu.Lock()
+		if r.reverifies.Load() != gen {
+			// Trust was turned on during the read, and Reverify may have
+			// listed the names before this one was put: read it again, as
+			// trust is now, rather than leave it unverified in the view.
+			r.mu.Unlock()
+			if h, err = r.readRecord(nodePath, id); errors.Is(err, zk.ErrNoNode) {
+				continue
+			}
+			r.mu.Lock()
+		}
 		r.names[b][id] = name
 		if err != nil {
 			r.mu.Unlock()
