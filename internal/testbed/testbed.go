@@ -490,6 +490,21 @@ func (h *Host) Ping(addr netip.Addr) bool {
 	return err == nil
 }
 
+// WaitPing pings addr (a string, as status reports it) once at a time
+// until it answers or limit passes.
+func (h *Host) WaitPing(addr string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if _, err := h.Run(context.Background(), "ping", "-c", "1", "-W", "1", addr); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s cannot reach %s", h.Name, addr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // ZooKeeperAddr is the client address hosts use.
 func (tb *Testbed) ZooKeeperAddr() string { return ZooKeeperIP + ":2181" }
 

@@ -40,7 +40,7 @@ func bareWG(tb *testbed.Testbed, a, b *testbed.Host, secs int, logDir string) ([
 			p.Stop(5 * time.Second)
 		}
 	}()
-	if err := waitPing(a, ob.String(), 15*time.Second); err != nil {
+	if err := a.WaitPing(ob.String(), 15*time.Second); err != nil {
 		return nil, err
 	}
 	return dataPlane(tb, "bare wireguard-go", a, b, ob.String(), secs, logDir)

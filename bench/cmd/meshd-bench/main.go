@@ -123,7 +123,7 @@ func run(o options, only string) ([]Measurement, error) {
 		}
 		defer mb.Proc.Stop(10 * time.Second)
 		bst, _ := mb.Status()
-		if err := waitPing(a, bst.OverlayIP, 20*time.Second); err != nil {
+		if err := a.WaitPing(bst.OverlayIP, 20*time.Second); err != nil {
 			return all, err
 		}
 		gaps, err := restartGaps(tb, a, mb, bst.OverlayIP, logDir, o.restarts, o.quick)
@@ -137,17 +137,4 @@ func run(o options, only string) ([]Measurement, error) {
 		return all, nil
 	}
 	return all, add(peersScale(tb, ma, o, logDir))
-}
-
-func waitPing(h *testbed.Host, addr string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if _, err := h.Run(context.Background(), "ping", "-c", "1", "-W", "1", addr); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s cannot reach %s", h.Name, addr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -85,7 +85,7 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 	if err != nil {
 		return nil, err
 	}
-	if err := waitPing(a, bst.OverlayIP, 20*time.Second); err != nil {
+	if err := a.WaitPing(bst.OverlayIP, 20*time.Second); err != nil {
 		return nil, err
 	}
 	if fw == "off" {

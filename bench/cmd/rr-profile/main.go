@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshd/meshd/bench/internal/nebula"
 	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/testbed"
 )
@@ -107,7 +107,7 @@ func run(target, out, bin, nebulaDir, fw, bind string, secs int, goTrace, record
 		}
 		addr = st.OverlayIP
 	case "nebula":
-		procs, ip, err := startNebula(tb, hosts, nebulaDir, logDir)
+		procs, ip, err := nebula.Start(tb, [2]*testbed.Host{hosts[0], hosts[1]}, nebulaDir, filepath.Join(logDir, "nebula"), "rr-profile")
 		for _, p := range procs {
 			defer p.Stop(5 * time.Second)
 		}
@@ -121,7 +121,7 @@ func run(target, out, bin, nebulaDir, fw, bind string, secs int, goTrace, record
 	default:
 		return fmt.Errorf("-target %q: want meshd or nebula", target)
 	}
-	if err := waitPing(a, addr, 20*time.Second); err != nil {
+	if err := a.WaitPing(addr, 20*time.Second); err != nil {
 		return err
 	}
 	srv, err := tb.StartProcess(b, logDir+"/sockperf-server.log", "sockperf", "server", "-i", addr, "-p", sockperfPort)
@@ -236,84 +236,6 @@ func saveTrace(m *testbed.Meshd, file string, secs int) error {
 		return fmt.Errorf("trace of %s: status %d %v", m.Host.Name, resp.StatusCode, err)
 	}
 	return os.WriteFile(file, data, 0o644)
-}
-
-// nebulaConfig is meshd-bench's Nebula config (bench/cmd/meshd-bench/
-// nebula.go): static host map, no lighthouse, firewall open, MTU 1420.
-const nebulaConfig = `pki:
-  ca: %[1]s/ca.crt
-  cert: %[1]s/%[2]s.crt
-  key: %[1]s/%[2]s.key
-static_host_map:
-  "%[3]s": ["%[4]s:4242"]
-lighthouse:
-  am_lighthouse: false
-  hosts: []
-listen:
-  host: 0.0.0.0
-  port: 4242
-punchy:
-  punch: false
-tun:
-  dev: %[5]s
-  mtu: 1420
-logging:
-  level: warning
-firewall:
-  outbound:
-    - port: any
-      proto: any
-      host: any
-  inbound:
-    - port: any
-      proto: any
-      host: any
-`
-
-// startNebula runs Nebula on both hosts as meshd-bench does and returns
-// its processes and the second host's overlay address.
-func startNebula(tb *testbed.Testbed, hosts []*testbed.Host, nebulaDir, logDir string) ([]*testbed.Process, string, error) {
-	dir := filepath.Join(logDir, "nebula")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, "", err
-	}
-	certTool := filepath.Join(nebulaDir, "nebula-cert")
-	if out, err := exec.Command(certTool, "ca", "-name", "rr-profile", "-out-crt", dir+"/ca.crt", "-out-key", dir+"/ca.key").CombinedOutput(); err != nil {
-		return nil, "", fmt.Errorf("nebula-cert ca: %v %s", err, out)
-	}
-	ips := []netip.Addr{netip.MustParseAddr("100.102.0.1"), netip.MustParseAddr("100.102.0.2")}
-	var procs []*testbed.Process
-	for i, h := range hosts {
-		if out, err := exec.Command(certTool, "sign", "-ca-crt", dir+"/ca.crt", "-ca-key", dir+"/ca.key", "-name", h.Name,
-			"-ip", ips[i].String()+"/16", "-out-crt", fmt.Sprintf("%s/%s.crt", dir, h.Name), "-out-key", fmt.Sprintf("%s/%s.key", dir, h.Name)).CombinedOutput(); err != nil {
-			return procs, "", fmt.Errorf("nebula-cert sign %s: %v %s", h.Name, err, out)
-		}
-		peer := hosts[1-i]
-		cfg := fmt.Sprintf(nebulaConfig, dir, h.Name, ips[1-i], peer.PrivateIP, tb.Prefix+"nb"+h.Name)
-		path := fmt.Sprintf("%s/%s.yaml", dir, h.Name)
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			return procs, "", err
-		}
-		p, err := tb.StartProcess(h, fmt.Sprintf("%s/%s.log", dir, h.Name), filepath.Join(nebulaDir, "nebula"), "-config", path)
-		if err != nil {
-			return procs, "", err
-		}
-		procs = append(procs, p)
-	}
-	return procs, ips[1].String(), nil
-}
-
-func waitPing(h *testbed.Host, addr string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if _, err := h.Run(context.Background(), "ping", "-c", "1", "-W", "1", addr); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s cannot reach %s", h.Name, addr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func waitUDP(h *testbed.Host, port string, limit time.Duration) error {
