@@ -1,8 +1,6 @@
 package registry
 
 import (
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -21,11 +19,6 @@ import (
 // ZooKeeper's own round trips are not in it. bench/RESULTS.md quotes it:
 //
 //	go test -run '^$' -bench FirstSyncSigned -benchtime 3x ./registry
-//
-// Beside it, sig-floor is the CPU of the two Ed25519 verifications each
-// record needs and nothing else (the CA's signature on the certificate, the
-// host's on the record, over the same records): what no cache can save on
-// a first sync, so the rest of the figure is what code can still win.
 func BenchmarkFirstSyncSigned(b *testing.B) {
 	const n = 10000
 	ca, err := trust.InitCA(b.TempDir(), "")
@@ -53,7 +46,7 @@ func BenchmarkFirstSyncSigned(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var cpu, floor time.Duration
+	var cpu time.Duration
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -76,51 +69,10 @@ func BenchmarkFirstSyncSigned(b *testing.B) {
 		}
 		b.StopTimer()
 		cpu += cpuTime() - before
-		floor += sigFloor(b, records, ca.Cert, pool)
 		b.StartTimer()
 	}
 	// CPU, not wall time: on a shared machine the two differ widely.
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/10k-records")
-	b.ReportMetric(floor.Seconds()/float64(b.N), "sig-floor-cpu-s")
-}
-
-// sigFloor is the CPU of the CA's signature on each record's certificate
-// (x509, as the chain check makes it) and of the record's own signature
-// through pool, whose cache already holds every certificate.
-func sigFloor(b *testing.B, records [][]byte, caCert *x509.Certificate, pool *trust.Pool) time.Duration {
-	type parts struct {
-		leaf         *x509.Certificate
-		payload, sig []byte
-		chain        [][]byte
-	}
-	ps := make([]parts, len(records))
-	for i, data := range records {
-		var env struct {
-			Signed *signedJSON `json:"signed"`
-		}
-		if err := json.Unmarshal(data, &env); err != nil {
-			b.Fatal(err)
-		}
-		p := &ps[i]
-		var err error
-		if p.payload, p.sig, p.chain, err = env.Signed.parts(); err != nil {
-			b.Fatal(err)
-		}
-		if p.leaf, err = x509.ParseCertificate(p.chain[0]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	runtime.GC()
-	before := cpuTime()
-	for _, p := range ps {
-		if err := p.leaf.CheckSignatureFrom(caCert); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := pool.VerifyRecord(p.payload, p.sig, p.chain); err != nil {
-			b.Fatal(err)
-		}
-	}
-	return cpuTime() - before
 }
 
 // cpuTime is the process's user and system CPU so far (GC included).

@@ -1,7 +1,9 @@
 package trust
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
 
 // maxCache bounds the verified-certificate cache: well above a fleet, so
@@ -18,8 +22,9 @@ const maxCache = 200_000
 
 // Pool verifies what hosts and operators signed against the fleet CA(s).
 type Pool struct {
-	roots *x509.CertPool
-	now   func() time.Time
+	roots  *x509.CertPool
+	direct []directRoot // roots whose leaves may take the fast path
+	now    func() time.Time
 
 	mu      sync.RWMutex
 	cache   map[[32]byte]*verified
@@ -41,10 +46,14 @@ func NewPool(caPEM []byte) (*Pool, error) {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
+	var direct []directRoot
 	for _, c := range certs {
 		roots.AddCert(c)
+		if d, ok := newDirectRoot(c); ok {
+			direct = append(direct, d)
+		}
 	}
-	return &Pool{roots: roots, now: time.Now, cache: map[[32]byte]*verified{}, revoked: map[string]bool{}}, nil
+	return &Pool{roots: roots, direct: direct, now: time.Now, cache: map[[32]byte]*verified{}, revoked: map[string]bool{}}, nil
 }
 
 // LoadPool reads trust.ca_file.
@@ -157,6 +166,10 @@ func (p *Pool) chain(chain [][]byte) (*verified, error) {
 	if err := checkKey(leaf.PublicKey); err != nil {
 		return nil, refuse(ReasonCertificate, "certificate %s: %v", SerialOf(leaf), err)
 	}
+	if v, ok := p.directLeaf(leaf, len(chain)); ok {
+		p.remember(fp, v)
+		return v, nil
+	}
 	inter := x509.NewCertPool()
 	for _, der := range chain[1:] {
 		c, err := x509.ParseCertificate(der)
@@ -194,11 +207,107 @@ func (p *Pool) chain(chain [][]byte) (*verified, error) {
 		}
 	}
 	v.id.NotAfter = v.notAfter
+	p.remember(fp, v)
+	return v, nil
+}
+
+func (p *Pool) remember(fp [32]byte, v *verified) {
 	p.mu.Lock()
 	if len(p.cache) >= maxCache {
 		p.cache = map[[32]byte]*verified{}
 	}
 	p.cache[fp] = v
 	p.mu.Unlock()
-	return v, nil
+}
+
+// directRoot is a fleet root whose leaves chain() may accept without
+// x509's chain builder: an Ed25519 CA with nothing x509 would weigh beyond
+// its dates and its signature (no name or policy constraints, no unknown
+// critical extension). meshctl ca init makes such roots.
+//
+// Why: on a host's first sync every member's certificate is new, and the
+// CA's signature on it is half the CPU of believing the fleet (issue 22:
+// 10 000 records in at most 2 s of CPU). x509 checks it with crypto/ed25519;
+// the fast path checks it with curve25519-voi against the root's key
+// expanded once, about twice as fast (bench/PROFILES.md).
+//
+// The fast path only ever accepts: anything it does not accept, refusals
+// included, goes to x509.Certificate.Verify, so every refusal and every
+// unusual chain keeps x509's answer. TestDirectLeafAgreesWithX509 holds the
+// two to the same verdict case by case.
+type directRoot struct {
+	cert *x509.Certificate
+	key  *voi.ExpandedPublicKey
+}
+
+func newDirectRoot(c *x509.Certificate) (directRoot, bool) {
+	pub, ok := c.PublicKey.(ed25519.PublicKey)
+	if !ok || !c.BasicConstraintsValid || !c.IsCA ||
+		(c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0) ||
+		len(c.UnhandledCriticalExtensions) > 0 || hasConstraints(c) {
+		return directRoot{}, false
+	}
+	key, err := voi.NewExpandedPublicKey(voi.PublicKey(pub))
+	if err != nil {
+		return directRoot{}, false
+	}
+	return directRoot{cert: c, key: key}, true
+}
+
+// hasConstraints: name constraints or policy processing that x509 applies
+// along a chain. Roots and leaves with any of them take x509's path.
+func hasConstraints(c *x509.Certificate) bool {
+	return c.PermittedDNSDomainsCritical || len(c.PermittedDNSDomains) > 0 || len(c.ExcludedDNSDomains) > 0 ||
+		len(c.PermittedIPRanges) > 0 || len(c.ExcludedIPRanges) > 0 ||
+		len(c.PermittedEmailAddresses) > 0 || len(c.ExcludedEmailAddresses) > 0 ||
+		len(c.PermittedURIDomains) > 0 || len(c.ExcludedURIDomains) > 0 ||
+		len(c.PolicyIdentifiers) > 0 || len(c.Policies) > 0 || len(c.PolicyMappings) > 0 ||
+		c.RequireExplicitPolicy > 0 || c.RequireExplicitPolicyZero ||
+		c.InhibitPolicyMapping > 0 || c.InhibitPolicyMappingZero ||
+		c.InhibitAnyPolicy > 0 || c.InhibitAnyPolicyZero
+}
+
+// directLeaf accepts a leaf (sent alone) that one of the direct roots
+// signed, both valid now: exactly what x509.Certificate.Verify would accept
+// for a leaf directly under a root with no constraints, asked with
+// ExtKeyUsageAny. Anything else reports false and is left to x509.
+func (p *Pool) directLeaf(leaf *x509.Certificate, chainLen int) (*verified, bool) {
+	if chainLen != 1 || leaf.SignatureAlgorithm != x509.PureEd25519 ||
+		len(leaf.UnhandledCriticalExtensions) > 0 || hasConstraints(leaf) {
+		return nil, false
+	}
+	now := p.now()
+	for _, r := range p.direct {
+		if !bytes.Equal(leaf.RawIssuer, r.cert.RawSubject) {
+			continue
+		}
+		if bytes.Equal(leaf.RawSubject, r.cert.RawSubject) && bytes.Equal(leaf.RawSubjectPublicKeyInfo, r.cert.RawSubjectPublicKeyInfo) {
+			return nil, false // the root itself, or a copy of it: x509's loop rules apply
+		}
+		if !validAt(leaf, now) || !validAt(r.cert, now) {
+			return nil, false // x509 names the date that fails
+		}
+		if !voi.VerifyExpandedWithOptions(r.key, leaf.RawTBSCertificate, leaf.Signature, stdlibRules) {
+			continue
+		}
+		id, err := IdentityOf(leaf)
+		if err != nil {
+			return nil, false
+		}
+		v := &verified{id: id, pub: leaf.PublicKey, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
+		if r.cert.NotAfter.Before(v.notAfter) {
+			v.notAfter = r.cert.NotAfter
+		}
+		if r.cert.NotBefore.After(v.notBefore) {
+			v.notBefore = r.cert.NotBefore
+		}
+		v.id.NotAfter = v.notAfter
+		return v, true
+	}
+	return nil, false
+}
+
+// validAt is x509's date check: NotBefore and NotAfter both inclusive.
+func validAt(c *x509.Certificate, now time.Time) bool {
+	return !now.Before(c.NotBefore) && !now.After(c.NotAfter)
 }
