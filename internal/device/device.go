@@ -45,6 +45,11 @@ type Config struct {
 	// the receive path before wireguard-go does: the seam for lazy peers
 	// (see BindOptions.OnInitiation; it must not block).
 	OnInitiation func(from netip.AddrPort, msg []byte) `json:"-"`
+	// OnIdlePacket, if set, turns on the outbound side of lazy peers:
+	// packets to an address given to MarkIdle are held, and OnIdlePacket
+	// asks (once a second at most, per address) for that peer to be put
+	// in the device; Activate then sends them on. It must not block.
+	OnIdlePacket func(overlay netip.Addr) `json:"-"`
 }
 
 // UDP binds Config.Bind selects.
@@ -72,6 +77,7 @@ type Device struct {
 	cfg    Config
 	log    *slog.Logger
 	tun    tun.Device
+	gate   *idleGate // nil unless Config.OnIdlePacket
 	wg     *wgdevice.Device
 	uapi   net.Listener
 	sock   string
@@ -100,6 +106,10 @@ func New(cfg Config) (_ *Device, err error) {
 	}
 	if d.tun, err = tun.CreateTUN(cfg.Name, cfg.MTU); err != nil {
 		return nil, fmt.Errorf("create TUN %s: %w", cfg.Name, err)
+	}
+	if cfg.OnIdlePacket != nil {
+		d.gate = newIdleGate(d.tun, cfg.OnIdlePacket)
+		d.tun = d.gate
 	}
 	d.wg = wgdevice.NewDevice(d.tun, bind, wgLogger(d.log))
 	k := cfg.PrivateKey

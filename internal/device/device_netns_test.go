@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,12 +37,17 @@ type helperReq struct {
 	Bytes int64       `json:"bytes,omitempty"` // send
 }
 
+// lazyEnv makes the helper's device hold packets to idle peers (op idle).
+const lazyEnv = "MESHD_DEVICE_HELPER_LAZY=1"
+
 type helperResp struct {
 	Err       string               `json:"err,omitempty"`
 	PublicKey wgtypes.Key          `json:"public_key"`
 	Stats     map[string]PeerStats `json:"stats,omitempty"`
 	Sum       string               `json:"sum,omitempty"` // sha256 of what was sent or received
 	Bytes     int64                `json:"bytes,omitempty"`
+	Dial      time.Duration        `json:"dial,omitempty"` // send: time to connect
+	Gate      GateCounts           `json:"gate"`
 }
 
 func TestHelperDevice(t *testing.T) {
@@ -55,6 +61,33 @@ func TestHelperDevice(t *testing.T) {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	out := json.NewEncoder(os.Stdout)
+	var (
+		d         *Device
+		idleMu    sync.Mutex
+		idlePeers = map[netip.Addr]Peer{}
+	)
+	if os.Getenv("MESHD_DEVICE_HELPER_LAZY") != "" {
+		// What the reconciler will do: put the peer in, then let the
+		// held packets go.
+		cfg.OnIdlePacket = func(addr netip.Addr) {
+			idleMu.Lock()
+			p, ok := idlePeers[addr]
+			delete(idlePeers, addr)
+			idleMu.Unlock()
+			if !ok {
+				return
+			}
+			go func() {
+				if err := d.Apply(Delta{Upsert: []Peer{p}}); err != nil {
+					fmt.Fprintln(os.Stderr, "bring in idle peer:", err)
+					return
+				}
+				if _, err := d.Activate(addr); err != nil {
+					fmt.Fprintln(os.Stderr, "activate idle peer:", err)
+				}
+			}()
+		}
+	}
 	d, err := New(cfg)
 	if err != nil {
 		out.Encode(helperResp{Err: err.Error()})
@@ -96,6 +129,18 @@ func TestHelperDevice(t *testing.T) {
 			resp = <-served
 		case "send":
 			resp = send(req.Addr, req.Bytes)
+		case "idle":
+			for _, p := range req.Delta.Upsert {
+				addr := p.AllowedIPs[0].Addr()
+				idleMu.Lock()
+				idlePeers[addr] = p
+				idleMu.Unlock()
+				if err := d.MarkIdle(addr); err != nil {
+					resp.Err = err.Error()
+				}
+			}
+		case "gate":
+			resp.Gate = d.IdleGateCounts()
 		case "handshake":
 			if err := d.Handshake(req.Key); err != nil {
 				resp.Err = err.Error()
@@ -130,10 +175,12 @@ func receive(l net.Listener) helperResp {
 
 // send writes n pseudo-random bytes to addr and returns their hash.
 func send(addr string, n int64) helperResp {
+	start := time.Now()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return helperResp{Err: err.Error()}
 	}
+	dial := time.Since(start)
 	h := sha256.New()
 	src := io.LimitReader(mrand.NewChaCha8([32]byte{1}), n)
 	if _, err := io.Copy(io.MultiWriter(c, h), src); err != nil {
@@ -143,7 +190,7 @@ func send(addr string, n int64) helperResp {
 	if err := c.Close(); err != nil {
 		return helperResp{Err: err.Error()}
 	}
-	return helperResp{Sum: hex.EncodeToString(h.Sum(nil)), Bytes: n}
+	return helperResp{Sum: hex.EncodeToString(h.Sum(nil)), Bytes: n, Dial: dial}
 }
 
 // nsHost is one namespace with a device running in a helper process.
@@ -197,7 +244,7 @@ func run(t *testing.T, args ...string) {
 
 // lan builds n namespaces on one bridge (in its own namespace), each with a
 // device: underlay 198.18.77.x/24, overlay 100.100.77.x/16.
-func lan(t *testing.T, n int) []*nsHost {
+func lan(t *testing.T, n int, env ...string) []*nsHost {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP-ROOT: needs root to create network namespaces and TUN devices")
 	}
@@ -220,7 +267,7 @@ func lan(t *testing.T, n int) []*nsHost {
 		run(t, "ip", "-n", h.ns, "addr", "add", h.under.String()+"/24", "dev", "eth0")
 		run(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
 		run(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
-		hosts = append(hosts, startHelper(t, h.ns, h.ifname, h.under, h.over))
+		hosts = append(hosts, startHelper(t, h.ns, h.ifname, h.under, h.over, env...))
 
 	}
 	return hosts

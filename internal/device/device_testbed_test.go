@@ -88,13 +88,13 @@ func TestDevicesAcrossNetworks(t *testing.T) {
 
 // startHelper starts a device in namespace ns whose peers reach it at
 // underlay address under.
-func startHelper(t *testing.T, ns, ifname string, under, over netip.Addr) *nsHost {
+func startHelper(t *testing.T, ns, ifname string, under, over netip.Addr, env ...string) *nsHost {
 	t.Helper()
 	h := &nsHost{t: t, ns: ns, ifname: ifname, under: under, over: over}
 	key, _ := wgtypes.GeneratePrivateKey()
 	spec, _ := json.Marshal(Config{Name: h.ifname, PrivateKey: key, ListenPort: 51820, Address: netip.PrefixFrom(h.over, 16)})
 	h.cmd = exec.Command("ip", "netns", "exec", h.ns, os.Args[0], "-test.run=^TestHelperDevice$")
-	h.cmd.Env = append(os.Environ(), helperEnv+"="+string(spec))
+	h.cmd.Env = append(append(os.Environ(), helperEnv+"="+string(spec)), env...)
 	h.cmd.Stderr = &prefixWriter{t: t, prefix: h.ns}
 	h.in, _ = h.cmd.StdinPipe()
 	stdout, _ := h.cmd.StdoutPipe()

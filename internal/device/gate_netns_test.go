@@ -1,0 +1,84 @@
+package device
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// synRetrans reads the namespace's count of retransmitted SYNs.
+func synRetrans(t *testing.T, h *nsHost) int {
+	t.Helper()
+	out, err := h.exec("nstat", "-az", "TcpExtTCPSynRetrans")
+	if err != nil {
+		t.Fatalf("nstat: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "TcpExtTCPSynRetrans" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatalf("nstat printed no TcpExtTCPSynRetrans:\n%s", out)
+	return 0
+}
+
+// A peer that is not in the device but marked idle: the first TCP
+// connection to it is held, the peer brought in, and the SYN sent on
+// without the kernel having to retransmit it; a ping after the peer went
+// idle again is answered first time.
+func TestIdlePeerFirstPacketHeldNotLost(t *testing.T) {
+	hs := lan(t, 3, lazyEnv)
+	a, b, c := hs[0], hs[1], hs[2]
+	b.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{b.peer(a)}}})
+	c.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{c.peer(a)}}})
+	a.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{a.peer(c)}}})
+	a.call(helperReq{Op: "idle", Delta: &Delta{Upsert: []Peer{a.peer(b)}}})
+	if _, ok := a.call(helperReq{Op: "stats"}).Stats[b.key.String()]; ok {
+		t.Fatal("the idle peer is in the device before any packet")
+	}
+
+	retrans0 := synRetrans(t, a)
+	addr := b.over.String() + ":5001"
+	b.call(helperReq{Op: "serve", Addr: addr})
+	sent := a.call(helperReq{Op: "send", Addr: addr, Bytes: 1 << 20})
+	got := b.call(helperReq{Op: "served"})
+	if got.Sum != sent.Sum || got.Bytes != sent.Bytes {
+		t.Fatalf("transfer through the peer brought in: sent %d bytes %s, received %d %s", sent.Bytes, sent.Sum, got.Bytes, got.Sum)
+	}
+	// For comparison, a peer configured all along but never talked to:
+	// its first connection waits for a handshake too.
+	caddr := c.over.String() + ":5001"
+	c.call(helperReq{Op: "serve", Addr: caddr})
+	fresh := a.call(helperReq{Op: "send", Addr: caddr, Bytes: 1000})
+	c.call(helperReq{Op: "served"})
+	t.Logf("first connect: to an idle peer %s, to a configured peer without a session %s", sent.Dial, fresh.Dial)
+	if n := synRetrans(t, a) - retrans0; n != 0 {
+		t.Errorf("the SYN to the idle peer was retransmitted %d times: it was lost, not held", n)
+	}
+	// The kernel's first SYN retransmission comes after 1 s.
+	if sent.Dial >= time.Second {
+		t.Errorf("connect took %s: the held SYN waited for a retransmission", sent.Dial)
+	}
+	g := a.call(helperReq{Op: "gate"}).Gate
+	if g.Held == 0 || g.Replayed != g.Held || g.Dropped != 0 || g.Asked != 1 {
+		t.Errorf("gate counts %+v: want packets held and all replayed, none dropped, one ask", g)
+	}
+	if _, ok := a.call(helperReq{Op: "stats"}).Stats[b.key.String()]; !ok {
+		t.Error("the peer is not in the device after its first packet")
+	}
+
+	// Idle again: out of the device, marked idle. ICMP is held and sent on
+	// the same way.
+	a.call(helperReq{Op: "apply", Delta: &Delta{Remove: []wgtypes.Key{b.key}}})
+	a.call(helperReq{Op: "idle", Delta: &Delta{Upsert: []Peer{a.peer(b)}}})
+	if out, err := a.exec("ping", "-c", "1", "-W", "3", b.over.String()); err != nil || !strings.Contains(out, "1 received") {
+		t.Errorf("first ping to the idle peer: %v\n%s", err, out)
+	}
+	if g2 := a.call(helperReq{Op: "gate"}).Gate; g2.Replayed <= g.Replayed || g2.Asked != 2 {
+		t.Errorf("gate counts after the ping %+v (before %+v)", g2, g)
+	}
+}
