@@ -60,6 +60,9 @@ type Config struct {
 	// if zero (the product bound is 50ms).
 	Batch  time.Duration
 	Prober Prober // nil: every path counts as reachable
+	// Lazy, if set, keeps only peers with recent traffic in the device
+	// (see lazy.go); nil: every known peer lives in it.
+	Lazy *LazyConfig
 	// OnApply, if set, is told of every device update: its duration and
 	// how many peer changes it carried (for the metrics).
 	OnApply func(d time.Duration, changes int)
@@ -82,6 +85,9 @@ type Reconciler struct {
 	lastSync time.Time
 	now      func() time.Time
 	kick     chan struct{}
+
+	byOverlay map[netip.Addr]*peer // lazy peers' asks come by overlay address
+	wants     chan want            // asks to bring an idle peer in
 }
 
 // peer is one remote host and what the reconciler decided for it.
@@ -97,6 +103,8 @@ type peer struct {
 	obs         Observation
 	inDevice    bool
 	nextKey     *wgtypes.Key // announced next key, in the device without allowed IPs
+	idle        bool         // lazy: known, out of the device, its packets held
+	activeAt    time.Time    // lazy: when its traffic last moved (either way)
 }
 
 // New returns a Reconciler; Run starts it. members may be nil (firewall off).
@@ -113,6 +121,11 @@ func New(cfg Config, dev Device, members Members) *Reconciler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Lazy != nil && cfg.Lazy.IdleAfter == 0 {
+		l := *cfg.Lazy
+		l.IdleAfter = DefaultIdleAfter
+		cfg.Lazy = &l
+	}
 	return &Reconciler{
 		cfg: cfg, dev: dev, members: members, log: cfg.Logger,
 		links:   cfg.Links,
@@ -121,6 +134,9 @@ func New(cfg Config, dev Device, members Members) *Reconciler {
 		pend:    newPending(),
 		now:     time.Now,
 		kick:    make(chan struct{}, 1),
+
+		byOverlay: map[netip.Addr]*peer{},
+		wants:     make(chan want, 1024),
 	}
 }
 
@@ -157,6 +173,8 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan registry.Event) erro
 			r.Tick()
 		case <-r.kick:
 			r.Tick()
+		case w := <-r.wants:
+			r.bringIn(w)
 		}
 	}
 }
@@ -208,8 +226,18 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 		p = &peer{}
 		r.peers[h.InstanceID] = p
 	}
-	old := p.host
+	old, wasIn := p.host, p.inDevice
 	p.host, p.removeAt, p.goneAt, p.retired, p.lastCall = h, time.Time{}, time.Time{}, false, time.Time{}
+	if old.OverlayIP != h.OverlayIP || old.PublicKey != h.PublicKey {
+		if r.byOverlay[old.OverlayIP] == p {
+			delete(r.byOverlay, old.OverlayIP)
+		}
+		if r.lazy() && old.PublicKey != (wgtypes.Key{}) {
+			r.forgetLazy(lazyKeys{overlay: old.OverlayIP, key: old.PublicKey})
+			p.idle = false
+		}
+	}
+	r.byOverlay[h.OverlayIP] = p
 	r.breaker.forget(h.InstanceID, r.log)
 	cands, why := Candidates(r.selfLocation(), location(h), r.links)
 	p.unreachable = why
@@ -228,11 +256,21 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 			delta.Remove = append(delta.Remove, h.PublicKey)
 			p.inDevice = false
 		}
+		if p.idle { // no path: nothing to bring it in on
+			r.cfg.Lazy.Gate.Forget(h.OverlayIP)
+			p.idle = false
+		}
 		p.path = nil
+	case !p.inDevice && r.lazy() && !wasIn:
+		// Known, not yet talked to: it comes in with its first packet.
+		p.path = newPathState(cands, now, r.cfg.Timers)
+		if !p.idle {
+			r.idleLocked(p, delta)
+		}
 	case !p.inDevice:
 		p.path = newPathState(cands, now, r.cfg.Timers)
 		delta.Upsert = append(delta.Upsert, r.devicePeer(p))
-		p.inDevice = true
+		p.inDevice, p.activeAt = true, now
 		handshake = append(handshake, h.PublicKey)
 	default:
 		a := p.path.reset(cands, p.obs, now, r.cfg.Timers)
@@ -244,6 +282,7 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 		}
 	}
 	r.syncNextKey(p, delta)
+	r.registerInitiator(p)
 	if r.members != nil && !sameMember(old, h) {
 		if err := r.members.SetHost(memberOf(h)); err != nil {
 			r.log.Error("firewall: set member", "host", h.InstanceID, "err", err)
@@ -290,7 +329,10 @@ func (r *Reconciler) devicePeer(p *peer) device.Peer {
 	// Only a public path crosses NAT, whose mappings expire when idle. A
 	// peer that answers on no path gets none: WireGuard's keepalive would
 	// restart its 90 s of handshake retries every 25 s, for ever.
-	if c.Path == PathPublic && !p.path.exhausted {
+	// Lazy peers keep none either: a keepalive is traffic, so the peer
+	// would never go idle (EC2's public addresses are one-to-one NAT, and
+	// an initiation from behind other NAT opens its own mapping).
+	if c.Path == PathPublic && !p.path.exhausted && !r.lazy() {
 		dp.PersistentKeepalive = 25 * time.Second
 	}
 	return dp
@@ -319,6 +361,12 @@ func (r *Reconciler) Tick() {
 		st := stats[p.host.PublicKey]
 		if st.RxBytes != p.obs.RxBytes && st.RxBytes > 0 {
 			p.heardAt = now
+		}
+		if st.RxBytes != p.obs.RxBytes || st.TxBytes != p.obs.TxBytes {
+			p.activeAt = now
+		}
+		if r.reapLocked(p, now, &delta) {
+			continue
 		}
 		p.obs = Observation{Endpoint: st.Endpoint, LastHandshake: st.LastHandshake, RxBytes: st.RxBytes, TxBytes: st.TxBytes}
 		before, _ := p.path.current()
@@ -437,6 +485,10 @@ func (r *Reconciler) expireLocked(now time.Time) {
 			delta.Remove = append(delta.Remove, *p.nextKey)
 		}
 		delete(r.peers, id)
+		if r.byOverlay[p.host.OverlayIP] == p {
+			delete(r.byOverlay, p.host.OverlayIP)
+		}
+		r.forgetLazy(lazyKeys{overlay: p.host.OverlayIP, key: p.host.PublicKey})
 		if r.members != nil {
 			if err := r.members.RemoveHost(id); err != nil {
 				r.log.Error("firewall: remove member", "host", id, "err", err)

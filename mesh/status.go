@@ -83,6 +83,9 @@ func (r *Reconciler) Peers(registryLive bool) []PeerStatus {
 				}
 			}
 			ps.State = p.path.state(p.obs, now)
+			if p.idle {
+				ps.State, ps.Reason, ps.Endpoint = StateIdle, "no recent traffic: out of the WireGuard device until a packet or a handshake brings it in", netip.AddrPort{}
+			}
 		}
 		switch {
 		case !registryLive:

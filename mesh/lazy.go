@@ -1,0 +1,177 @@
+package mesh
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/device"
+)
+
+// Lazy peers (issue 17): only peers with recent traffic live in the
+// WireGuard device. The rest are known — record, path candidates, firewall
+// sets, `meshctl peers` lists them idle — and cost wireguard-go nothing: no
+// queues, no goroutines, no timers, no statistics to read each second.
+//
+// A peer comes in when this host sends to it (the device holds the first
+// packets and asks, WantPeer) or when it sends a handshake initiation (the
+// device's identifier names it, PeerInitiated). It goes out again after
+// LazyConfig.IdleAfter without traffic either way; that must exceed
+// WireGuard's reject-after time (180 s), so that by then both sides'
+// sessions are dead and neither keeps one the other has dropped.
+
+// RejectAfter is WireGuard's REJECT_AFTER_TIME: a session's keys are
+// refused after it, so an idle time above it leaves no live session behind.
+const RejectAfter = 180 * time.Second
+
+// DefaultIdleAfter leaves a margin over RejectAfter for clocks and ticks.
+const DefaultIdleAfter = 5 * time.Minute
+
+// IdleGate is the device's outbound side of lazy peers: packets to an idle
+// peer's overlay address are held until Activate sends them on.
+type IdleGate interface {
+	MarkIdle(overlay netip.Addr) error
+	Activate(overlay netip.Addr) (int, error)
+	Forget(overlay netip.Addr)
+}
+
+// Initiators is the device's inbound side: who may initiate, and from where
+// it is expected (the identifier tries the endpoint before any crypto).
+type Initiators interface {
+	SetPeer(key wgtypes.Key, endpoints ...netip.AddrPort)
+	RemovePeer(key wgtypes.Key)
+}
+
+// LazyConfig turns lazy peers on.
+type LazyConfig struct {
+	IdleAfter  time.Duration // DefaultIdleAfter if zero
+	Gate       IdleGate
+	Initiators Initiators // nil: only outbound traffic brings peers in
+}
+
+func (r *Reconciler) lazy() bool { return r.cfg.Lazy != nil }
+
+// WantPeer asks for the peer at overlay to be brought into the device: the
+// device holds packets for it. It never blocks (the device's read path
+// calls it); a full queue drops the ask, which the device repeats.
+func (r *Reconciler) WantPeer(overlay netip.Addr) {
+	select {
+	case r.wants <- want{overlay: overlay}:
+	default:
+	}
+}
+
+// PeerInitiated says the peer with this key sent a handshake initiation.
+// It never blocks, as WantPeer.
+func (r *Reconciler) PeerInitiated(key wgtypes.Key) {
+	select {
+	case r.wants <- want{key: key}:
+	default:
+	}
+}
+
+// want is one ask to bring a peer in, by overlay address or by key.
+type want struct {
+	overlay netip.Addr
+	key     wgtypes.Key
+}
+
+// bringIn puts an idle peer into the device and lets what was held for it
+// go. A handshake starts at once: when the ask came from the peer's own
+// initiation, wireguard-go dropped that initiation (it knew no such peer),
+// and answering with ours saves the peer's five-second retry.
+func (r *Reconciler) bringIn(w want) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var p *peer
+	if w.overlay.IsValid() {
+		p = r.byOverlay[w.overlay]
+	} else {
+		for _, q := range r.peers { // rate-limited by the identifier
+			if q.host.PublicKey == w.key {
+				p = q
+				break
+			}
+		}
+	}
+	if p == nil || !p.idle || p.path == nil {
+		return
+	}
+	now := r.now()
+	p.idle, p.activeAt = false, now
+	p.path = newPathState(p.path.cands, now, r.cfg.Timers)
+	delta := device.Delta{Upsert: []device.Peer{r.devicePeer(p)}}
+	p.inDevice = true
+	r.applyDevice(delta, []wgtypes.Key{p.host.PublicKey})
+	n, err := r.cfg.Lazy.Gate.Activate(p.host.OverlayIP)
+	if err != nil {
+		r.log.Error("lazy peers: send held packets", "peer", p.host.InstanceID, "err", err)
+	}
+	by := "initiation"
+	if w.overlay.IsValid() {
+		by = "packet"
+	}
+	r.log.Debug("peer brought in", "peer", p.host.InstanceID, "by", by, "held_packets", n)
+}
+
+// idleLocked makes p an idle peer: known, not in the device. Packets to it
+// are held from before it leaves the device, so none falls in between.
+func (r *Reconciler) idleLocked(p *peer, delta *device.Delta) {
+	if err := r.cfg.Lazy.Gate.MarkIdle(p.host.OverlayIP); err != nil {
+		r.log.Error("lazy peers: mark idle", "peer", p.host.InstanceID, "err", err)
+		return
+	}
+	if p.inDevice {
+		delta.Remove = append(delta.Remove, p.host.PublicKey)
+		p.inDevice = false
+	}
+	p.idle = true
+}
+
+// forgetLazy drops what the device keeps for a peer that is going, or whose
+// overlay address or key changed (old is what it was).
+func (r *Reconciler) forgetLazy(old lazyKeys) {
+	if !r.lazy() {
+		return
+	}
+	if old.overlay.IsValid() {
+		r.cfg.Lazy.Gate.Forget(old.overlay)
+	}
+	if r.cfg.Lazy.Initiators != nil && old.key != (wgtypes.Key{}) {
+		r.cfg.Lazy.Initiators.RemovePeer(old.key)
+	}
+}
+
+// lazyKeys is what the device's lazy state is keyed by for one peer.
+type lazyKeys struct {
+	overlay netip.Addr
+	key     wgtypes.Key
+}
+
+// registerInitiator tells the identifier p's key and the endpoints its
+// initiations may come from.
+func (r *Reconciler) registerInitiator(p *peer) {
+	if !r.lazy() || r.cfg.Lazy.Initiators == nil || p.path == nil {
+		return
+	}
+	eps := make([]netip.AddrPort, 0, len(p.path.cands))
+	for _, c := range p.path.cands {
+		eps = append(eps, c.Endpoint)
+	}
+	r.cfg.Lazy.Initiators.SetPeer(p.host.PublicKey, eps...)
+}
+
+// reapLocked takes a peer without traffic for IdleAfter out of the device
+// and reports whether it did. A vanishing peer is left to the hold-down.
+func (r *Reconciler) reapLocked(p *peer, now time.Time, delta *device.Delta) bool {
+	if !r.lazy() || !p.inDevice || !p.removeAt.IsZero() || p.activeAt.IsZero() || now.Sub(p.activeAt) < r.cfg.Lazy.IdleAfter {
+		return false
+	}
+	r.idleLocked(p, delta)
+	if p.inDevice {
+		return false // the gate refused; it stays
+	}
+	r.log.Debug("peer idle: out of the device", "peer", p.host.InstanceID, "quiet_for", now.Sub(p.activeAt).Round(time.Second))
+	return true
+}

@@ -1,0 +1,170 @@
+package mesh
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/device"
+	"github.com/meshd/meshd/registry"
+)
+
+// fakeGate records the device's lazy-peer side.
+type fakeGate struct {
+	idle       map[netip.Addr]bool
+	activated  []netip.Addr
+	forgotten  []netip.Addr
+	initiators map[wgtypes.Key][]netip.AddrPort
+}
+
+func (g *fakeGate) MarkIdle(a netip.Addr) error { g.idle[a] = true; return nil }
+func (g *fakeGate) Activate(a netip.Addr) (int, error) {
+	delete(g.idle, a)
+	g.activated = append(g.activated, a)
+	return 1, nil
+}
+func (g *fakeGate) Forget(a netip.Addr)                          { delete(g.idle, a); g.forgotten = append(g.forgotten, a) }
+func (g *fakeGate) SetPeer(k wgtypes.Key, eps ...netip.AddrPort) { g.initiators[k] = eps }
+func (g *fakeGate) RemovePeer(k wgtypes.Key)                     { delete(g.initiators, k) }
+
+func newLazyReconciler(t *testing.T) (*Reconciler, *fakeDevice, *fakeGate, *time.Time) {
+	dev := newFakeDevice()
+	g := &fakeGate{idle: map[netip.Addr]bool{}, initiators: map[wgtypes.Key][]netip.AddrPort{}}
+	r := New(Config{Self: rhost("self", "vpc", 1), HoldDown: time.Second, Breaker: BreakerConfig{MaxRemovals: 100, Window: time.Minute},
+		Lazy:   &LazyConfig{Gate: g, Initiators: g},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, dev, nil)
+	now := time.Unix(1_000_000, 0)
+	r.now = func() time.Time { return now }
+	return r, dev, g, &now
+}
+
+func stateOf(r *Reconciler, id string) string {
+	for _, p := range r.Peers(true) {
+		if p.Name == id {
+			return p.State
+		}
+	}
+	return "absent"
+}
+
+// drain handles the asks WantPeer and PeerInitiated queued, as Run would.
+func drain(r *Reconciler) {
+	for {
+		select {
+		case w := <-r.wants:
+			r.bringIn(w)
+		default:
+			return
+		}
+	}
+}
+
+func TestLazyPeerLifecycle(t *testing.T) {
+	r, dev, g, now := newLazyReconciler(t)
+	a, b := rhost("a", "vpc", 10), rhost("b", "classic", 11)
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: a}, {Kind: registry.Added, Host: b}})
+
+	// Known, firewall-visible, but not in the device: no peer, no handshake.
+	if len(dev.peers) != 0 || len(dev.handshakes) != 0 {
+		t.Fatalf("new peers went into the device: %d peers, %d handshakes", len(dev.peers), len(dev.handshakes))
+	}
+	if !g.idle[a.OverlayIP] || !g.idle[b.OverlayIP] {
+		t.Fatalf("idle addresses %v, want both peers'", g.idle)
+	}
+	if s := stateOf(r, "a"); s != StateIdle {
+		t.Errorf("meshctl peers state %q, want idle", s)
+	}
+	if eps := g.initiators[b.PublicKey]; !slices.Contains(eps, netip.MustParseAddrPort("198.19.1.11:51820")) {
+		t.Errorf("b's initiations are expected from %v, want its public endpoint", eps)
+	}
+
+	// A packet to a: in the device, handshake started, held packets sent.
+	r.WantPeer(a.OverlayIP)
+	drain(r)
+	if _, ok := dev.peers[a.PublicKey]; !ok || !slices.Contains(dev.handshakes, a.PublicKey) {
+		t.Fatalf("a packet to an idle peer did not bring it in: peers %v handshakes %v", dev.peers, dev.handshakes)
+	}
+	if !slices.Contains(g.activated, a.OverlayIP) || g.idle[a.OverlayIP] {
+		t.Errorf("held packets not released for a: activated %v", g.activated)
+	}
+	if _, ok := dev.peers[b.PublicKey]; ok {
+		t.Error("bringing a in brought b in too")
+	}
+	// Its keepalive would be traffic for ever: lazy peers have none.
+	r.PeerInitiated(b.PublicKey)
+	drain(r)
+	if p, ok := dev.peers[b.PublicKey]; !ok || p.PersistentKeepalive != 0 {
+		t.Fatalf("b's initiation: in device %v, keepalive %s", ok, p.PersistentKeepalive)
+	}
+
+	// Traffic keeps a in; silence for IdleAfter takes it out again.
+	*now = now.Add(DefaultIdleAfter / 2)
+	dev.stats[a.PublicKey] = device.PeerStats{TxBytes: 100, RxBytes: 100}
+	r.Tick()
+	*now = now.Add(DefaultIdleAfter - time.Second)
+	r.Tick()
+	if _, ok := dev.peers[a.PublicKey]; !ok {
+		t.Fatal("a went idle before IdleAfter")
+	}
+	*now = now.Add(2 * time.Second)
+	r.Tick()
+	if _, ok := dev.peers[a.PublicKey]; ok {
+		t.Fatal("a silent for IdleAfter stayed in the device")
+	}
+	if !g.idle[a.OverlayIP] || stateOf(r, "a") != StateIdle {
+		t.Errorf("reaped a: held %v, state %s", g.idle[a.OverlayIP], stateOf(r, "a"))
+	}
+	if DefaultIdleAfter <= RejectAfter {
+		t.Errorf("default idle time %s does not exceed WireGuard's reject-after %s", DefaultIdleAfter, RejectAfter)
+	}
+
+	// A record update while idle keeps it idle; a new overlay address
+	// moves the hold.
+	moved := a
+	moved.OverlayIP = netip.MustParseAddr("100.100.0.99")
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: moved}})
+	if _, ok := dev.peers[a.PublicKey]; ok || !g.idle[moved.OverlayIP] || g.idle[a.OverlayIP] {
+		t.Errorf("idle peer's new address: in device %v, idle %v", ok, g.idle)
+	}
+	r.WantPeer(a.OverlayIP) // the old address is no one's now
+	drain(r)
+	if _, ok := dev.peers[a.PublicKey]; ok {
+		t.Error("a packet to a peer's old overlay address brought it in")
+	}
+
+	// Gone for good: nothing left held or expected.
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: moved}})
+	*now = now.Add(2 * time.Second)
+	r.Tick()
+	if g.idle[moved.OverlayIP] || g.initiators[a.PublicKey] != nil || stateOf(r, "a") != "absent" {
+		t.Errorf("removed idle peer left state: idle %v, initiators %v, state %s", g.idle, g.initiators[a.PublicKey], stateOf(r, "a"))
+	}
+}
+
+// A peer in the device whose key rotates stays in the device: the session
+// with its next key is kept.
+func TestLazyPeerKeepsDeviceAcrossKeyChange(t *testing.T) {
+	r, dev, g, _ := newLazyReconciler(t)
+	a := rhost("a", "vpc", 10)
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: a}})
+	r.WantPeer(a.OverlayIP)
+	drain(r)
+	k, _ := wgtypes.GeneratePrivateKey()
+	rekeyed := a
+	rekeyed.PublicKey = k.PublicKey()
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: rekeyed}})
+	if _, ok := dev.peers[rekeyed.PublicKey]; !ok {
+		t.Fatal("an active peer's new key is not in the device")
+	}
+	if _, ok := dev.peers[a.PublicKey]; ok {
+		t.Error("the old key stayed")
+	}
+	if g.initiators[a.PublicKey] != nil || g.initiators[rekeyed.PublicKey] == nil {
+		t.Errorf("initiators not moved to the new key: %v", g.initiators)
+	}
+}
