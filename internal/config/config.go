@@ -30,6 +30,7 @@ type Config struct {
 	DNS           DNS        `yaml:"dns"`
 	Trust         Trust      `yaml:"trust"`
 	Registry      Registry   `yaml:"registry"`
+	Peers         Peers      `yaml:"peers"`
 	StateDir      string     `yaml:"state_dir"`
 	AdminSocket   string     `yaml:"admin_socket"`
 	MetricsListen string     `yaml:"metrics_listen"`
@@ -160,6 +161,19 @@ type Registry struct {
 	MaxGroups int `yaml:"max_groups"`
 }
 
+// Peers says which known peers live in the WireGuard device.
+type Peers struct {
+	// Lazy keeps only peers with recent traffic in the device: the rest
+	// are known (firewall sets, meshctl peers says idle) and come in with
+	// the first packet either way. Per-host cost then follows the peers a
+	// host talks to, not the fleet.
+	Lazy bool `yaml:"lazy"`
+	// IdleAfter is how long a peer's traffic must have stopped before it
+	// leaves the device. It must exceed WireGuard's reject-after time
+	// (3m), so neither side keeps a session the other has dropped.
+	IdleAfter time.Duration `yaml:"idle_after"`
+}
+
 // Firewall modes.
 const (
 	ModeEnforce = "enforce"
@@ -192,6 +206,7 @@ func Default() Config {
 		DNS:           DNS{Enabled: true},
 		Trust:         Trust{Mode: TrustPermissive},
 		Registry:      Registry{MaxGroups: 32},
+		Peers:         Peers{IdleAfter: 5 * time.Minute},
 		StateDir:      "/var/lib/meshd",
 		AdminSocket:   "/run/meshd/meshd.sock",
 		MetricsListen: "127.0.0.1:9474",

@@ -77,6 +77,7 @@ func TestParseNamesBadKey(t *testing.T) {
 		{"relative state dir", base + "state_dir: var/lib\n", `state_dir: bad value "var/lib": must be an absolute path`},
 		{"metrics", base + "metrics_listen: everywhere\n", "metrics_listen"},
 		{"cert without key", "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"], tls: {ca_file: /ca, cert_file: /c}}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n", "cert_file and key_file go together"},
+		{"idle after below reject-after", base + "peers: {lazy: true, idle_after: 2m}\n", `peers.idle_after: bad value "2m0s": must be over 3m`},
 		{"max groups zero", base + "registry: {max_groups: 0}\n", `registry.max_groups: bad value "0": must be between 1 and 1024`},
 		{"max groups huge", base + "registry: {max_groups: 100000}\n", `registry.max_groups: bad value "100000"`},
 		{"not yaml", "mesh: [\n", "not valid YAML"},

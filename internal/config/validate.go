@@ -171,6 +171,9 @@ func (c *Config) Validate() Errors {
 
 	errs = append(errs, c.validateDNS()...)
 	errs = append(errs, c.validateTrust()...)
+	if a := c.Peers.IdleAfter; a <= 3*time.Minute || a > 24*time.Hour {
+		bad("peers.idle_after", a, "must be over 3m (WireGuard's reject-after time, so no side keeps a session the other dropped) and at most 24h")
+	}
 	if g := c.Registry.MaxGroups; g < 1 || g > 1024 {
 		bad("registry.max_groups", g, "must be between 1 and 1024")
 	}
