@@ -1,10 +1,13 @@
 package handshake
 
 import (
+	"bytes"
+	"crypto/hmac"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"hash"
 	"testing"
 
 	"golang.org/x/crypto/blake2s"
@@ -174,5 +177,21 @@ func TestCheckMAC1DoesNotAllocate(t *testing.T) {
 	bad[20] ^= 1
 	if n := testing.AllocsPerRun(100, func() { _ = r.CheckMAC1(msg); _ = r.CheckMAC1(bad) }); n != 0 {
 		t.Errorf("CheckMAC1 allocates %.0f times per call pair", n)
+	}
+}
+
+func TestHMACMatchesCryptoHMAC(t *testing.T) {
+	for _, n := range []struct{ key, a, b int }{{32, 32, 0}, {32, 1, 0}, {32, 32, 1}, {64, 40, 24}, {0, 0, 0}, {7, 3, 5}} {
+		key, a, b := make([]byte, n.key), make([]byte, n.a), make([]byte, n.b)
+		rand.Read(key)
+		rand.Read(a)
+		rand.Read(b)
+		m := hmac.New(func() hash.Hash { h, _ := blake2s.New256(nil); return h }, key)
+		m.Write(a)
+		m.Write(b)
+		got := hmacBLAKE2s(key, a, b)
+		if want := m.Sum(nil); !bytes.Equal(got[:], want) {
+			t.Errorf("key %d bytes, input %d+%d: %x, crypto/hmac says %x", n.key, n.a, n.b, got, want)
+		}
 	}
 }
