@@ -14,9 +14,11 @@ import (
 // Defaults for Config.
 const (
 	DefaultQueue = 256
-	// DefaultRate and DefaultBurst bound decryptions, each one X25519 (tens
-	// of µs, bench/PROFILES.md): 200 a second is about 1% of a core.
-	DefaultRate  = 200
+	// DefaultRate and DefaultBurst bound decryptions, each about 80 µs of
+	// CPU on the 2-core test VM (bench/PROFILES.md): 100 a second is under
+	// 1% of a core. Peers whose registered endpoint matches never use them;
+	// a NATed active peer rekeys every 2 minutes.
+	DefaultRate  = 100
 	DefaultBurst = 50
 )
 
