@@ -1,0 +1,308 @@
+package handshake
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// testIdentifier is an Identifier with its worker running, whose
+// identifications arrive on found.
+type testIdentifier struct {
+	*Identifier
+	key   wgtypes.Key // its private key
+	found chan Initiation
+}
+
+func startIdentifier(t *testing.T, cfg Config) *testIdentifier {
+	t.Helper()
+	ti := &testIdentifier{key: newKey(t), found: make(chan Initiation, 1024)}
+	if cfg.PrivateKey == (wgtypes.Key{}) {
+		cfg.PrivateKey = ti.key
+	}
+	ti.key = cfg.PrivateKey
+	if cfg.OnInitiation == nil {
+		cfg.OnInitiation = func(in Initiation) { ti.found <- in }
+	}
+	id, err := NewIdentifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti.Identifier = id
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); id.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ti
+}
+
+// next is the next identification, or a failure after 5s.
+func (ti *testIdentifier) next(t *testing.T) Initiation {
+	t.Helper()
+	select {
+	case in := <-ti.found:
+		return in
+	case <-time.After(5 * time.Second):
+		t.Fatalf("nothing identified in 5s: %+v", ti.Stats())
+	}
+	return Initiation{}
+}
+
+// settle waits until the worker has dealt with n initiations that passed
+// mac1 (each ends in exactly one counter) and checks nothing more came.
+func (ti *testIdentifier) settle(t *testing.T, n uint64) Stats {
+	t.Helper()
+	var s Stats
+	poll(t, fmt.Sprintf("%d initiations handled", n), func() bool {
+		s = ti.Stats()
+		return s.ByEndpoint+s.ByDecryption+s.UnknownKey+s.Undecryptable+s.RateLimited+s.Dropped >= n
+	})
+	return s
+}
+
+// poll waits up to 5s for cond, checking every millisecond.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var (
+	epA = netip.MustParseAddrPort("127.0.0.1:51820")
+	epB = netip.MustParseAddrPort("127.0.0.1:51821")
+	epC = netip.MustParseAddrPort("[::1]:40000")
+)
+
+func TestIdentifierByEndpointSkipsDecryption(t *testing.T) {
+	ti := startIdentifier(t, Config{})
+	peer := newKey(t).PublicKey()
+	ti.SetPeer(peer, netip.MustParseAddrPort("[::ffff:127.0.0.1]:51820")) // mapped form, as a config might say it
+	// The endpoint decides; what the message claims is not even read.
+	ti.Offer(epA, forge(t, ti.key.PublicKey(), newKey(t).PublicKey()))
+	in := ti.next(t)
+	if in.Peer != peer || in.By != ByEndpoint || in.From != epA {
+		t.Fatalf("got %s by %s from %s, want %s by endpoint from %s", in.Peer, in.By, in.From, peer, epA)
+	}
+	if s := ti.Stats(); s != (Stats{ByEndpoint: 1}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestIdentifierByDecryption(t *testing.T) {
+	ti := startIdentifier(t, Config{})
+	peer, other := newKey(t).PublicKey(), newKey(t).PublicKey()
+	ti.SetPeer(peer, epA)
+	ti.SetPeer(other)
+	msg := forge(t, ti.key.PublicKey(), peer)
+	ti.Offer(epB, msg) // behind NAT: not the registered endpoint
+	in := ti.next(t)
+	if in.Peer != peer || in.By != ByDecryption || in.From != epB || string(in.Msg[:]) != string(msg) {
+		t.Fatalf("got %s by %s from %s, want %s by decryption from %s, with the message", in.Peer, in.By, in.From, peer, epB)
+	}
+	// A key no registered peer has is counted, not reported.
+	ti.Offer(epB, forge(t, ti.key.PublicKey(), newKey(t).PublicKey()))
+	if s := ti.settle(t, 2); s != (Stats{ByDecryption: 1, UnknownKey: 1}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestIdentifierEndpointTwoPeersClaim(t *testing.T) {
+	ti := startIdentifier(t, Config{})
+	p1, p2 := newKey(t).PublicKey(), newKey(t).PublicKey()
+	ti.SetPeer(p1, epA)
+	ti.SetPeer(p2, epA, epC)
+	ti.Offer(epA, forge(t, ti.key.PublicKey(), p2))
+	if in := ti.next(t); in.Peer != p2 || in.By != ByDecryption {
+		t.Fatalf("endpoint of two peers: got %s by %s, want %s by decryption", in.Peer, in.By, p2)
+	}
+	ti.RemovePeer(p1)
+	ti.Offer(epA, forge(t, ti.key.PublicKey(), p2))
+	if in := ti.next(t); in.Peer != p2 || in.By != ByEndpoint {
+		t.Fatalf("after the other left: got %s by %s, want %s by endpoint", in.Peer, in.By, p2)
+	}
+	ti.SetPeer(p2, epB) // moved: the old endpoints no longer name it
+	ti.Offer(epC, forge(t, ti.key.PublicKey(), p1))
+	ti.RemovePeer(p2)
+	ti.Offer(epB, forge(t, ti.key.PublicKey(), p2))
+	if s := ti.settle(t, 4); s.UnknownKey != 2 || s.ByEndpoint != 1 || s.ByDecryption != 1 {
+		t.Errorf("stats %+v, want 2 unknown keys", s)
+	}
+	if len(ti.peers) != 0 || len(ti.byEndpoint) != 0 {
+		t.Errorf("left behind: %d peers, %d endpoints", len(ti.peers), len(ti.byEndpoint))
+	}
+}
+
+func TestIdentifierRejectsCheaplyAndCounts(t *testing.T) {
+	ti := startIdentifier(t, Config{})
+	peer := newKey(t).PublicKey()
+	ti.SetPeer(peer, epA)
+	good := forge(t, ti.key.PublicKey(), peer)
+	tampered := append([]byte(nil), good...)
+	tampered[offStatic] ^= 1
+	setMAC1(ti.key.PublicKey(), tampered)
+	flipped := append([]byte(nil), good...)
+	flipped[offTimestamp] ^= 1
+
+	ti.Offer(epA, nil)
+	ti.Offer(epA, good[:100])
+	ti.Offer(epA, make([]byte, MessageSize))
+	ti.Offer(epA, forge(t, newKey(t).PublicKey(), peer)) // for another host
+	ti.Offer(epA, flipped)
+	ti.Offer(epB, tampered) // mac1 right: costs one X25519
+	s := ti.settle(t, 1)
+	if want := (Stats{Malformed: 3, BadMAC1: 2, Undecryptable: 1}); s != want {
+		t.Errorf("stats %+v, want %+v", s, want)
+	}
+	if len(ti.found) != 0 {
+		t.Errorf("%d identified", len(ti.found))
+	}
+}
+
+func TestIdentifierRateLimitsDecryption(t *testing.T) {
+	var now atomic.Int64 // ns since the epoch
+	now.Store(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC).UnixNano())
+	ti := startIdentifier(t, Config{Rate: 10, Burst: 2, now: func() time.Time { return time.Unix(0, now.Load()) }})
+	peer := newKey(t).PublicKey()
+	ti.SetPeer(peer, epA)
+	for range 5 {
+		ti.Offer(epB, forge(t, ti.key.PublicKey(), peer))
+	}
+	if s := ti.settle(t, 5); s != (Stats{ByDecryption: 2, RateLimited: 3}) {
+		t.Fatalf("5 at once, burst 2: stats %+v", s)
+	}
+	// The endpoint path is not limited.
+	for range 5 {
+		ti.Offer(epA, forge(t, ti.key.PublicKey(), peer))
+	}
+	if s := ti.settle(t, 10); s != (Stats{ByEndpoint: 5, ByDecryption: 2, RateLimited: 3}) {
+		t.Fatalf("5 from the endpoint: stats %+v", s)
+	}
+	now.Add(int64(150 * time.Millisecond)) // 1.5 tokens at 10/s
+	for range 3 {
+		ti.Offer(epB, forge(t, ti.key.PublicKey(), peer))
+	}
+	if s := ti.settle(t, 13); s != (Stats{ByEndpoint: 5, ByDecryption: 3, RateLimited: 5}) {
+		t.Fatalf("150ms later: stats %+v", s)
+	}
+}
+
+func TestIdentifierNeverBlocksOnAStalledConsumer(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var got atomic.Int64
+	ti := startIdentifier(t, Config{Queue: 4, OnInitiation: func(Initiation) {
+		got.Add(1)
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+	}})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	peer := newKey(t).PublicKey()
+	ti.SetPeer(peer, epA)
+	msg := forge(t, ti.key.PublicKey(), peer)
+	ti.Offer(epA, msg)
+	<-entered // the worker is stuck in the callback
+
+	offered := make(chan struct{})
+	go func() {
+		defer close(offered)
+		for range 100 {
+			ti.Offer(epA, msg)
+		}
+	}()
+	select {
+	case <-offered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Offer blocked behind a stalled consumer")
+	}
+	if s := ti.Stats(); s.Dropped != 96 {
+		t.Errorf("stats %+v, want 96 dropped (4 queued)", s)
+	}
+	once.Do(func() { close(release) })
+	poll(t, "the 4 queued identified", func() bool { return got.Load() == 5 })
+	if s := ti.Stats(); s != (Stats{ByEndpoint: 5, Dropped: 96}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestIdentifierFollowsKeyRotation(t *testing.T) {
+	ti := startIdentifier(t, Config{})
+	peer := newKey(t).PublicKey()
+	ti.SetPeer(peer)
+	old, rotated := ti.key, newKey(t)
+	ti.SetPrivateKey(rotated)
+	ti.Offer(epB, forge(t, old.PublicKey(), peer))
+	ti.Offer(epB, forge(t, rotated.PublicKey(), peer))
+	if in := ti.next(t); in.Peer != peer {
+		t.Fatalf("got %s, want %s", in.Peer, peer)
+	}
+	if s := ti.Stats(); s != (Stats{ByDecryption: 1, BadMAC1: 1}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestNewIdentifierRefuses(t *testing.T) {
+	for _, cfg := range []Config{
+		{},
+		{OnInitiation: func(Initiation) {}, Rate: -1},
+		{OnInitiation: func(Initiation) {}, Queue: -1},
+	} {
+		if _, err := NewIdentifier(cfg); err == nil {
+			t.Errorf("NewIdentifier(%+v): no error", cfg)
+		}
+	}
+}
+
+func TestOfferDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
+	id, err := NewIdentifier(Config{PrivateKey: newKey(t), OnInitiation: func(Initiation) {}, Queue: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := forge(t, id.resp.Load().PublicKey(), newKey(t).PublicKey())
+	garbage := make([]byte, MessageSize)
+	garbage[0] = MessageType
+	// No worker: the first is queued, the rest dropped.
+	if n := testing.AllocsPerRun(100, func() { id.Offer(epA, msg); id.Offer(epA, garbage) }); n != 0 {
+		t.Errorf("Offer allocates %.0f times", n)
+	}
+}
+
+func TestBucket(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	b := newBucket(2, 3) // 2 a second, up to 3
+	take := func(at time.Duration, want bool) {
+		t.Helper()
+		if got := b.take(t0.Add(at)); got != want {
+			t.Errorf("take at %s: %v, want %v", at, got, want)
+		}
+	}
+	take(0, true)
+	take(0, true)
+	take(0, true)
+	take(0, false)
+	take(400*time.Millisecond, false) // 0.8 tokens
+	take(500*time.Millisecond, true)  // 1.0
+	take(-time.Hour, false)           // a clock going back adds nothing,
+	take(time.Second, true)           // nor counts from its low point: 0 + 1 token
+	take(time.Second, false)
+	take(time.Hour, true) // full again, but only 3
+	take(time.Hour, true)
+	take(time.Hour, true)
+	take(time.Hour, false)
+}
