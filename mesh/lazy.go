@@ -62,25 +62,28 @@ func (r *Reconciler) WantPeer(overlay netip.Addr) {
 	}
 }
 
-// PeerInitiated says the peer with this key sent a handshake initiation.
-// It never blocks, as WantPeer.
-func (r *Reconciler) PeerInitiated(key wgtypes.Key) {
+// PeerInitiated says the peer with this key sent a handshake initiation,
+// which wireguard-go will have dropped if the peer was idle. redeliver, if
+// not nil, hands that initiation back to the device once the peer is in;
+// without it (or if it fails) this host initiates instead, which costs the
+// peer a crossed handshake and up to a five-second retry. It never blocks,
+// as WantPeer.
+func (r *Reconciler) PeerInitiated(key wgtypes.Key, redeliver func() error) {
 	select {
-	case r.wants <- want{key: key}:
+	case r.wants <- want{key: key, redeliver: redeliver}:
 	default:
 	}
 }
 
 // want is one ask to bring a peer in, by overlay address or by key.
 type want struct {
-	overlay netip.Addr
-	key     wgtypes.Key
+	overlay   netip.Addr
+	key       wgtypes.Key
+	redeliver func() error
 }
 
 // bringIn puts an idle peer into the device and lets what was held for it
-// go. A handshake starts at once: when the ask came from the peer's own
-// initiation, wireguard-go dropped that initiation (it knew no such peer),
-// and answering with ours saves the peer's five-second retry.
+// go: the packets the device held, or the initiation that asked.
 func (r *Reconciler) bringIn(w want) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -103,14 +106,23 @@ func (r *Reconciler) bringIn(w want) {
 	p.path = newPathState(p.path.cands, now, r.cfg.Timers)
 	delta := device.Delta{Upsert: []device.Peer{r.devicePeer(p)}}
 	p.inDevice = true
-	r.applyDevice(delta, []wgtypes.Key{p.host.PublicKey})
+	by := "packet"
+	if w.overlay.IsValid() {
+		// Our own handshake starts with the first held packet.
+		r.applyDevice(delta, nil)
+	} else {
+		by = "initiation"
+		r.applyDevice(delta, nil)
+		if w.redeliver == nil {
+			r.handshake([]wgtypes.Key{p.host.PublicKey})
+		} else if err := w.redeliver(); err != nil {
+			r.log.Debug("lazy peers: initiation not handed back; initiating instead", "peer", p.host.InstanceID, "err", err)
+			r.handshake([]wgtypes.Key{p.host.PublicKey})
+		}
+	}
 	n, err := r.cfg.Lazy.Gate.Activate(p.host.OverlayIP)
 	if err != nil {
 		r.log.Error("lazy peers: send held packets", "peer", p.host.InstanceID, "err", err)
-	}
-	by := "initiation"
-	if w.overlay.IsValid() {
-		by = "packet"
 	}
 	r.log.Debug("peer brought in", "peer", p.host.InstanceID, "by", by, "held_packets", n)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/device"
+	"github.com/meshd/meshd/internal/device/handshake"
 	"github.com/meshd/meshd/internal/ec2"
 	"github.com/meshd/meshd/internal/identity"
 	"github.com/meshd/meshd/internal/keys"
@@ -37,10 +38,11 @@ type Daemon struct {
 	mu  sync.Mutex
 	cfg config.Config
 
-	reg  *registry.Registry
-	dev  *device.Device
-	rec  *mesh.Reconciler
-	self registry.Host
+	reg   *registry.Registry
+	dev   *device.Device
+	rec   *mesh.Reconciler
+	ident *handshake.Identifier // lazy peers: who sent an initiation; nil when off
+	self  registry.Host
 
 	fw            *firewall.Firewall // nil when firewall.mode is off
 	policyErr     error
@@ -144,12 +146,31 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	if mtu == 0 {
 		mtu = autoMTU(id.PrivateIP, log)
 	}
-	d.dev, err = device.New(device.Config{
+	devCfg := device.Config{
 		Name: cfg.Interface.Name, PrivateKey: key, ListenPort: cfg.Interface.ListenPort, MTU: mtu, Bind: cfg.Interface.Bind,
 		Address: netip.PrefixFrom(overlay, cfg.Overlay.CIDR.Bits()), Logger: log,
-	})
+	}
+	if cfg.Peers.Lazy {
+		// Both asks reach the reconciler, created below; neither comes
+		// before it: packets are held only for addresses it marks idle,
+		// and the identifier's worker starts in Run.
+		d.ident, err = handshake.NewIdentifier(handshake.Config{PrivateKey: key,
+			OnInitiation: func(in handshake.Initiation) {
+				d.rec.PeerInitiated(in.Peer, func() error { return d.dev.Redeliver(in.From, in.Msg[:]) })
+			}})
+		if err != nil {
+			return nil, err
+		}
+		devCfg.OnInitiation = d.ident.Offer
+		devCfg.OnIdlePacket = func(a netip.Addr) { d.rec.WantPeer(a) }
+	}
+	d.dev, err = device.New(devCfg)
 	if err != nil {
 		return nil, err
+	}
+	var lazy *mesh.LazyConfig
+	if cfg.Peers.Lazy {
+		lazy = &mesh.LazyConfig{IdleAfter: cfg.Peers.IdleAfter, Gate: d.dev, Initiators: d.ident}
 	}
 	var mem mesh.Members
 	if d.fw != nil {
@@ -162,6 +183,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		HoldDown: cfg.Tuning.HoldDown,
 		Breaker:  mesh.BreakerConfig{MaxRemovals: cfg.Tuning.MaxRemovals, Window: cfg.Tuning.BreakerWindow},
 		Prober:   probe.ICMP{},
+		Lazy:     lazy,
 		OnApply: func(took time.Duration, n int) {
 			d.metrics.ApplyLatency.Observe(took.Seconds())
 			d.metrics.Applied.Add(float64(n))
@@ -194,6 +216,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.startTagger(ctx)
 	go d.watchCert(ctx)
+	if d.ident != nil {
+		go d.ident.Run(ctx)
+	}
 	if d.cfg.Tuning.KeyRotation > 0 {
 		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
 	}

@@ -79,7 +79,7 @@ func (d *Daemon) RotateKey(ctx context.Context) (string, error) {
 	case <-time.After(announceGrace):
 	}
 	oldKey := d.dev.PrivateKey()
-	if err := d.dev.SetPrivateKey(next); err != nil {
+	if err := d.setDeviceKey(next); err != nil {
 		return abandon(err)
 	}
 	rotated := old
@@ -91,7 +91,7 @@ func (d *Daemon) RotateKey(ctx context.Context) (string, error) {
 	if err := d.awaitRecord(ctx, rotated); err != nil {
 		// Peers never learnt that the new key is the key: back to the old
 		// one, which they still route to.
-		if err2 := d.dev.SetPrivateKey(oldKey); err2 != nil {
+		if err2 := d.setDeviceKey(oldKey); err2 != nil {
 			d.log.Error("rotate key: restore the old key on the device", "err", err2)
 		}
 		d.rec.HandshakeAll()
@@ -156,4 +156,17 @@ func (d *Daemon) rotateOnSchedule(ctx context.Context, every time.Duration) {
 			wait = min(retryRotation, every)
 		}
 	}
+}
+
+// setDeviceKey changes the device's private key, and the key lazy peers'
+// identifier opens initiations with: initiations are addressed to the
+// device's key.
+func (d *Daemon) setDeviceKey(k wgtypes.Key) error {
+	if err := d.dev.SetPrivateKey(k); err != nil {
+		return err
+	}
+	if d.ident != nil {
+		d.ident.SetPrivateKey(k)
+	}
+	return nil
 }

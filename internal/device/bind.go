@@ -43,6 +43,35 @@ type Bind struct {
 
 	sendPool sync.Pool // *sendBatch
 	stats    bindStats
+
+	// initiatedTo is the local address each initiation's sender last sent
+	// to, so Redeliver can hand an initiation back in as it came. Written
+	// for initiations only (a few per peer per two minutes), bounded.
+	initMu      sync.Mutex
+	initiatedTo map[netip.AddrPort]netip.Addr
+}
+
+// maxInitiatedTo bounds Bind.initiatedTo; past it the map starts afresh.
+const maxInitiatedTo = 16384
+
+func (b *Bind) noteInitiation(e *Endpoint) {
+	if !e.key.src.IsValid() {
+		return
+	}
+	b.initMu.Lock()
+	if b.initiatedTo == nil || len(b.initiatedTo) >= maxInitiatedTo {
+		b.initiatedTo = map[netip.AddrPort]netip.Addr{}
+	}
+	b.initiatedTo[e.key.ap] = e.key.src
+	b.initMu.Unlock()
+}
+
+// initiationDest is the local address from last sent an initiation to.
+func (b *Bind) initiationDest(from netip.AddrPort) (netip.Addr, bool) {
+	b.initMu.Lock()
+	defer b.initMu.Unlock()
+	a, ok := b.initiatedTo[from]
+	return a, ok
 }
 
 // BindOptions tunes a Bind. The zero value is what meshd runs with.

@@ -168,7 +168,9 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 	if hook := r.b.opts.OnInitiation; hook != nil {
 		for o := range out {
 			if sizes[o] == initiationSize && binary.LittleEndian.Uint32(bufs[o][:4]) == initiationType {
-				hook(eps[o].(*Endpoint).AddrPort(), bufs[o][:initiationSize])
+				ep := eps[o].(*Endpoint)
+				r.b.noteInitiation(ep)
+				hook(ep.AddrPort(), bufs[o][:initiationSize])
 			}
 		}
 	}

@@ -78,6 +78,7 @@ type Device struct {
 	log    *slog.Logger
 	tun    tun.Device
 	gate   *idleGate // nil unless Config.OnIdlePacket
+	bind   conn.Bind
 	wg     *wgdevice.Device
 	uapi   net.Listener
 	sock   string
@@ -104,6 +105,7 @@ func New(cfg Config) (_ *Device, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.bind = bind
 	if d.tun, err = tun.CreateTUN(cfg.Name, cfg.MTU); err != nil {
 		return nil, fmt.Errorf("create TUN %s: %w", cfg.Name, err)
 	}

@@ -88,6 +88,38 @@ func TestHelperDevice(t *testing.T) {
 			}()
 		}
 	}
+	if os.Getenv("MESHD_DEVICE_HELPER_LAZY") != "" {
+		// An idle peer's initiation: bring it in, then hand the
+		// initiation back, as the daemon does.
+		cfg.OnInitiation = func(from netip.AddrPort, msg []byte) {
+			idleMu.Lock()
+			var p Peer
+			var addr netip.Addr
+			for a, q := range idlePeers {
+				if q.Endpoint == from {
+					p, addr = q, a
+				}
+			}
+			delete(idlePeers, addr)
+			idleMu.Unlock()
+			if !addr.IsValid() {
+				return
+			}
+			msg = append([]byte(nil), msg...)
+			go func() {
+				if err := d.Apply(Delta{Upsert: []Peer{p}}); err != nil {
+					fmt.Fprintln(os.Stderr, "bring in initiating peer:", err)
+					return
+				}
+				d.Activate(addr)
+				if os.Getenv("MESHD_DEVICE_HELPER_NO_REDELIVER") == "" {
+					if err := d.Redeliver(from, msg); err != nil {
+						fmt.Fprintln(os.Stderr, "redeliver:", err)
+					}
+				}
+			}()
+		}
+	}
 	d, err := New(cfg)
 	if err != nil {
 		out.Encode(helperResp{Err: err.Error()})

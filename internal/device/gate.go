@@ -1,6 +1,7 @@
 package device
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -232,4 +233,48 @@ func (d *Device) IdleGateCounts() GateCounts {
 	}
 	s := &d.gate.stats
 	return GateCounts{Held: s.Held.Load(), Dropped: s.Dropped.Load(), Replayed: s.Replayed.Load(), Asked: s.Asked.Load()}
+}
+
+// Redeliver hands a handshake initiation back to the device as if it had
+// just arrived from from, to the local address it was sent to: a raw
+// IPv4/UDP datagram over loopback. Lazy peers use it after bringing in the
+// peer that sent it, which wireguard-go had dropped (it knew no such peer);
+// had wireguard-go taken the original after all, it refuses this copy as a
+// replay (the initiation's timestamp is not newer). The initiator is spared
+// its five-second retry, and no second handshake crosses the first.
+func (d *Device) Redeliver(from netip.AddrPort, msg []byte) error {
+	b, ok := d.bind.(*Bind)
+	if d.gate == nil || !ok {
+		return errNoGate
+	}
+	to, ok := b.initiationDest(from)
+	if !ok || !from.Addr().Is4() || !to.Is4() {
+		return fmt.Errorf("redeliver initiation from %s: no IPv4 local address known for it", from)
+	}
+	fd, err := d.gate.rawSocket()
+	if err != nil {
+		return err
+	}
+	pkt := udp4Datagram(from, netip.AddrPortFrom(to, uint16(d.cfg.ListenPort)), msg)
+	if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: to.As4()}); err != nil {
+		return fmt.Errorf("redeliver initiation from %s to %s: %w", from, to, err)
+	}
+	return nil
+}
+
+// udp4Datagram is an IPv4 header and a UDP header before payload. The
+// kernel fills in the IP checksum, length and id (IP_HDRINCL); a UDP
+// checksum of zero means none, which IPv4 allows.
+func udp4Datagram(src, dst netip.AddrPort, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0], p[8], p[9] = 0x45, 64, syscall.IPPROTO_UDP
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	s, t := src.Addr().As4(), dst.Addr().As4()
+	copy(p[12:16], s[:])
+	copy(p[16:20], t[:])
+	binary.BigEndian.PutUint16(p[20:], src.Port())
+	binary.BigEndian.PutUint16(p[22:], dst.Port())
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
 }

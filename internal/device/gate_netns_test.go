@@ -82,3 +82,23 @@ func TestIdlePeerFirstPacketHeldNotLost(t *testing.T) {
 		t.Errorf("gate counts after the ping %+v (before %+v)", g2, g)
 	}
 }
+
+// An idle peer that initiates: the initiation wireguard-go dropped is
+// handed back once the peer is in, so the initiator's first ping is
+// answered at once, not after WireGuard's five-second retry.
+func TestIdlePeerInitiationRedelivered(t *testing.T) {
+	hs := lan(t, 2, lazyEnv)
+	a, b := hs[0], hs[1]
+	b.call(helperReq{Op: "apply", Delta: &Delta{Upsert: []Peer{b.peer(a)}}})
+	a.call(helperReq{Op: "idle", Delta: &Delta{Upsert: []Peer{a.peer(b)}}})
+	start := time.Now()
+	out, err := b.exec("ping", "-c", "1", "-W", "4", a.over.String())
+	took := time.Since(start)
+	if err != nil || !strings.Contains(out, "1 received") {
+		t.Fatalf("first ping to a host that holds us idle: %v (after %s)\n%s", err, took, out)
+	}
+	t.Logf("first ping answered after %s", took)
+	if _, ok := a.call(helperReq{Op: "stats"}).Stats[b.key.String()]; !ok {
+		t.Error("the initiating peer is not in the device")
+	}
+}
