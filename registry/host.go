@@ -25,15 +25,15 @@ type Host struct {
 	Network       string
 	PrivateIP     netip.Addr
 	PublicIP      netip.Addr // zero: no public address
+	ListenPort    uint16
+	Groups        []string
+	Version       string
+	StartTime     time.Time
 	// IPv6 underlay addresses, optional. The firewall admits members'
 	// WireGuard datagrams and, by the policy, their traffic from these;
 	// WireGuard endpoints stay on the IPv4 addresses above.
 	PrivateIP6 netip.Addr
 	PublicIP6  netip.Addr
-	ListenPort uint16
-	Groups     []string
-	Version    string
-	StartTime  time.Time
 
 	// Set when the record was signed under the fleet CA (trust): its
 	// sequence, which only increases, and the certificate's serial. Groups
@@ -52,15 +52,15 @@ type hostJSON struct {
 	Network       string     `json:"network"`
 	PrivateIP     netip.Addr `json:"private_ip"`
 	PublicIP      string     `json:"public_ip,omitempty"`
+	ListenPort    uint16     `json:"listen_port"`
+	Groups        []string   `json:"groups,omitempty"`
+	Version       string     `json:"version,omitempty"`
+	StartTime     time.Time  `json:"start_time"`
 	// Added with IPv6 underlay addresses; omitted when empty, so a record
 	// without them is byte for byte what the previous release wrote, and
 	// the previous release ignores them.
-	PrivateIP6 string    `json:"private_ip6,omitempty"`
-	PublicIP6  string    `json:"public_ip6,omitempty"`
-	ListenPort uint16    `json:"listen_port"`
-	Groups     []string  `json:"groups,omitempty"`
-	Version    string    `json:"version,omitempty"`
-	StartTime  time.Time `json:"start_time"`
+	PrivateIP6 string `json:"private_ip6,omitempty"`
+	PublicIP6  string `json:"public_ip6,omitempty"`
 	// Added by trust; a reader that predates them ignores them.
 	Seq    uint64      `json:"seq,omitempty"`
 	Signed *signedJSON `json:"signed,omitempty"`
@@ -104,9 +104,9 @@ func bad(reason, format string, args ...any) error {
 // DecodeHost parses and checks a record: its format, underlay addresses
 // (IPv4, and the optional IPv6 ones, never IPv4-mapped) that are routable
 // unicast outside pool (which also bounds the overlay address), a short
-// printable version. Every failure is a *BadRecord. The
-// bounds that depend on this host (group count, its own addresses) and on
-// other records (key clashes) are the Registry's.
+// printable version. Every failure is a *BadRecord. The bounds that depend
+// on this host (group count, its own addresses) and on other records (key
+// clashes) are the Registry's.
 func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 	var j hostJSON
 	if err := json.Unmarshal(data, &j); err != nil {

@@ -1,7 +1,7 @@
 // Package identity answers "who am I": instance id, network, private and
-// public address (and optional IPv6 ones), groups. With source static they come from the config;
-// with source ec2 from the instance metadata service (IMDSv2), and config
-// values that are set override what metadata says.
+// public address (and optional IPv6 ones), groups. With source static they
+// come from the config; with source ec2 from the instance metadata service
+// (IMDSv2), and config values that are set override what metadata says.
 package identity
 
 import (
