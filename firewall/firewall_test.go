@@ -281,3 +281,42 @@ func TestSetsGrowAndReportFull(t *testing.T) {
 		t.Errorf("peer set at its bound not reported full: %+v", f.Sets()[setPeers])
 	}
 }
+
+// A member's IPv6 underlay addresses go into the IPv6 twins: the peer set
+// (WireGuard port) always, the member and group sets when members are
+// judged by the policy on the underlay; no rule is reloaded for them.
+func TestIP6UnderlayIntoIP6Sets(t *testing.T) {
+	for _, members := range []bool{true, false} {
+		s, r6 := newFakeSets(), &fakeRules{}
+		f := newWith(Config{Mode: "enforce", Interface: "mesh0", ListenPort: 51820, Overlay: netip.MustParsePrefix("100.100.0.0/16"),
+			UnderlayMembers: members, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, s, &fakeRules{}, r6)
+		if err := f.Start(); err != nil {
+			t.Fatal(err)
+		}
+		restores := len(r6.restores)
+		h := host(1, "web")
+		v6 := netip.MustParseAddr("fd18:2::1")
+		h.Underlay = append(h.Underlay, v6)
+		if err := f.SetHost(h); err != nil {
+			t.Fatal(err)
+		}
+		p := netip.PrefixFrom(v6, 128)
+		judged := members
+		if !s.sets["meshd-peers6"][p] || s.sets["meshd-members6"][p] != judged || s.sets["meshd-g-web6"][p] != judged {
+			t.Errorf("members %v: peers6 %v members6 %v g-web6 %v", members,
+				s.sets["meshd-peers6"][p], s.sets["meshd-members6"][p], s.sets["meshd-g-web6"][p])
+		}
+		for _, n := range []string{setPeers, setMembers, "meshd-g-web"} {
+			if s.sets[n][p] {
+				t.Errorf("IPv6 address in the IPv4 set %s", n)
+			}
+		}
+		if err := f.RemoveHost(h.ID); err != nil {
+			t.Fatal(err)
+		}
+		if s.sets["meshd-peers6"][p] || s.sets["meshd-members6"][p] || s.sets["meshd-g-web6"][p] || len(r6.restores) != restores {
+			t.Errorf("members %v: after removal peers6 %v members6 %v; rule reloads %d", members,
+				s.sets["meshd-peers6"][p], s.sets["meshd-members6"][p], len(r6.restores)-restores)
+		}
+	}
+}

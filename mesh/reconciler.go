@@ -284,7 +284,7 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	r.syncNextKey(p, delta)
 	r.registerInitiator(p)
 	if r.members != nil && !sameMember(old, h) {
-		if err := r.members.SetHost(memberOf(h)); err != nil {
+		if err := r.members.SetHost(MemberOf(h)); err != nil {
 			r.log.Error("firewall: set member", "host", h.InstanceID, "err", err)
 		}
 	}
@@ -632,9 +632,13 @@ func location(h registry.Host) Location {
 	return Location{Network: h.Network, PrivateIP: h.PrivateIP, PublicIP: h.PublicIP, Port: h.ListenPort}
 }
 
-func memberOf(h registry.Host) MemberHost {
+// MemberOf is a host as the firewall sees it: its underlay addresses are
+// every address its record gives, IPv4 and IPv6 (each lands in the sets
+// of its family), though WireGuard endpoints use only the IPv4 ones. The
+// daemon fills the firewall from the snapshot with it too, so both agree.
+func MemberOf(h registry.Host) MemberHost {
 	m := MemberHost{ID: h.InstanceID, OverlayIP: h.OverlayIP, Groups: h.Groups}
-	for _, a := range []netip.Addr{h.PrivateIP, h.PublicIP} {
+	for _, a := range []netip.Addr{h.PrivateIP, h.PublicIP, h.PrivateIP6, h.PublicIP6} {
 		if a.IsValid() {
 			m.Underlay = append(m.Underlay, a)
 		}
@@ -643,7 +647,8 @@ func memberOf(h registry.Host) MemberHost {
 }
 
 func sameMember(a, b registry.Host) bool {
-	if a.OverlayIP != b.OverlayIP || a.PrivateIP != b.PrivateIP || a.PublicIP != b.PublicIP || len(a.Groups) != len(b.Groups) {
+	if a.OverlayIP != b.OverlayIP || a.PrivateIP != b.PrivateIP || a.PublicIP != b.PublicIP ||
+		a.PrivateIP6 != b.PrivateIP6 || a.PublicIP6 != b.PublicIP6 || len(a.Groups) != len(b.Groups) {
 		return false
 	}
 	for i := range a.Groups {

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -61,9 +62,19 @@ func (f *fakeDevice) DropQueued(k wgtypes.Key) error {
 	return nil
 }
 
-type fakeMembers struct{ set, removed []string }
+type fakeMembers struct {
+	set, removed []string
+	last         map[string]MemberHost
+}
 
-func (f *fakeMembers) SetHost(h MemberHost) error { f.set = append(f.set, h.ID); return nil }
+func (f *fakeMembers) SetHost(h MemberHost) error {
+	f.set = append(f.set, h.ID)
+	if f.last == nil {
+		f.last = map[string]MemberHost{}
+	}
+	f.last[h.ID] = h
+	return nil
+}
 func (f *fakeMembers) RemoveHost(id string) error { f.removed = append(f.removed, id); return nil }
 
 func rhost(id, network string, n byte) registry.Host {
@@ -558,5 +569,28 @@ func TestLivePeerStaysWhenRecordVanishes(t *testing.T) {
 		if p.Name == "v2" && (p.State == StateStale || p.StaleReason != "") {
 			t.Errorf("re-registered peer still %s (%q)", p.State, p.StaleReason)
 		}
+	}
+}
+
+// A member's IPv6 underlay addresses reach the firewall, and a change of
+// them alone is a firewall change; the WireGuard endpoint stays IPv4.
+func TestReconcilerIP6UnderlayToFirewall(t *testing.T) {
+	r, dev, fw, _ := newTestReconciler(t, 0)
+	h := rhost("six", "vpc", 7)
+	h.PrivateIP6 = netip.MustParseAddr("fd18:2::7")
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+	got := fmt.Sprint(fw.last["six"].Underlay)
+	if got != "[198.18.2.7 198.19.2.7 fd18:2::7]" {
+		t.Errorf("underlay to the firewall = %s", got)
+	}
+	if ep := dev.peers[h.PublicKey].Endpoint.String(); ep != "198.18.2.7:51820" {
+		t.Errorf("endpoint = %s, want the IPv4 private address", ep)
+	}
+	n := len(fw.set)
+	moved := h
+	moved.PrivateIP6, moved.PublicIP6 = netip.MustParseAddr("fd18:2::70"), netip.MustParseAddr("fd18:0:2::70")
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: moved}})
+	if len(fw.set) != n+1 || fmt.Sprint(fw.last["six"].Underlay) != "[198.18.2.7 198.19.2.7 fd18:2::70 fd18:0:2::70]" {
+		t.Errorf("IPv6-only change: firewall calls %d -> %d, underlay %v", n, len(fw.set), fw.last["six"].Underlay)
 	}
 }

@@ -48,6 +48,9 @@ type PeerStatus struct {
 	KeptAlive bool
 	// StaleReason says, in words, why a stale peer is kept.
 	StaleReason string
+	// The record's IPv6 underlay addresses (zero: none): the firewall
+	// admits the peer from them; WireGuard endpoints stay IPv4.
+	PrivateIP6, PublicIP6 netip.Addr
 }
 
 // Peers reports every peer, sorted by name. With registryLive false (the
@@ -61,7 +64,7 @@ func (r *Reconciler) Peers(registryLive bool) []PeerStatus {
 	for _, p := range r.peers {
 		ps := PeerStatus{
 			Name: p.host.InstanceID, OverlayIP: p.host.OverlayIP, Network: p.host.Network,
-			PublicKey: p.host.PublicKey, Groups: p.host.Groups,
+			PublicKey: p.host.PublicKey, Groups: p.host.Groups, PrivateIP6: p.host.PrivateIP6, PublicIP6: p.host.PublicIP6,
 			LastHandshake: p.obs.LastHandshake, RxBytes: p.obs.RxBytes, TxBytes: p.obs.TxBytes,
 			RemovalHeld: !p.removeAt.IsZero(), HeldByBreaker: r.breaker.held[p.host.InstanceID],
 		}
@@ -180,7 +183,7 @@ func (r *Reconciler) Members() []MemberHost {
 	defer r.mu.Unlock()
 	out := make([]MemberHost, 0, len(r.peers))
 	for _, p := range r.peers {
-		out = append(out, memberOf(p.host))
+		out = append(out, MemberOf(p.host))
 	}
 	return out
 }

@@ -110,6 +110,20 @@ func (b bounds) check(h Host) error {
 		// address is one host's.
 		return bad(ReasonOwnAddress, "private address %s in network %s is this host's", h.PrivateIP, h.Network)
 	}
+	// IPv6 likewise: a public address is this host's anywhere, a private
+	// (unique-local) one within its network, since fleets reuse fd00::/8
+	// prefixes between networks.
+	mine6 := func(a netip.Addr) bool {
+		return a.IsValid() && (a == b.self.PublicIP6 || a == b.self.PrivateIP6)
+	}
+	switch {
+	case mine6(h.PublicIP6):
+		return bad(ReasonOwnAddress, "public IPv6 address %s is this host's", h.PublicIP6)
+	case h.PrivateIP6.IsValid() && h.PrivateIP6 == b.self.PublicIP6:
+		return bad(ReasonOwnAddress, "private IPv6 address %s is this host's public address", h.PrivateIP6)
+	case h.PrivateIP6.IsValid() && h.PrivateIP6 == b.self.PrivateIP6 && h.Network == b.self.Network:
+		return bad(ReasonOwnAddress, "private IPv6 address %s in network %s is this host's", h.PrivateIP6, h.Network)
+	}
 	return nil
 }
 

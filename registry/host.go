@@ -29,6 +29,11 @@ type Host struct {
 	Groups        []string
 	Version       string
 	StartTime     time.Time
+	// IPv6 underlay addresses, optional. The firewall admits members'
+	// WireGuard datagrams and, by the policy, their traffic from these;
+	// WireGuard endpoints stay on the IPv4 addresses above.
+	PrivateIP6 netip.Addr
+	PublicIP6  netip.Addr
 
 	// Set when the record was signed under the fleet CA (trust): its
 	// sequence, which only increases, and the certificate's serial. Groups
@@ -51,6 +56,11 @@ type hostJSON struct {
 	Groups        []string   `json:"groups,omitempty"`
 	Version       string     `json:"version,omitempty"`
 	StartTime     time.Time  `json:"start_time"`
+	// Added with IPv6 underlay addresses; omitted when empty, so a record
+	// without them is byte for byte what the previous release wrote, and
+	// the previous release ignores them.
+	PrivateIP6 string `json:"private_ip6,omitempty"`
+	PublicIP6  string `json:"public_ip6,omitempty"`
 	// Added by trust; a reader that predates them ignores them.
 	Seq    uint64      `json:"seq,omitempty"`
 	Signed *signedJSON `json:"signed,omitempty"`
@@ -70,6 +80,12 @@ func (h Host) MarshalJSON() ([]byte, error) {
 	if h.PublicIP.IsValid() {
 		j.PublicIP = h.PublicIP.String()
 	}
+	if h.PrivateIP6.IsValid() {
+		j.PrivateIP6 = h.PrivateIP6.String()
+	}
+	if h.PublicIP6.IsValid() {
+		j.PublicIP6 = h.PublicIP6.String()
+	}
 	return json.Marshal(j)
 }
 
@@ -86,10 +102,11 @@ func bad(reason, format string, args ...any) error {
 }
 
 // DecodeHost parses and checks a record: its format, underlay addresses
-// that are routable unicast outside pool (which also bounds the overlay
-// address), a short printable version. Every failure is a *BadRecord. The
-// bounds that depend on this host (group count, its own addresses) and on
-// other records (key clashes) are the Registry's.
+// (IPv4, and the optional IPv6 ones, never IPv4-mapped) that are routable
+// unicast outside pool (which also bounds the overlay address), a short
+// printable version. Every failure is a *BadRecord. The bounds that depend
+// on this host (group count, its own addresses) and on other records (key
+// clashes) are the Registry's.
 func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 	var j hostJSON
 	if err := json.Unmarshal(data, &j); err != nil {
@@ -134,6 +151,12 @@ func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 			return Host{}, err
 		}
 	}
+	if h.PrivateIP6, err = decodeIP6("private", j.PrivateIP6, pool); err != nil {
+		return Host{}, err
+	}
+	if h.PublicIP6, err = decodeIP6("public", j.PublicIP6, pool); err != nil {
+		return Host{}, err
+	}
 	if h.ListenPort == 0 {
 		return Host{}, bad("listen_port", "listen port 0")
 	}
@@ -146,6 +169,23 @@ func DecodeHost(data []byte, pool netip.Prefix) (Host, error) {
 		}
 	}
 	return h, nil
+}
+
+// decodeIP6 reads an optional IPv6 underlay address: "" is none. An
+// IPv4-mapped address is refused: it would land in the IPv4 sets under an
+// IPv6 name, and an IPv4 address has its own field.
+func decodeIP6(what, s string, pool netip.Prefix) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil || !a.Is6() || a.Zone() != "":
+		return netip.Addr{}, bad("address", "%s IPv6 address %q is not an IPv6 address", what, s)
+	case a.Is4In6():
+		return netip.Addr{}, bad(ReasonUnderlay, "%s IPv6 address %s is IPv4-mapped", what, a)
+	}
+	return a, checkUnderlay(what+" IPv6", a, pool)
 }
 
 func parseKey(s string) (wgtypes.Key, error) {

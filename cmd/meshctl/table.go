@@ -35,6 +35,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	row("host", s.Name)
 	row("overlay ip", s.OverlayIP)
 	row("network", s.Network)
+	if s.PrivateIP6 != "" || s.PublicIP6 != "" {
+		row("underlay ipv6", fmt.Sprintf("private %s, public %s", orDash(s.PrivateIP6), orDash(s.PublicIP6)))
+	}
 	row("public key", s.PublicKey)
 	row("interface", fmt.Sprintf("%s (port %d, mtu %d)", s.Interface, s.ListenPort, s.MTU))
 	row("registry", fmt.Sprintf("%s, last sync %s", s.Registry, orDash(s.LastSync)))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"os/exec"
@@ -67,7 +68,7 @@ func TestStatusTrustGolden(t *testing.T) {
 	writeStatus(&b, admin.Status{Name: "h2", OverlayIP: "100.100.116.188", Network: "vpc", PublicKey: "pYmujt1s9NVLGuj+4ym4gfFd/ZxY0Maxyp6QEfOMm2I=",
 		Registry: "connected", Peers: 2, LastSync: "2026-11-24T12:00:00Z", PeersByState: map[string]int{"up": 2}, PeersByPath: map[string]int{"private": 2},
 		Interface: "mesh0", ListenPort: 51820, MTU: 1420, Firewall: "enforce", Conntrack: [2]int{12, 262144}, Version: "1.0.0", Uptime: "3s",
-		Trust: "ca", TrustMode: "permissive", Cert: &admin.Cert{Serial: "5F3A", NotAfter: "2027-11-24T12:00:00Z", Network: "vpc", Groups: []string{"web", "api"}},
+		PrivateIP6: "fd18:2::11", Trust: "ca", TrustMode: "permissive", Cert: &admin.Cert{Serial: "5F3A", NotAfter: "2027-11-24T12:00:00Z", Network: "vpc", Groups: []string{"web", "api"}},
 		UnsignedHosts: []string{"old-1", "old-2"}, BadRecords: map[string]int64{"replay": 1},
 		Refusals: []admin.Refusal{{At: "2026-11-24T11:59:00Z", Node: "/meshd/prod/hosts/92/h1#0000000042", Reason: "replay", Detail: "replay: sequence 17 of h1 is older than 18, already seen"}}})
 	golden(t, "status-trust", b.String())
@@ -127,5 +128,20 @@ func TestErrorsAndExitCodes(t *testing.T) {
 	got, _ := cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(got), "permission denied; run as root or as a member of the meshd group") {
 		t.Errorf("as nobody: exit %d: %s", cmd.ProcessState.ExitCode(), got)
+	}
+}
+
+// The IPv6 fields extend the JSON contract only when set: a host without
+// IPv6 underlay addresses prints what the previous release printed.
+func TestIP6FieldsOmittedWhenEmpty(t *testing.T) {
+	for _, v := range []any{admin.Peer{Name: "a"}, admin.Status{Name: "a"}} {
+		data, _ := json.Marshal(v)
+		if strings.Contains(string(data), "ip6") {
+			t.Errorf("%T without IPv6 addresses: %s", v, data)
+		}
+	}
+	data, _ := json.Marshal(admin.Peer{Name: "a", PrivateIP6: "fd18:2::11", PublicIP6: "fd18:0:2::11"})
+	if !strings.Contains(string(data), `"private_ip6":"fd18:2::11","public_ip6":"fd18:0:2::11"`) {
+		t.Errorf("peer with IPv6 addresses: %s", data)
 	}
 }

@@ -44,6 +44,11 @@ type Peer struct {
 	KeptAlive bool `json:"kept_alive,omitempty"`
 	// StaleReason says why a stale peer is kept, in words.
 	StaleReason string `json:"stale_reason,omitempty"`
+	// PrivateIP6, PublicIP6: the peer's IPv6 underlay addresses, omitted
+	// when it has none. The firewall admits it from them (WireGuard port,
+	// and the policy with firewall.underlay.members: policy).
+	PrivateIP6 string `json:"private_ip6,omitempty"`
+	PublicIP6  string `json:"public_ip6,omitempty"`
 }
 
 // Status is `meshctl status`; the first fields are a contract.
@@ -105,6 +110,10 @@ type Status struct {
 	// operator's, deleted), by reason; the latest are among Refusals.
 	DocumentsRefused map[string]int64 `json:"documents_refused,omitempty"`
 	RevokedCerts     int              `json:"revoked_certs,omitempty"` // serials on the signed revocation list in force
+	// PrivateIP6, PublicIP6: this host's IPv6 underlay addresses as its
+	// record gives them, omitted when none.
+	PrivateIP6 string `json:"private_ip6,omitempty"`
+	PublicIP6  string `json:"public_ip6,omitempty"`
 }
 
 // DNSStatus is the zone meshd serves and where.

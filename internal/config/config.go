@@ -63,6 +63,11 @@ type Identity struct {
 	Network    string     `yaml:"network"`
 	PrivateIP  netip.Addr `yaml:"private_ip"`
 	PublicIP   netip.Addr `yaml:"public_ip"`
+	// Optional IPv6 underlay addresses: members' firewalls admit this
+	// host's WireGuard datagrams and, by the policy, its traffic from them.
+	// WireGuard endpoints stay on the IPv4 addresses.
+	PrivateIP6 netip.Addr `yaml:"private_ip6"`
+	PublicIP6  netip.Addr `yaml:"public_ip6"`
 	Groups     []string   `yaml:"groups"`
 }
 

@@ -160,3 +160,44 @@ func TestUnderlayKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestIdentityIP6Keys(t *testing.T) {
+	base := "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\n"
+	cfg, err := Parse([]byte(base + "identity: {instance_id: a, network: n, private_ip: 198.18.1.2, private_ip6: \"2001:db8:1::2\", public_ip6: \"2001:db8:ff::2\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Identity.PrivateIP6 != netip.MustParseAddr("2001:db8:1::2") || cfg.Identity.PublicIP6 != netip.MustParseAddr("2001:db8:ff::2") {
+		t.Errorf("identity = %+v", cfg.Identity)
+	}
+	// check-config prints them, and the printed config reads back.
+	out := string(cfg.Marshal())
+	if !strings.Contains(out, "private_ip6: 2001:db8:1::2") || !strings.Contains(out, "public_ip6: 2001:db8:ff::2") {
+		t.Errorf("effective config lacks the IPv6 keys:\n%s", out)
+	}
+	if again, err := Parse(cfg.Marshal()); err != nil || again.Identity.PublicIP6 != cfg.Identity.PublicIP6 {
+		t.Errorf("effective config does not read back: %v", err)
+	}
+	// Optional: a file without them has none.
+	cfg, err = Parse([]byte(base + "identity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n"))
+	if err != nil || cfg.Identity.PrivateIP6.IsValid() || cfg.Identity.PublicIP6.IsValid() {
+		t.Errorf("without IPv6 keys: %+v %v", cfg.Identity, err)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"private_ip6: 198.18.1.9", `identity.private_ip6: bad value "198.18.1.9": must be IPv6`},
+		{"public_ip6: \"::ffff:198.18.1.9\"", `identity.public_ip6: bad value "::ffff:198.18.1.9": must be IPv6`},
+		{"private_ip6: \"::1\"", `identity.private_ip6: bad value "::1": must be a routable unicast address`},
+		{"private_ip6: \"fe80::1\"", `identity.private_ip6: bad value "fe80::1": must be a routable unicast`},
+		{"public_ip6: \"ff02::1\"", `identity.public_ip6: bad value "ff02::1": must be a routable unicast`},
+		{"public_ip6: \"::\"", `identity.public_ip6: bad value "::"`},
+		{"private_ip6: \"2001:db8::1%eth0\"", `identity.private_ip6: bad value "2001:db8::1%eth0": must not carry a zone`},
+		{"private_ip6: \"2001:db8::zz\"", `identity.private_ip6: bad value "2001:db8::zz" (line 3): want an address`},
+	} {
+		for _, src := range []string{"instance_id: a, network: n, private_ip: 198.18.1.2", "source: ec2"} {
+			_, err := Parse([]byte(base + "identity: {" + src + ", " + c.yaml + "}\n"))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s (%s): got %v, want %q", c.yaml, src, err, c.want)
+			}
+		}
+	}
+}

@@ -129,7 +129,7 @@ func typeHint(t reflect.Type, err error) string {
 	case "time.Duration":
 		return "want a Go duration such as 10s or 1m30s"
 	case "netip.Addr":
-		return "want an IPv4 address such as 198.51.100.7"
+		return "want an address such as 198.51.100.7 (IPv6 keys: 2001:db8::7)"
 	case "netip.Prefix":
 		return "want a CIDR such as 100.100.0.0/16"
 	case "int":

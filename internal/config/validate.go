@@ -60,7 +60,9 @@ func (c *Config) Validate() Errors {
 	case SourceStatic:
 		errs = append(errs, c.ValidateIdentity()...)
 	case SourceEC2:
-		// Filled from instance metadata at start; checked then.
+		// Filled from instance metadata at start; checked then. What the
+		// file sets overrides metadata: the IPv6 keys are checked now.
+		errs = append(errs, c.Identity.validateIP6()...)
 	default:
 		bad("identity.source", c.Identity.Source, "want static or ec2")
 	}
@@ -219,7 +221,39 @@ func (c *Config) ValidateIdentity() Errors {
 	if id.PublicIP.IsValid() && !id.PublicIP.Is4() {
 		errs = append(errs, fmt.Errorf("identity.public_ip: bad value %q: must be IPv4", id.PublicIP))
 	}
+	return append(errs, id.validateIP6()...)
+}
+
+// validateIP6 checks the optional IPv6 underlay addresses. With source
+// ec2 they are checked when the file is read (they override metadata) and
+// again once metadata has filled them in.
+func (id Identity) validateIP6() Errors {
+	var errs Errors
+	for _, k := range []struct {
+		key string
+		a   netip.Addr
+	}{{"identity.private_ip6", id.PrivateIP6}, {"identity.public_ip6", id.PublicIP6}} {
+		if why := badIP6(k.a); why != "" {
+			errs = append(errs, fmt.Errorf("%s: bad value %q: %s", k.key, k.a, why))
+		}
+	}
 	return errs
+}
+
+// badIP6 says why an optional IPv6 underlay address cannot be one (what
+// peers would refuse in the record), or "".
+func badIP6(a netip.Addr) string {
+	switch {
+	case !a.IsValid():
+		return ""
+	case !a.Is6() || a.Is4In6():
+		return "must be IPv6 (not IPv4 or IPv4-mapped); IPv4 goes in private_ip / public_ip"
+	case a.Zone() != "":
+		return "must not carry a zone"
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast():
+		return "must be a routable unicast address (not unspecified, loopback, multicast or link-local)"
+	}
+	return ""
 }
 
 // validateTrust checks the trust keys; the files themselves are read (and

@@ -111,7 +111,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		Pool: cfg.Overlay.CIDR, Quarantine: cfg.Tuning.Quarantine, DigestSecretFile: cfg.ZooKeeper.DigestSecretFile,
 		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log, Trust: &d.gate, MaxGroups: cfg.Registry.MaxGroups,
 		Self: registry.Host{InstanceID: cfg.Identity.InstanceID, Network: cfg.Identity.Network,
-			PrivateIP: cfg.Identity.PrivateIP, PublicIP: cfg.Identity.PublicIP},
+			PrivateIP: cfg.Identity.PrivateIP, PublicIP: cfg.Identity.PublicIP,
+			PrivateIP6: cfg.Identity.PrivateIP6, PublicIP6: cfg.Identity.PublicIP6},
 	})
 	if err != nil {
 		return nil, err
@@ -119,8 +120,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 	id := cfg.Identity
 	d.self = registry.Host{
 		InstanceID: id.InstanceID, PublicKey: key.PublicKey(), Network: id.Network,
-		PrivateIP: id.PrivateIP, PublicIP: id.PublicIP, ListenPort: uint16(cfg.Interface.ListenPort),
-		Groups: id.Groups, Version: version.Version, StartTime: d.start.UTC(),
+		PrivateIP: id.PrivateIP, PublicIP: id.PublicIP, PrivateIP6: id.PrivateIP6, PublicIP6: id.PublicIP6,
+		ListenPort: uint16(cfg.Interface.ListenPort), Groups: id.Groups, Version: version.Version, StartTime: d.start.UTC(),
 	}
 	// The firewall comes up from the snapshot while the lease is fetched:
 	// both must be done before the device, neither waits for the other.

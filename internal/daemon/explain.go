@@ -100,7 +100,8 @@ func (d *Daemon) Explain(ctx context.Context, name string) (admin.Explanation, e
 		return ex, nil
 	}
 	if rec != nil {
-		step("registry record", true, "%s in network %s, private %s, public %s, groups %v", rec.InstanceID, rec.Network, rec.PrivateIP, orNone(rec.PublicIP), rec.Groups)
+		step("registry record", true, "%s in network %s, private %s, public %s%s, groups %v", rec.InstanceID, rec.Network, rec.PrivateIP, orNone(rec.PublicIP),
+			ip6Words(*rec), rec.Groups)
 		step("lease", true, "overlay address %s, leased to %s", rec.OverlayIP, rec.InstanceID)
 	} else if st == registry.Connected {
 		step("registry record", false, "%s has no record in the registry while this host is connected to it: %s", name, orText(p.StaleReason, "its record vanished"))
@@ -321,4 +322,12 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 		f.Summary += fmt.Sprintf(", %d missing from the registry but alive on the wire", f.Stale)
 	}
 	return f, nil
+}
+
+// ip6Words names a record's IPv6 underlay addresses, if it has any.
+func ip6Words(h registry.Host) string {
+	if !h.PrivateIP6.IsValid() && !h.PublicIP6.IsValid() {
+		return ""
+	}
+	return fmt.Sprintf(", IPv6 private %s, public %s", orNone(h.PrivateIP6), orNone(h.PublicIP6))
 }

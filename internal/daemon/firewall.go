@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -69,13 +68,8 @@ func (d *Daemon) startFirewall(cfg config.Config, log *slog.Logger) error {
 			if h.InstanceID == cfg.Identity.InstanceID {
 				continue
 			}
-			fh := firewall.Host{ID: h.InstanceID, OverlayIP: h.OverlayIP, Groups: h.Groups}
-			for _, a := range []netip.Addr{h.PrivateIP, h.PublicIP} {
-				if a.IsValid() {
-					fh.Underlay = append(fh.Underlay, a)
-				}
-			}
-			hosts = append(hosts, fh)
+			m := mesh.MemberOf(h)
+			hosts = append(hosts, firewall.Host{ID: m.ID, OverlayIP: m.OverlayIP, Groups: m.Groups, Underlay: m.Underlay})
 		}
 		if err := d.fw.Resync(hosts); err != nil {
 			return err

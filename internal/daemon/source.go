@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -35,6 +36,7 @@ func (d *Daemon) Peers(ctx context.Context) ([]admin.Peer, error) {
 		if p.Endpoint.IsValid() {
 			ap.Endpoint = p.Endpoint.String()
 		}
+		ap.PrivateIP6, ap.PublicIP6 = addrOrEmpty(p.PrivateIP6), addrOrEmpty(p.PublicIP6)
 		if !p.LastHandshake.IsZero() {
 			ap.LastHandshake = p.LastHandshake.UTC().Format(time.RFC3339)
 		}
@@ -62,6 +64,8 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		BadRecords:         d.reg.Stats().BadRecordCounts(),
 		Apply:              admin.Apply{Failures: sum.Apply.Failures, LastError: sum.Apply.LastError, Pending: sum.Apply.Pending},
 		KeptAliveByNetwork: sum.KeptAlive,
+		PrivateIP6:         addrOrEmpty(d.self.PrivateIP6),
+		PublicIP6:          addrOrEmpty(d.self.PublicIP6),
 	}
 	for _, n := range sum.KeptAlive {
 		s.KeptAlive += n
@@ -126,4 +130,12 @@ func firewallSets(use map[string]firewall.SetUse) (map[string]admin.FirewallSet,
 	}
 	sort.Strings(full)
 	return out, strings.Join(full, "; ")
+}
+
+// addrOrEmpty is an optional address in the admin API: "" when none.
+func addrOrEmpty(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

@@ -20,7 +20,8 @@ import (
 
 // TestHostileRecordsRefused: a second ZooKeeper client writes records that
 // decode and hold a valid lease but carry what no host may: 10 000 groups,
-// the metadata address as underlay, another host's public key, another
+// the metadata address as underlay, an IPv4-mapped and a link-local IPv6
+// underlay address, another host's public key, another
 // host's key as next key. Every observer refuses each, counts it by
 // reason and names it in status and /metrics; the legitimate hosts stay
 // reachable, and the host whose key was copied comes back when the copy
@@ -80,8 +81,11 @@ func TestHostileRecordsRefused(t *testing.T) {
 	hostile := map[string]func(h *registry.Host){
 		"bigroups": func(h *registry.Host) { h.Groups = groups },
 		"metadata": func(h *registry.Host) { h.PrivateIP = netip.MustParseAddr("169.254.169.254") },
-		"dupkey":   func(h *registry.Host) { h.PublicKey = key(st[c].PublicKey) },
-		"thief":    func(h *registry.Host) { h.NextPublicKey = &stolen },
+		// IPv6 underlay addresses: IPv4-mapped, and link-local.
+		"mapped6": func(h *registry.Host) { h.PrivateIP6 = netip.MustParseAddr("::ffff:198.18.2.250") },
+		"link6":   func(h *registry.Host) { h.PublicIP6 = netip.MustParseAddr("fe80::1") },
+		"dupkey":  func(h *registry.Host) { h.PublicKey = key(st[c].PublicKey) },
+		"thief":   func(h *registry.Host) { h.NextPublicKey = &stolen },
 	}
 	root := "/meshd/" + tb.Prefix
 	var cmds strings.Builder
@@ -106,7 +110,7 @@ func TestHostileRecordsRefused(t *testing.T) {
 	zkWrite(t, tb, cmds.String())
 
 	// The observers refuse the copy of c's key and c's own record with it.
-	want := map[string]string{"bigroups": "too_many_groups", "metadata": "underlay", "dupkey": "duplicate_key",
+	want := map[string]string{"bigroups": "too_many_groups", "metadata": "underlay", "mapped6": "underlay", "link6": "underlay", "dupkey": "duplicate_key",
 		"thief": "next_key", c.Host.Name: "duplicate_key"}
 	for _, m := range []*testbed.Meshd{a, b} {
 		waitFor(t, 20*time.Second, m.Host.Name+" refuses and names every hostile record", func() error {
@@ -123,7 +127,7 @@ func TestHostileRecordsRefused(t *testing.T) {
 					return fmt.Errorf("refused %v, want %s refused for %s", got, host, reason)
 				}
 			}
-			for reason, n := range map[string]int64{"too_many_groups": 1, "underlay": 1, "duplicate_key": 2, "next_key": 1} {
+			for reason, n := range map[string]int64{"too_many_groups": 1, "underlay": 3, "duplicate_key": 2, "next_key": 1} {
 				if s.BadRecords[reason] < n {
 					return fmt.Errorf("counted %v, want %s >= %d", s.BadRecords, reason, n)
 				}
@@ -140,7 +144,7 @@ func TestHostileRecordsRefused(t *testing.T) {
 			}
 		}
 		refused := metricsByReason(t, m, "meshd_registry_refused_records")
-		if refused["duplicate_key"] != 2 || refused["too_many_groups"] != 1 || refused["underlay"] != 1 || refused["next_key"] != 1 {
+		if refused["duplicate_key"] != 2 || refused["too_many_groups"] != 1 || refused["underlay"] != 3 || refused["next_key"] != 1 {
 			t.Errorf("/metrics on %s: refused records %v", m.Host.Name, refused)
 		}
 		ps, _ := m.Peers()

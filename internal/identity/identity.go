@@ -1,7 +1,7 @@
 // Package identity answers "who am I": instance id, network, private and
-// public address, groups. With source static they come from the config;
-// with source ec2 from the instance metadata service (IMDSv2), and config
-// values that are set override what metadata says.
+// public address (and optional IPv6 ones), groups. With source static they
+// come from the config; with source ec2 from the instance metadata service
+// (IMDSv2), and config values that are set override what metadata says.
 package identity
 
 import (
@@ -76,12 +76,20 @@ func Resolve(ctx context.Context, id config.Identity, o Options) (Resolved, erro
 	if err != nil && !isNotFound(err) {
 		return Resolved{}, err
 	}
-	network, err := m.network(ctx)
+	mac, err := m.get(ctx, "mac")
+	if err != nil {
+		return Resolved{}, err
+	}
+	network, err := m.network(ctx, mac)
+	if err != nil {
+		return Resolved{}, err
+	}
+	ip6, err := m.ipv6(ctx, mac)
 	if err != nil {
 		return Resolved{}, err
 	}
 	out := Resolved{Identity: config.Identity{Source: config.SourceEC2, InstanceID: instanceID, Network: network,
-		PrivateIP: local, PublicIP: public, Groups: id.Groups}, Region: region.Region}
+		PrivateIP: local, PublicIP: public, PrivateIP6: ip6, PublicIP6: id.PublicIP6, Groups: id.Groups}, Region: region.Region}
 	// Values set in the config win.
 	if id.InstanceID != "" {
 		out.InstanceID = id.InstanceID
@@ -94,6 +102,9 @@ func Resolve(ctx context.Context, id config.Identity, o Options) (Resolved, erro
 	}
 	if id.PublicIP.IsValid() {
 		out.PublicIP = id.PublicIP
+	}
+	if id.PrivateIP6.IsValid() {
+		out.PrivateIP6 = id.PrivateIP6
 	}
 	return out, nil
 }
@@ -128,18 +139,35 @@ func (m metadata) addr(ctx context.Context, path string) (netip.Addr, error) {
 	return a, nil
 }
 
-// network is the VPC id of the primary interface, or "classic" when the
-// instance is in no VPC.
-func (m metadata) network(ctx context.Context) (string, error) {
-	mac, err := m.get(ctx, "mac")
-	if err != nil {
-		return "", err
-	}
+// network is the VPC id of the primary interface (mac), or "classic" when
+// the instance is in no VPC.
+func (m metadata) network(ctx context.Context, mac string) (string, error) {
 	vpc, err := m.get(ctx, "network/interfaces/macs/"+mac+"/vpc-id")
 	if isNotFound(err) {
 		return "classic", nil
 	}
 	return vpc, err
+}
+
+// ipv6 is the primary interface's first IPv6 address, or none when the
+// subnet gives it none. EC2's IPv6 addresses are global unicast on the
+// interface itself (no NAT): they are the host's private_ip6, and reach it
+// from other networks too.
+func (m metadata) ipv6(ctx context.Context, mac string) (netip.Addr, error) {
+	path := "network/interfaces/macs/" + mac + "/ipv6s"
+	s, err := m.get(ctx, path)
+	if isNotFound(err) || err == nil && s == "" {
+		return netip.Addr{}, nil
+	}
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	first, _, _ := strings.Cut(s, "\n")
+	a, err := netip.ParseAddr(strings.TrimSpace(first))
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return netip.Addr{}, fmt.Errorf("instance metadata %s: %q is not an IPv6 address", path, first)
+	}
+	return a, nil
 }
 
 func isNotFound(err error) bool {

@@ -71,12 +71,17 @@ func TestEC2IdentityFromMetadata(t *testing.T) {
 	if id.InstanceID != want.InstanceID || id.Network != want.Network || id.PrivateIP != want.PrivateIP || id.PublicIP != want.PublicIP || len(id.Groups) != 1 {
 		t.Errorf("identity = %+v, want %+v", id.Identity, want)
 	}
+	if id.PrivateIP6 != netip.MustParseAddr("fd18:2::21") || id.PublicIP6.IsValid() {
+		t.Errorf("IPv6: private %v public %v, want the interface's fd18:2::21 as private and no public", id.PrivateIP6, id.PublicIP6)
+	}
 	if id.Region != "us-east-1" && id.Region != "eu-west-1" {
 		t.Errorf("region = %q", id.Region)
 	}
 	// Config values win over metadata.
-	id, err = Resolve(context.Background(), config.Identity{Source: "ec2", Network: "dc-override", PublicIP: netip.MustParseAddr("198.19.9.9")}, Options{Endpoint: ep})
-	if err != nil || id.Network != "dc-override" || id.PublicIP.String() != "198.19.9.9" || id.InstanceID != "i-0meshd00000000001" {
+	id, err = Resolve(context.Background(), config.Identity{Source: "ec2", Network: "dc-override", PublicIP: netip.MustParseAddr("198.19.9.9"),
+		PrivateIP6: netip.MustParseAddr("fd18:2::99"), PublicIP6: netip.MustParseAddr("fd18:0:2::99")}, Options{Endpoint: ep})
+	if err != nil || id.Network != "dc-override" || id.PublicIP.String() != "198.19.9.9" || id.InstanceID != "i-0meshd00000000001" ||
+		id.PrivateIP6.String() != "fd18:2::99" || id.PublicIP6.String() != "fd18:0:2::99" {
 		t.Errorf("overrides: %+v %v", id, err)
 	}
 }
@@ -87,7 +92,7 @@ func TestEC2ClassicWithoutPublicAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id.Network != "classic" || id.PublicIP.IsValid() || id.PrivateIP.String() != "198.18.1.22" {
+	if id.Network != "classic" || id.PublicIP.IsValid() || id.PrivateIP.String() != "198.18.1.22" || id.PrivateIP6.IsValid() {
 		t.Errorf("identity = %+v: want network classic and no public address", id.Identity)
 	}
 }

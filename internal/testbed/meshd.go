@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,6 +107,7 @@ identity:
   network: %s
   private_ip: %s
   public_ip: %s
+  private_ip6: "%s"
   groups: [%s]
 interface:
   name: %s
@@ -122,7 +124,7 @@ state_dir: %s
 admin_socket: %s
 metrics_listen: "%s"
 log_level: %s
-%s%s`, m.tb.Prefix, quoted(m.zkServers()), session, id, h.Network, h.PrivateIP, h.PublicIP, strings.Join(o.Groups, ", "),
+%s%s`, m.tb.Prefix, quoted(m.zkServers()), session, id, h.Network, h.PrivateIP, h.PublicIP, addrOrEmpty(h.PrivateIP6), strings.Join(o.Groups, ", "),
 		m.Iface, bindName(o.Bind), strings.Join(links, ", "), fwMode(o.Firewall), orEmptyMap(o.Underlay), strings.Join(o.Breakglass, ", "), m.Dir, m.Socket, o.Metrics, level, trustBlock, o.Extra)
 	return os.WriteFile(m.Config, []byte(cfg), 0o644)
 }
@@ -211,4 +213,12 @@ func bindName(b string) string {
 		return "meshd"
 	}
 	return b
+}
+
+// addrOrEmpty writes an optional address: "" when the host has none.
+func addrOrEmpty(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
