@@ -20,6 +20,12 @@ const (
 	// a NATed active peer rekeys every 2 minutes.
 	DefaultRate  = 100
 	DefaultBurst = 50
+	// DefaultRecheck is longer than WireGuard's retry of an unanswered
+	// initiation (REKEY_TIMEOUT, 5 s, plus up to 1/3 s of jitter) and far
+	// shorter than its rekey (120 s).
+	DefaultRecheck = 15 * time.Second
+	// recentCap bounds the endpoints remembered for Recheck.
+	recentCap = 4096
 )
 
 // Method says how an initiator was identified.
@@ -77,8 +83,14 @@ type Config struct {
 	// 0 means DefaultRate, DefaultBurst. Endpoint lookups are not limited.
 	Rate  float64
 	Burst int
+	// Recheck: an initiation from an endpoint that was identified by
+	// endpoint less than this long ago is decrypted instead. A repeat so
+	// soon is the initiator retrying unanswered, and if the endpoint has
+	// come to another host than the registry says, the endpoint would name
+	// the wrong peer on every retry. 0 means DefaultRecheck.
+	Recheck time.Duration
 
-	now func() time.Time // tests: the rate limit's clock
+	now func() time.Time // tests: the clock of Rate and Recheck
 }
 
 // Stats counts what an Identifier did with the initiations offered to it.
@@ -99,13 +111,17 @@ type counters struct {
 
 // Identifier turns handshake initiations seen on the receive path into
 // "peer K initiated from endpoint E". Offer is the Bind's hook: it checks
-// mac1 and queues, never blocks. Run is the worker: source endpoint first,
+// mac1 and queues, never blocks. Run is the worker: source endpoint first
+// (unless the same endpoint was just identified that way, see Recheck),
 // then, rate-limited, the key inside the initiation.
 type Identifier struct {
 	cfg   Config
 	resp  atomic.Pointer[Responder]
 	queue chan offered
-	limit bucket // the worker's alone
+	// The worker's alone: the rate limit, and when each endpoint was last
+	// identified by endpoint.
+	limit  bucket
+	recent map[netip.AddrPort]time.Time
 
 	mu         sync.RWMutex
 	peers      map[wgtypes.Key][]netip.AddrPort
@@ -125,8 +141,8 @@ func NewIdentifier(cfg Config) (*Identifier, error) {
 	if cfg.OnInitiation == nil {
 		return nil, errors.New("handshake identifier: no OnInitiation callback")
 	}
-	if cfg.Rate < 0 || cfg.Burst < 0 || cfg.Queue < 0 {
-		return nil, errors.New("handshake identifier: negative queue, rate or burst")
+	if cfg.Rate < 0 || cfg.Burst < 0 || cfg.Queue < 0 || cfg.Recheck < 0 {
+		return nil, errors.New("handshake identifier: negative queue, rate, burst or recheck")
 	}
 	if cfg.Queue == 0 {
 		cfg.Queue = DefaultQueue
@@ -137,6 +153,9 @@ func NewIdentifier(cfg Config) (*Identifier, error) {
 	if cfg.Burst == 0 {
 		cfg.Burst = DefaultBurst
 	}
+	if cfg.Recheck == 0 {
+		cfg.Recheck = DefaultRecheck
+	}
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
@@ -144,6 +163,7 @@ func NewIdentifier(cfg Config) (*Identifier, error) {
 		cfg:        cfg,
 		queue:      make(chan offered, cfg.Queue),
 		limit:      newBucket(cfg.Rate, cfg.Burst),
+		recent:     map[netip.AddrPort]time.Time{},
 		peers:      map[wgtypes.Key][]netip.AddrPort{},
 		byEndpoint: map[netip.AddrPort][]wgtypes.Key{},
 	}
@@ -189,12 +209,20 @@ func (id *Identifier) Run(ctx context.Context) {
 }
 
 func (id *Identifier) identify(o *offered) {
-	if key, ok := id.endpointPeer(normalize(o.from)); ok {
+	now := id.cfg.now()
+	ep := normalize(o.from)
+	epKey, epOK := id.endpointPeer(ep)
+	if epOK && !id.seenRecently(ep, now) {
 		id.n.byEndpoint.Add(1)
-		id.cfg.OnInitiation(Initiation{Peer: key, From: o.from, By: ByEndpoint, Msg: o.msg})
+		id.cfg.OnInitiation(Initiation{Peer: epKey, From: o.from, By: ByEndpoint, Msg: o.msg})
 		return
 	}
-	if !id.limit.take(id.cfg.now()) {
+	if !id.limit.take(now) {
+		if epOK { // a recheck under a flood: the endpoint's answer beats none
+			id.n.byEndpoint.Add(1)
+			id.cfg.OnInitiation(Initiation{Peer: epKey, From: o.from, By: ByEndpoint, Msg: o.msg})
+			return
+		}
 		id.n.rateLimited.Add(1)
 		return
 	}
@@ -212,6 +240,26 @@ func (id *Identifier) identify(o *offered) {
 	}
 	id.n.byDecryption.Add(1)
 	id.cfg.OnInitiation(Initiation{Peer: key, From: o.from, By: ByDecryption, Msg: o.msg})
+}
+
+// seenRecently reports whether ep was identified by endpoint less than
+// Recheck before now, and if not, remembers now for it.
+func (id *Identifier) seenRecently(ep netip.AddrPort, now time.Time) bool {
+	if t, ok := id.recent[ep]; ok && now.Sub(t) < id.cfg.Recheck && !now.Before(t) {
+		return true
+	}
+	if len(id.recent) >= recentCap {
+		for e, t := range id.recent {
+			if now.Sub(t) >= id.cfg.Recheck || now.Before(t) {
+				delete(id.recent, e)
+			}
+		}
+		if len(id.recent) >= recentCap { // a flood of endpoints: start over
+			clear(id.recent)
+		}
+	}
+	id.recent[ep] = now
+	return false
 }
 
 // Stats returns the counters so far.

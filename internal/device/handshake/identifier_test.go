@@ -197,6 +197,41 @@ func TestIdentifierRateLimitsDecryption(t *testing.T) {
 	}
 }
 
+func TestIdentifierRechecksARepeatedEndpoint(t *testing.T) {
+	// p1 is registered at epA, but p2 now sends from there (an address
+	// reused, a registry behind): by endpoint alone p2 would never get in.
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	at := func(d time.Duration) { now.Store(t0.Add(d).UnixNano()) }
+	ti := startIdentifier(t, Config{Rate: 1e-9, Burst: 1, now: func() time.Time { return time.Unix(0, now.Load()) }})
+	p1, p2 := newKey(t).PublicKey(), newKey(t).PublicKey()
+	ti.SetPeer(p1, epA)
+	ti.SetPeer(p2)
+	msg := forge(t, ti.key.PublicKey(), p2)
+	steps := []struct {
+		at   time.Duration
+		want wgtypes.Key
+		by   Method
+	}{
+		{0, p1, ByEndpoint},
+		{5 * time.Second, p2, ByDecryption}, // the retry: rechecked
+		{6 * time.Second, p1, ByEndpoint},   // the bucket is empty: the endpoint's answer
+		{DefaultRecheck, p1, ByEndpoint},    // the window has passed
+		{DefaultRecheck + time.Second, p1, ByEndpoint},
+	}
+	for _, st := range steps {
+		at(st.at)
+		ti.Offer(epA, msg)
+		if in := ti.next(t); in.Peer != st.want || in.By != st.by {
+			t.Fatalf("at %s: %s by %s, want %s by %s", st.at, in.Peer, in.By, st.want, st.by)
+		}
+	}
+	if s := ti.Stats(); s != (Stats{ByEndpoint: 4, ByDecryption: 1}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
 func TestIdentifierNeverBlocksOnAStalledConsumer(t *testing.T) {
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	var got atomic.Int64
@@ -233,7 +268,8 @@ func TestIdentifierNeverBlocksOnAStalledConsumer(t *testing.T) {
 	}
 	once.Do(func() { close(release) })
 	poll(t, "the 4 queued identified", func() bool { return got.Load() == 5 })
-	if s := ti.Stats(); s != (Stats{ByEndpoint: 5, Dropped: 96}) {
+	// The repeats from one endpoint are rechecked by decryption.
+	if s := ti.Stats(); s != (Stats{ByEndpoint: 1, ByDecryption: 4, Dropped: 96}) {
 		t.Errorf("stats %+v", s)
 	}
 }
@@ -305,4 +341,24 @@ func TestBucket(t *testing.T) {
 	take(time.Hour, true)
 	take(time.Hour, true)
 	take(time.Hour, false)
+}
+
+func TestRecentEndpointsStayBounded(t *testing.T) {
+	id, err := NewIdentifier(Config{PrivateKey: newKey(t), OnInitiation: func(Initiation) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	for i := range 3 * recentCap {
+		ep := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i))
+		id.seenRecently(ep, t0.Add(time.Duration(i)*10*time.Millisecond))
+		if len(id.recent) > recentCap {
+			t.Fatalf("%d endpoints remembered, cap %d", len(id.recent), recentCap)
+		}
+	}
+	// Pruning drops only entries older than Recheck: at one per 10 ms the
+	// last 15 s of them (1 500) survive each.
+	if n := len(id.recent); n < 1500 {
+		t.Errorf("only %d endpoints remembered after pruning", n)
+	}
 }
