@@ -196,7 +196,8 @@ func (id *Identifier) Offer(from netip.AddrPort, msg []byte) {
 	}
 }
 
-// Run identifies queued initiations until ctx ends.
+// Run identifies queued initiations until ctx ends. It is the one worker:
+// call it once (the rate limit and the recheck memory are its alone).
 func (id *Identifier) Run(ctx context.Context) {
 	for {
 		select {
