@@ -36,7 +36,8 @@ const (
 	// exactly one peer; no Diffie-Hellman was done.
 	ByEndpoint Method = iota + 1
 	// ByDecryption: the initiator's static key was recovered from the
-	// initiation (NAT, a changed port, an endpoint not registered).
+	// initiation and authenticated (NAT, a changed port, an endpoint not
+	// registered).
 	ByDecryption
 )
 
@@ -52,12 +53,14 @@ func (m Method) String() string {
 
 // Initiation is a handshake initiation from a registered peer.
 //
-// Neither method authenticates it: mac1 proves only that the sender knows
-// this host's public key, which the registry publishes, and the static key
-// inside can be anyone's. It is a reason to bring Peer into the device, where
-// wireguard-go authenticates the initiation (and learns the peer's endpoint
-// from it if it is genuine); From must not be configured as the peer's
-// endpoint on the strength of this alone.
+// By decryption it is authenticated: the timestamp opened with the claimed
+// key's static-static secret, and was later than any before from that peer
+// (a replay is not reported). By endpoint it is not: mac1 proves only that
+// the sender knows this host's public key, which the registry publishes,
+// and the source address is the registered one. Either is a reason to bring
+// Peer into the device, where wireguard-go checks the initiation again and
+// learns the peer's endpoint from it; From need not be configured as the
+// peer's endpoint.
 type Initiation struct {
 	Peer wgtypes.Key    // the initiator's static public key
 	From netip.AddrPort // the datagram's source address
@@ -95,18 +98,21 @@ type Config struct {
 
 // Stats counts what an Identifier did with the initiations offered to it.
 type Stats struct {
-	ByEndpoint    uint64 `json:"by_endpoint"`   // identified by source endpoint
-	ByDecryption  uint64 `json:"by_decryption"` // identified by the key inside
-	UnknownKey    uint64 `json:"unknown_key"`   // decrypted, but no registered peer has that key
-	Malformed     uint64 `json:"malformed"`     // wrong size or type
-	BadMAC1       uint64 `json:"bad_mac1"`      // not addressed to this host's key, or garbage
-	Undecryptable uint64 `json:"undecryptable"` // mac1 right, static key does not open
-	Dropped       uint64 `json:"dropped"`       // the queue was full
-	RateLimited   uint64 `json:"rate_limited"`  // needed a decryption, the bucket was empty
+	ByEndpoint      uint64 `json:"by_endpoint"`     // identified by source endpoint
+	ByDecryption    uint64 `json:"by_decryption"`   // identified and authenticated by the key inside
+	UnknownKey      uint64 `json:"unknown_key"`     // decrypted, but no registered peer has that key
+	Malformed       uint64 `json:"malformed"`       // wrong size or type
+	BadMAC1         uint64 `json:"bad_mac1"`        // not addressed to this host's key, or garbage
+	Undecryptable   uint64 `json:"undecryptable"`   // mac1 right, static key does not open
+	Unauthenticated uint64 `json:"unauthenticated"` // a registered key claimed, the timestamp does not open: forged
+	Replayed        uint64 `json:"replayed"`        // authenticated, but not later than the peer's last
+	Dropped         uint64 `json:"dropped"`         // the queue was full
+	RateLimited     uint64 `json:"rate_limited"`    // needed a decryption, the bucket was empty
 }
 
 type counters struct {
-	byEndpoint, byDecryption, unknownKey, malformed, badMAC1, undecryptable, dropped, rateLimited atomic.Uint64
+	byEndpoint, byDecryption, unknownKey, malformed, badMAC1, undecryptable,
+	unauthenticated, replayed, dropped, rateLimited atomic.Uint64
 }
 
 // Identifier turns handshake initiations seen on the receive path into
@@ -124,7 +130,7 @@ type Identifier struct {
 	recent map[netip.AddrPort]time.Time
 
 	mu         sync.RWMutex
-	peers      map[wgtypes.Key][]netip.AddrPort
+	peers      map[wgtypes.Key]*peerState
 	byEndpoint map[netip.AddrPort][]wgtypes.Key
 
 	n counters
@@ -164,7 +170,7 @@ func NewIdentifier(cfg Config) (*Identifier, error) {
 		queue:      make(chan offered, cfg.Queue),
 		limit:      newBucket(cfg.Rate, cfg.Burst),
 		recent:     map[netip.AddrPort]time.Time{},
-		peers:      map[wgtypes.Key][]netip.AddrPort{},
+		peers:      map[wgtypes.Key]*peerState{},
 		byEndpoint: map[netip.AddrPort][]wgtypes.Key{},
 	}
 	id.resp.Store(NewResponder(cfg.PrivateKey))
@@ -227,16 +233,23 @@ func (id *Identifier) identify(o *offered) {
 		id.n.rateLimited.Add(1)
 		return
 	}
-	key, err := id.resp.Load().Initiator(o.msg[:])
+	r := id.resp.Load()
+	key, ts, err := r.Authenticate(o.msg[:], func(k wgtypes.Key) ([32]byte, error) { return id.staticSecret(r, k) })
 	switch {
 	case errors.Is(err, ErrMAC1): // the key rotated since Offer
 		id.n.badMAC1.Add(1)
 		return
+	case errors.Is(err, errUnknownPeer):
+		id.n.unknownKey.Add(1)
+		return
+	case errors.Is(err, ErrUnauthenticated):
+		id.n.unauthenticated.Add(1)
+		return
 	case err != nil:
 		id.n.undecryptable.Add(1)
 		return
-	case !id.registered(key):
-		id.n.unknownKey.Add(1)
+	case !id.fresh(key, ts):
+		id.n.replayed.Add(1)
 		return
 	}
 	id.n.byDecryption.Add(1)
@@ -266,13 +279,15 @@ func (id *Identifier) seenRecently(ep netip.AddrPort, now time.Time) bool {
 // Stats returns the counters so far.
 func (id *Identifier) Stats() Stats {
 	return Stats{
-		ByEndpoint:    id.n.byEndpoint.Load(),
-		ByDecryption:  id.n.byDecryption.Load(),
-		UnknownKey:    id.n.unknownKey.Load(),
-		Malformed:     id.n.malformed.Load(),
-		BadMAC1:       id.n.badMAC1.Load(),
-		Undecryptable: id.n.undecryptable.Load(),
-		Dropped:       id.n.dropped.Load(),
-		RateLimited:   id.n.rateLimited.Load(),
+		ByEndpoint:      id.n.byEndpoint.Load(),
+		ByDecryption:    id.n.byDecryption.Load(),
+		UnknownKey:      id.n.unknownKey.Load(),
+		Malformed:       id.n.malformed.Load(),
+		BadMAC1:         id.n.badMAC1.Load(),
+		Undecryptable:   id.n.undecryptable.Load(),
+		Unauthenticated: id.n.unauthenticated.Load(),
+		Replayed:        id.n.replayed.Load(),
+		Dropped:         id.n.dropped.Load(),
+		RateLimited:     id.n.rateLimited.Load(),
 	}
 }
