@@ -15,9 +15,10 @@ import (
 const (
 	DefaultQueue = 256
 	// DefaultRate and DefaultBurst bound decryptions, each about 80 µs of
-	// CPU on the 2-core test VM (bench/PROFILES.md): 100 a second is under
-	// 1% of a core. Peers whose registered endpoint matches never use them;
-	// a NATed active peer rekeys every 2 minutes.
+	// CPU on the 2-core test VM, twice that on a peer's first while its
+	// static-static secret is computed (bench/PROFILES.md): 100 a second is
+	// about 1% of a core. Peers whose registered endpoint matches never use
+	// them; a NATed active peer rekeys every 2 minutes.
 	DefaultRate  = 100
 	DefaultBurst = 50
 	// DefaultRecheck is longer than WireGuard's retry of an unanswered
