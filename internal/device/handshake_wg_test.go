@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -163,6 +164,31 @@ func TestHandshakeIdentifiesWireGuardGoInitiator(t *testing.T) {
 	waitFor(t, 10*time.Second, "an initiation for another key refused at b", func() bool { return id.Stats().BadMAC1 == 1 })
 	if s := id.Stats(); s.ByEndpoint != 0 || s.UnknownKey != 0 || s.Undecryptable != 0 {
 		t.Errorf("after an initiation for another key: stats %+v", s)
+	}
+
+	// From a source nobody registered: a replay of a's initiation and
+	// garbage shaped like an initiation identify nobody.
+	rogue, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rogue.Close()
+	garbage := make([]byte, handshake.MessageSize)
+	garbage[0] = handshake.MessageType
+	for _, m := range [][]byte{c.msg, garbage} {
+		if _, err := rogue.WriteToUDPAddrPort(m, b.endpoint()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the replay and the garbage refused", func() bool {
+		s := id.Stats()
+		return s.Replayed == 1 && s.BadMAC1 == 2
+	})
+	if len(found) != 0 {
+		in := <-found
+		if in.From != a.endpoint() {
+			t.Errorf("identified %s from %s after the replay", in.Peer, in.From)
+		}
 	}
 
 	// What the identification is for: b brings a into its device. The

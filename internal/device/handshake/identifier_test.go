@@ -42,6 +42,11 @@ func startIdentifier(t *testing.T, cfg Config) *testIdentifier {
 	return ti
 }
 
+// from is a genuine initiation to ti from the peer with private key priv.
+func (ti *testIdentifier) from(t *testing.T, priv wgtypes.Key) []byte {
+	return initiate(t, ti.key.PublicKey(), priv, nextTimestamp())
+}
+
 // next is the next identification, or a failure after 5s.
 func (ti *testIdentifier) next(t *testing.T) Initiation {
 	t.Helper()
@@ -61,7 +66,7 @@ func (ti *testIdentifier) settle(t *testing.T, n uint64) Stats {
 	var s Stats
 	poll(t, fmt.Sprintf("%d initiations handled", n), func() bool {
 		s = ti.Stats()
-		return s.ByEndpoint+s.ByDecryption+s.UnknownKey+s.Undecryptable+s.RateLimited+s.Dropped >= n
+		return s.ByEndpoint+s.ByDecryption+s.UnknownKey+s.Undecryptable+s.Unauthenticated+s.Replayed+s.RateLimited+s.Dropped >= n
 	})
 	return s
 }
@@ -101,33 +106,47 @@ func TestIdentifierByEndpointSkipsDecryption(t *testing.T) {
 
 func TestIdentifierByDecryption(t *testing.T) {
 	ti := startIdentifier(t, Config{})
-	peer, other := newKey(t).PublicKey(), newKey(t).PublicKey()
+	peerPriv, other := newKey(t), newKey(t).PublicKey()
+	peer := peerPriv.PublicKey()
 	ti.SetPeer(peer, epA)
 	ti.SetPeer(other)
-	msg := forge(t, ti.key.PublicKey(), peer)
+	msg := ti.from(t, peerPriv)
 	ti.Offer(epB, msg) // behind NAT: not the registered endpoint
 	in := ti.next(t)
 	if in.Peer != peer || in.By != ByDecryption || in.From != epB || string(in.Msg[:]) != string(msg) {
 		t.Fatalf("got %s by %s from %s, want %s by decryption from %s, with the message", in.Peer, in.By, in.From, peer, epB)
 	}
-	// A key no registered peer has is counted, not reported.
-	ti.Offer(epB, forge(t, ti.key.PublicKey(), newKey(t).PublicKey()))
-	if s := ti.settle(t, 2); s != (Stats{ByDecryption: 1, UnknownKey: 1}) {
-		t.Errorf("stats %+v", s)
+	// The next one uses the cached static-static secret.
+	ti.Offer(epB, ti.from(t, peerPriv))
+	if in := ti.next(t); in.Peer != peer {
+		t.Fatalf("second initiation: got %s, want %s", in.Peer, peer)
+	}
+	// Refused, counted, not reported: a key no registered peer has, a
+	// registered key claimed by someone without it, a replay.
+	ti.Offer(epB, ti.from(t, newKey(t)))
+	ti.Offer(epB, forge(t, ti.key.PublicKey(), other))
+	ti.Offer(epB, msg)
+	want := Stats{ByDecryption: 2, UnknownKey: 1, Unauthenticated: 1, Replayed: 1}
+	if s := ti.settle(t, 5); s != want {
+		t.Errorf("stats %+v, want %+v", s, want)
+	}
+	if len(ti.found) != 0 {
+		t.Errorf("%d more identified", len(ti.found))
 	}
 }
 
 func TestIdentifierEndpointTwoPeersClaim(t *testing.T) {
 	ti := startIdentifier(t, Config{})
-	p1, p2 := newKey(t).PublicKey(), newKey(t).PublicKey()
+	p2Priv := newKey(t)
+	p1, p2 := newKey(t).PublicKey(), p2Priv.PublicKey()
 	ti.SetPeer(p1, epA)
 	ti.SetPeer(p2, epA, epC)
-	ti.Offer(epA, forge(t, ti.key.PublicKey(), p2))
+	ti.Offer(epA, ti.from(t, p2Priv))
 	if in := ti.next(t); in.Peer != p2 || in.By != ByDecryption {
 		t.Fatalf("endpoint of two peers: got %s by %s, want %s by decryption", in.Peer, in.By, p2)
 	}
 	ti.RemovePeer(p1)
-	ti.Offer(epA, forge(t, ti.key.PublicKey(), p2))
+	ti.Offer(epA, ti.from(t, p2Priv))
 	if in := ti.next(t); in.Peer != p2 || in.By != ByEndpoint {
 		t.Fatalf("after the other left: got %s by %s, want %s by endpoint", in.Peer, in.By, p2)
 	}
@@ -160,8 +179,9 @@ func TestIdentifierRejectsCheaplyAndCounts(t *testing.T) {
 	ti.Offer(epA, forge(t, newKey(t).PublicKey(), peer)) // for another host
 	ti.Offer(epA, flipped)
 	ti.Offer(epB, tampered) // mac1 right: costs one X25519
-	s := ti.settle(t, 1)
-	if want := (Stats{Malformed: 3, BadMAC1: 2, Undecryptable: 1}); s != want {
+	ti.Offer(epB, good)     // a forged claim of a registered key: two
+	s := ti.settle(t, 2)
+	if want := (Stats{Malformed: 3, BadMAC1: 2, Undecryptable: 1, Unauthenticated: 1}); s != want {
 		t.Errorf("stats %+v, want %+v", s, want)
 	}
 	if len(ti.found) != 0 {
@@ -173,27 +193,64 @@ func TestIdentifierRateLimitsDecryption(t *testing.T) {
 	var now atomic.Int64 // ns since the epoch
 	now.Store(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC).UnixNano())
 	ti := startIdentifier(t, Config{Rate: 10, Burst: 2, now: func() time.Time { return time.Unix(0, now.Load()) }})
-	peer := newKey(t).PublicKey()
+	peerPriv := newKey(t)
+	peer := peerPriv.PublicKey()
 	ti.SetPeer(peer, epA)
 	for range 5 {
-		ti.Offer(epB, forge(t, ti.key.PublicKey(), peer))
+		ti.Offer(epB, ti.from(t, peerPriv))
 	}
 	if s := ti.settle(t, 5); s != (Stats{ByDecryption: 2, RateLimited: 3}) {
 		t.Fatalf("5 at once, burst 2: stats %+v", s)
 	}
 	// The endpoint path is not limited.
 	for range 5 {
-		ti.Offer(epA, forge(t, ti.key.PublicKey(), peer))
+		ti.Offer(epA, ti.from(t, peerPriv))
 	}
 	if s := ti.settle(t, 10); s != (Stats{ByEndpoint: 5, ByDecryption: 2, RateLimited: 3}) {
 		t.Fatalf("5 from the endpoint: stats %+v", s)
 	}
 	now.Add(int64(150 * time.Millisecond)) // 1.5 tokens at 10/s
 	for range 3 {
-		ti.Offer(epB, forge(t, ti.key.PublicKey(), peer))
+		ti.Offer(epB, ti.from(t, peerPriv))
 	}
 	if s := ti.settle(t, 13); s != (Stats{ByEndpoint: 5, ByDecryption: 3, RateLimited: 5}) {
 		t.Fatalf("150ms later: stats %+v", s)
+	}
+}
+
+func TestIdentifierRechecksARepeatedEndpoint(t *testing.T) {
+	// p1 is registered at epA, but p2 now sends from there (an address
+	// reused, a registry behind): by endpoint alone p2 would never get in.
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	at := func(d time.Duration) { now.Store(t0.Add(d).UnixNano()) }
+	ti := startIdentifier(t, Config{Rate: 1e-9, Burst: 1, now: func() time.Time { return time.Unix(0, now.Load()) }})
+	p2Priv := newKey(t)
+	p1, p2 := newKey(t).PublicKey(), p2Priv.PublicKey()
+	ti.SetPeer(p1, epA)
+	ti.SetPeer(p2)
+	msg := ti.from(t, p2Priv)
+	steps := []struct {
+		at   time.Duration
+		want wgtypes.Key
+		by   Method
+	}{
+		{0, p1, ByEndpoint},
+		{5 * time.Second, p2, ByDecryption}, // the retry: rechecked
+		{6 * time.Second, p1, ByEndpoint},   // the bucket is empty: the endpoint's answer
+		{DefaultRecheck, p1, ByEndpoint},    // the window has passed
+		{DefaultRecheck + time.Second, p1, ByEndpoint},
+	}
+	for _, st := range steps {
+		at(st.at)
+		ti.Offer(epA, msg)
+		if in := ti.next(t); in.Peer != st.want || in.By != st.by {
+			t.Fatalf("at %s: %s by %s, want %s by %s", st.at, in.Peer, in.By, st.want, st.by)
+		}
+	}
+	if s := ti.Stats(); s != (Stats{ByEndpoint: 4, ByDecryption: 1}) {
+		t.Errorf("stats %+v", s)
 	}
 }
 
@@ -210,16 +267,19 @@ func TestIdentifierNeverBlocksOnAStalledConsumer(t *testing.T) {
 	}})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	peer := newKey(t).PublicKey()
-	ti.SetPeer(peer, epA)
-	msg := forge(t, ti.key.PublicKey(), peer)
-	ti.Offer(epA, msg)
+	peerPriv := newKey(t)
+	ti.SetPeer(peerPriv.PublicKey(), epA)
+	msgs := make([][]byte, 101)
+	for i := range msgs {
+		msgs[i] = ti.from(t, peerPriv)
+	}
+	ti.Offer(epA, msgs[0])
 	<-entered // the worker is stuck in the callback
 
 	offered := make(chan struct{})
 	go func() {
 		defer close(offered)
-		for range 100 {
+		for _, msg := range msgs[1:] {
 			ti.Offer(epA, msg)
 		}
 	}()
@@ -233,23 +293,30 @@ func TestIdentifierNeverBlocksOnAStalledConsumer(t *testing.T) {
 	}
 	once.Do(func() { close(release) })
 	poll(t, "the 4 queued identified", func() bool { return got.Load() == 5 })
-	if s := ti.Stats(); s != (Stats{ByEndpoint: 5, Dropped: 96}) {
+	// The repeats from one endpoint are rechecked by decryption.
+	if s := ti.Stats(); s != (Stats{ByEndpoint: 1, ByDecryption: 4, Dropped: 96}) {
 		t.Errorf("stats %+v", s)
 	}
 }
 
 func TestIdentifierFollowsKeyRotation(t *testing.T) {
 	ti := startIdentifier(t, Config{})
-	peer := newKey(t).PublicKey()
+	peerPriv := newKey(t)
+	peer := peerPriv.PublicKey()
 	ti.SetPeer(peer)
 	old, rotated := ti.key, newKey(t)
-	ti.SetPrivateKey(rotated)
-	ti.Offer(epB, forge(t, old.PublicKey(), peer))
-	ti.Offer(epB, forge(t, rotated.PublicKey(), peer))
+	ti.Offer(epB, initiate(t, old.PublicKey(), peerPriv, nextTimestamp()))
 	if in := ti.next(t); in.Peer != peer {
-		t.Fatalf("got %s, want %s", in.Peer, peer)
+		t.Fatalf("before rotation: got %s, want %s", in.Peer, peer)
 	}
-	if s := ti.Stats(); s != (Stats{ByDecryption: 1, BadMAC1: 1}) {
+	ti.SetPrivateKey(rotated)
+	ti.Offer(epB, initiate(t, old.PublicKey(), peerPriv, nextTimestamp()))
+	// The static-static secret cached for the old key must not be used.
+	ti.Offer(epB, initiate(t, rotated.PublicKey(), peerPriv, nextTimestamp()))
+	if in := ti.next(t); in.Peer != peer {
+		t.Fatalf("after rotation: got %s, want %s", in.Peer, peer)
+	}
+	if s := ti.Stats(); s != (Stats{ByDecryption: 2, BadMAC1: 1}) {
 		t.Errorf("stats %+v", s)
 	}
 }
@@ -305,4 +372,24 @@ func TestBucket(t *testing.T) {
 	take(time.Hour, true)
 	take(time.Hour, true)
 	take(time.Hour, false)
+}
+
+func TestRecentEndpointsStayBounded(t *testing.T) {
+	id, err := NewIdentifier(Config{PrivateKey: newKey(t), OnInitiation: func(Initiation) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	for i := range 3 * recentCap {
+		ep := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i))
+		id.seenRecently(ep, t0.Add(time.Duration(i)*10*time.Millisecond))
+		if len(id.recent) > recentCap {
+			t.Fatalf("%d endpoints remembered, cap %d", len(id.recent), recentCap)
+		}
+	}
+	// Pruning drops only entries older than Recheck: at one per 10 ms the
+	// last 15 s of them (1 500) survive each.
+	if n := len(id.recent); n < 1500 {
+		t.Errorf("only %d endpoints remembered after pruning", n)
+	}
 }

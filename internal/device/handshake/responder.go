@@ -4,9 +4,10 @@
 // initiation, and whoever brings the peer in must first know who it is.
 //
 // Responder recovers the initiator's static public key from an initiation
-// with this host's private key: the responder's first steps of WireGuard's
-// Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s handshake (whitepaper §5.4.2), after
-// the cheap mac1 check that turns garbage away. Identifier runs that off the
+// with this host's private key, and proves it with the timestamp: the
+// responder's first steps of WireGuard's Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s
+// handshake (whitepaper §5.4.2), after the cheap mac1 check that turns
+// garbage away. Identifier runs that off the
 // receive path behind a bounded queue, a source-endpoint lookup that skips
 // the Diffie-Hellman, and a rate limit on what is left.
 //
@@ -51,7 +52,16 @@ var (
 	// ErrUndecryptable: mac1 matched but the encrypted static key does not
 	// open (tampered, or a low-order ephemeral). Costs one X25519.
 	ErrUndecryptable = errors.New("handshake initiation: static key does not decrypt")
+	// ErrUnauthenticated: the static key opened, but the timestamp does not
+	// open with that key's static-static secret: the sender does not hold
+	// the private key it claims. A second X25519, unless the secret is
+	// cached.
+	ErrUnauthenticated = errors.New("handshake initiation: timestamp does not authenticate the claimed key")
 )
+
+// Timestamp is an initiation's TAI64N timestamp: 12 bytes, big-endian, so
+// a later one compares greater (bytes.Compare).
+type Timestamp [12]byte
 
 // Protocol constants (whitepaper §5.4): Ci = HASH(construction), Hi =
 // HASH(Ci || identifier).
@@ -137,33 +147,86 @@ func (r *Responder) CheckMAC1(msg []byte) error {
 //
 // This says who the sender claims to be, not that it is: anyone who knows
 // our public key can encrypt any static key. The timestamp that follows is
-// sealed under DH(S_priv_i, S_pub_r) and proves it; wireguard-go checks it
-// once the peer is in the device, so it is not opened here.
+// sealed under DH(S_priv_i, S_pub_r) and proves it: Authenticate.
 func (r *Responder) Initiator(msg []byte) (wgtypes.Key, error) {
+	key, _, _, err := r.openStatic(msg)
+	return key, err
+}
+
+// Authenticate does what Initiator does and then proves the claim, as
+// wireguard-go does before it answers:
+//
+//	H = HASH(H || static)
+//	(C, k) = KDF2(C, DH(S_priv_r, S_pub_i))
+//	timestamp = AEAD-open(k, 0, timestamp, H)
+//
+// secret returns DH(S_priv_r, S_pub_i) for the claimed key (StaticSecret,
+// best cached per peer), or an error, returned as is, to refuse the key
+// before that work. A replay of a genuine initiation authenticates too:
+// compare the Timestamp with the last one accepted from that peer.
+func (r *Responder) Authenticate(msg []byte, secret func(wgtypes.Key) ([32]byte, error)) (wgtypes.Key, Timestamp, error) {
+	key, c, h, err := r.openStatic(msg)
+	if err != nil {
+		return wgtypes.Key{}, Timestamp{}, err
+	}
+	ss, err := secret(key)
+	if err != nil {
+		return key, Timestamp{}, err
+	}
+	h = mixHash(h, msg[offStatic:offTimestamp])
+	_, k := kdf2(c, ss[:])
+	aead, err := chacha20poly1305.New(k[:])
+	if err != nil {
+		return key, Timestamp{}, err
+	}
+	var ts Timestamp
+	if _, err := aead.Open(ts[:0], zeroNonce[:], msg[offTimestamp:offMAC1], h[:]); err != nil {
+		return key, Timestamp{}, ErrUnauthenticated
+	}
+	return key, ts, nil
+}
+
+// StaticSecret is DH(S_priv_r, S_pub_i), the static-static secret with
+// peer that Authenticate needs: one X25519, the same for every initiation
+// from that peer. A low-order peer key has none (ErrUndecryptable).
+func (r *Responder) StaticSecret(peer wgtypes.Key) ([32]byte, error) {
+	pub, err := ecdh.X25519().NewPublicKey(peer[:])
+	if err != nil {
+		return [32]byte{}, err
+	}
+	ss, err := r.private.ECDH(pub)
+	if err != nil {
+		return [32]byte{}, ErrUndecryptable
+	}
+	return [32]byte(ss), nil
+}
+
+// openStatic checks mac1 and opens the static key; c and h are the
+// chaining key and hash the timestamp's step continues from.
+func (r *Responder) openStatic(msg []byte) (key wgtypes.Key, c, h [32]byte, err error) {
 	if err := r.CheckMAC1(msg); err != nil {
-		return wgtypes.Key{}, err
+		return key, c, h, err
 	}
 	ephemeral := msg[offEphemeral:offStatic]
-	h := mixHash(r.hash, ephemeral)
-	c := kdf1(initialChainKey, ephemeral)
+	h = mixHash(r.hash, ephemeral)
+	c = kdf1(initialChainKey, ephemeral)
 	e, err := ecdh.X25519().NewPublicKey(ephemeral)
 	if err != nil {
-		return wgtypes.Key{}, err // only for a length other than 32
+		return key, c, h, err // only for a length other than 32
 	}
 	ss, err := r.private.ECDH(e)
 	if err != nil { // a low-order point: the shared secret is all zeros
-		return wgtypes.Key{}, ErrUndecryptable
+		return key, c, h, ErrUndecryptable
 	}
-	_, k := kdf2(c, ss)
+	c, k := kdf2(c, ss)
 	aead, err := chacha20poly1305.New(k[:])
 	if err != nil {
-		return wgtypes.Key{}, err
+		return key, c, h, err
 	}
-	var key wgtypes.Key
 	if _, err := aead.Open(key[:0], zeroNonce[:], msg[offStatic:offTimestamp], h[:]); err != nil {
-		return wgtypes.Key{}, ErrUndecryptable
+		return wgtypes.Key{}, c, h, ErrUndecryptable
 	}
-	return key, nil
+	return key, c, h, nil
 }
 
 // mixHash is HASH(h || data).

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/crypto/blake2s"
@@ -63,8 +64,28 @@ func newKey(t testing.TB) wgtypes.Key {
 // forge builds an initiation to responder claiming static as the
 // initiator's key, as anyone who knows responder's public key can: the
 // initiator's side up to the encrypted static key, random bytes for the
-// timestamp (it would need static's private key), then mac1.
+// timestamp (sealing it needs static's private key), then mac1.
 func forge(t testing.TB, responder, static wgtypes.Key) []byte {
+	return initiation(t, responder, static, nil, Timestamp{})
+}
+
+// initiate builds a genuine initiation from initiator (a private key) to
+// responder, with timestamp ts.
+func initiate(t testing.TB, responder, initiator wgtypes.Key, ts Timestamp) []byte {
+	return initiation(t, responder, initiator.PublicKey(), &initiator, ts)
+}
+
+var lastTestTimestamp atomic.Uint64
+
+// nextTimestamp is a TAI64N label later than any before it in this test
+// binary.
+func nextTimestamp() Timestamp {
+	var ts Timestamp
+	binary.BigEndian.PutUint64(ts[:8], 1<<62+1_800_000_000+lastTestTimestamp.Add(1))
+	return ts
+}
+
+func initiation(t testing.TB, responder, static wgtypes.Key, staticPriv *wgtypes.Key, ts Timestamp) []byte {
 	t.Helper()
 	msg := make([]byte, MessageSize)
 	binary.LittleEndian.PutUint32(msg, MessageType)
@@ -78,10 +99,21 @@ func forge(t testing.TB, responder, static wgtypes.Key) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, k := kdf2(c, ss)
+	c, k := kdf2(c, ss)
 	aead, _ := chacha20poly1305.New(k[:])
 	aead.Seal(msg[offStatic:offStatic], zeroNonce[:], static[:], h[:])
-	rand.Read(msg[offTimestamp:offMAC1])
+	if staticPriv == nil {
+		rand.Read(msg[offTimestamp:offMAC1])
+	} else {
+		h = mixHash(h, msg[offStatic:offTimestamp])
+		ss, err := curve25519.X25519(staticPriv[:], responder[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, k := kdf2(c, ss)
+		aead, _ := chacha20poly1305.New(k[:])
+		aead.Seal(msg[offTimestamp:offTimestamp], zeroNonce[:], ts[:], h[:])
+	}
 	setMAC1(responder, msg)
 	return msg
 }
@@ -113,13 +145,48 @@ func TestInitiatorFromWireGuardGo(t *testing.T) {
 	}
 }
 
-func TestForgedStaticKeyIsRecovered(t *testing.T) {
-	// The recovered key is a claim, not a proof: this is why Initiation's
-	// doc says so, and why wireguard-go must still authenticate it.
+func TestAuthenticateWireGuardGo(t *testing.T) {
+	responder, initiator, msg := goldenVector(t)
+	r := NewResponder(responder)
+	calls := 0
+	key, ts, err := r.Authenticate(msg, func(k wgtypes.Key) ([32]byte, error) { calls++; return r.StaticSecret(k) })
+	if err != nil || key != initiator || calls != 1 {
+		t.Fatalf("authenticate wireguard-go's initiation: %s, %v after %d secrets; want %s", key, err, calls, initiator)
+	}
+	// TAI64N: 2^62 + seconds since 1970, here December 2026.
+	if sec := binary.BigEndian.Uint64(ts[:8]) - 1<<62; sec < 1_790_000_000 || sec > 1_800_000_000 {
+		t.Errorf("timestamp %x: %d s since 1970", ts, sec)
+	}
+	// A refusal from secret stops there, and is returned as is.
+	errNo := errors.New("not registered")
+	if _, _, err := r.Authenticate(msg, func(wgtypes.Key) ([32]byte, error) { return [32]byte{}, errNo }); err != errNo {
+		t.Errorf("secret refused: %v, want its error", err)
+	}
+	// The wrong secret (another peer's) does not authenticate.
+	other := newKey(t).PublicKey()
+	if _, _, err := r.Authenticate(msg, func(wgtypes.Key) ([32]byte, error) { return r.StaticSecret(other) }); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("another peer's secret: %v, want ErrUnauthenticated", err)
+	}
+}
+
+func TestForgedStaticKeyIsAClaimOnly(t *testing.T) {
+	// Anyone can encrypt any static key: Initiator recovers the claim,
+	// Authenticate refuses it.
 	responder, claimed := newKey(t), newKey(t).PublicKey()
-	got, err := NewResponder(responder).Initiator(forge(t, responder.PublicKey(), claimed))
+	r := NewResponder(responder)
+	msg := forge(t, responder.PublicKey(), claimed)
+	got, err := r.Initiator(msg)
 	if err != nil || got != claimed {
 		t.Fatalf("forged initiation: %s, %v; want %s", got, err, claimed)
+	}
+	if got, _, err := r.Authenticate(msg, r.StaticSecret); !errors.Is(err, ErrUnauthenticated) || got != claimed {
+		t.Fatalf("forged initiation authenticated: %s, %v", got, err)
+	}
+	// The test's own genuine initiations do authenticate, with their time.
+	peer := newKey(t)
+	ts := nextTimestamp()
+	if got, gotTS, err := r.Authenticate(initiate(t, responder.PublicKey(), peer, ts), r.StaticSecret); err != nil || got != peer.PublicKey() || gotTS != ts {
+		t.Fatalf("genuine initiation: %s %x, %v; want %s %x", got, gotTS, err, peer.PublicKey(), ts)
 	}
 }
 
