@@ -68,6 +68,10 @@ func writeStatus(w io.Writer, s admin.Status) {
 	if s.DNS != nil {
 		row("dns", dnsLine(*s.DNS))
 	}
+	if l := s.Lazy; l != nil {
+		row("lazy peers", fmt.Sprintf("%d in the device, %d idle (out after %s without traffic); %d packets held, %d sent on, %d dropped; initiations: %d identified, %d refused, %d throttled",
+			l.InDevice, l.Idle, l.IdleAfter, l.Held, l.Replayed, l.HeldDrops, l.Identified, l.Refused, l.Throttled))
+	}
 	row("trust", trustLine(s))
 	if len(s.UnsignedHosts) > 0 {
 		row("unsigned", fmt.Sprintf("%d host(s) not yet signing: %s", len(s.UnsignedHosts), strings.Join(s.UnsignedHosts, ", ")))

@@ -114,6 +114,23 @@ type Status struct {
 	// record gives them, omitted when none.
 	PrivateIP6 string `json:"private_ip6,omitempty"`
 	PublicIP6  string `json:"public_ip6,omitempty"`
+	// Lazy is present when peers.lazy is on.
+	Lazy *LazyStatus `json:"lazy,omitempty"`
+}
+
+// LazyStatus is what lazy peers did: peers in and out of the device, the
+// packets held for idle peers, and the handshake initiations that named
+// (or failed to name) an idle peer.
+type LazyStatus struct {
+	InDevice   int    `json:"in_device"`  // peers wireguard-go holds now
+	Idle       int    `json:"idle"`       // known peers out of the device
+	IdleAfter  string `json:"idle_after"` // how long without traffic before a peer leaves
+	Held       uint64 `json:"held"`       // packets held for an idle peer
+	Replayed   uint64 `json:"replayed"`   // of those, sent on once the peer was in
+	HeldDrops  uint64 `json:"held_drops"` // over the bound (16 a peer, 4096 in all)
+	Identified uint64 `json:"identified"` // initiations that named a known peer
+	Refused    uint64 `json:"refused"`    // initiations that named nobody: garbage, unknown key, forged, replayed
+	Throttled  uint64 `json:"throttled"`  // dropped by the rate limit or a full queue
 }
 
 // DNSStatus is the zone meshd serves and where.

@@ -11,6 +11,7 @@ import (
 	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/version"
+	"github.com/meshd/meshd/mesh"
 	"github.com/meshd/meshd/registry"
 )
 
@@ -97,6 +98,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	s.Conntrack[0], s.Conntrack[1] = firewall.Conntrack()
 	s.Region = d.region
 	s.DNS = d.dnsStatus()
+	s.Lazy = d.lazyStatus(s.PeersByState)
 	if d.tagger != nil {
 		if _, err := d.tagger.Status(); err != nil {
 			s.TagError = err.Error()
@@ -138,4 +140,21 @@ func addrOrEmpty(a netip.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// lazyStatus sums up lazy peers for meshctl status; nil when they are off.
+func (d *Daemon) lazyStatus(byState map[string]int) *admin.LazyStatus {
+	if d.ident == nil {
+		return nil
+	}
+	g, id := d.dev.IdleGateCounts(), d.ident.Stats()
+	l := &admin.LazyStatus{Idle: byState[mesh.StateIdle], IdleAfter: d.cfg.Peers.IdleAfter.String(),
+		Held: g.Held, Replayed: g.Replayed, HeldDrops: g.Dropped,
+		Identified: id.ByEndpoint + id.ByDecryption,
+		Refused:    id.UnknownKey + id.Malformed + id.BadMAC1 + id.Undecryptable + id.Unauthenticated + id.Replayed,
+		Throttled:  id.Dropped + id.RateLimited}
+	if st, err := d.dev.Stats(); err == nil {
+		l.InDevice = len(st)
+	}
+	return l
 }

@@ -48,18 +48,29 @@ func main() {
 	flag.StringVar(&o.nebula, "nebula", "", "directory with nebula and nebula-cert: add Nebula to the rounds as a peer comparison")
 	flag.StringVar(&nebulaVersion, "nebula-version", nebulaVersion, "the Nebula tag in that directory, for the report")
 	flag.IntVar(&o.restarts, "restarts", 5, "meshd restarts the restart gap is measured over")
-	only := flag.String("only", "", "run one part: dataplane, restart or scale (default: all; dataplane includes restart)")
+	flag.IntVar(&o.lazyHosts, "lazy-hosts", 10000, "hosts registered for one meshd with lazy peers (step lazy)")
+	flag.IntVar(&o.lazyActive, "lazy-active", 100, "of those, how many it sends a packet to")
+	only := flag.String("only", "", "run one part: dataplane, restart, scale or lazy (default: all; dataplane includes restart)")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	o.secs = 5
 	if o.quick {
-		o.secs, o.rounds, o.peers, o.restarts = 1, 1, 200, 2
+		o.secs, o.rounds, o.peers, o.restarts, o.lazyHosts, o.lazyActive = 1, 1, 200, 2, 300, 10
 	}
-	if *only != "" && *only != "dataplane" && *only != "restart" && *only != "scale" {
-		fmt.Fprintf(os.Stderr, "meshd-bench: -only %q: want dataplane, restart or scale\n", *only)
+	if *only != "" && *only != "dataplane" && *only != "restart" && *only != "scale" && *only != "lazy" {
+		fmt.Fprintf(os.Stderr, "meshd-bench: -only %q: want dataplane, restart, scale or lazy\n", *only)
 		os.Exit(2)
 	}
-	ms, err := run(o, *only)
+	var ms []Measurement
+	var err error
+	if *only != "lazy" {
+		ms, err = run(o, *only)
+	}
+	if err == nil && (*only == "" || *only == "lazy") {
+		var lm []Measurement
+		lm, err = runLazy(o)
+		ms = append(ms, lm...)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshd-bench:", err)
 		os.Exit(1)

@@ -20,6 +20,9 @@ type options struct {
 	bin      string // directory with the built meshd
 	quick    bool
 	peers    int    // peers given to one meshd in the scale step
+	// lazyHosts hosts registered for one meshd with lazy peers, lazyActive
+	// of which it sends to.
+	lazyHosts, lazyActive int
 	profile  string // where to save meshd's profiles, "" = none
 	nebula   string // directory with nebula and nebula-cert, "" = no Nebula
 	restarts int    // meshd restarts the restart gap is measured over
@@ -34,9 +37,9 @@ type options struct {
 // life; the order flips each round. Each figure is the median over the
 // rounds, the runs kept beside it.
 func compareRounds(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir string) ([]Measurement, error) {
-	steps := []string{"bare", "off", "10", "1000", "10000"}
+	steps := []string{"bare", "off", "10", "1000", "10000", "lazy"}
 	if o.quick {
-		steps = []string{"bare", "off", "10", "10000"}
+		steps = []string{"bare", "off", "10", "10000", "lazy"}
 	}
 	if o.nebula != "" {
 		steps = append(steps, "nebula")
@@ -67,16 +70,19 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 	case "nebula":
 		return nebulaRun(tb, a, b, o, logDir)
 	}
-	fw := "enforce"
-	if step == "off" {
+	fw, extra := "enforce", ""
+	switch step {
+	case "off":
 		fw = "off"
+	case "lazy":
+		extra = lazyExtra
 	}
-	ma, err := startMeshd(tb, a, o.bin, fw)
+	ma, err := startMeshdWith(tb, a, o.bin, fw, extra)
 	if err != nil {
 		return nil, err
 	}
 	defer stopAndOpen(ma, o.bin)
-	mb, err := startMeshd(tb, b, o.bin, fw)
+	mb, err := startMeshdWith(tb, b, o.bin, fw, extra)
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +98,16 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 		return tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, "meshd firewall off")
 	}
 	n, _ := strconv.Atoi(step)
+	if step == "lazy" {
+		n = 10000
+	}
 	for _, h := range []*testbed.Host{a, b} {
 		if err := fillMembers(h, n); err != nil {
 			return nil, err
 		}
+	}
+	if step == "lazy" {
+		return tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, "meshd lazy peers, enforce 10000 members")
 	}
 	if n != 10000 {
 		return tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, fmt.Sprintf("meshd enforce %d members", n))
@@ -111,7 +123,12 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 }
 
 func startMeshd(tb *testbed.Testbed, h *testbed.Host, bin, fw string) (*testbed.Meshd, error) {
-	return tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name})
+	return startMeshdWith(tb, h, bin, fw, "")
+}
+
+// startMeshdWith is startMeshd with extra config (YAML) appended.
+func startMeshdWith(tb *testbed.Testbed, h *testbed.Host, bin, fw, extra string) (*testbed.Meshd, error) {
+	return tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name, Extra: extra})
 }
 
 // stopAndOpen stops a step's meshd and flushes its firewall: a stopped

@@ -42,7 +42,7 @@ func runInject(mesh string, n int) error {
 			defer func() { <-sem }()
 			k, _ := wgtypes.GeneratePrivateKey()
 			id := fmt.Sprintf("sim-%05d", i)
-			ip := netip.AddrFrom4([4]byte{100, 100, 200 + byte(i>>8), byte(i)})
+			ip := injectedAddr(i)
 			h := registry.Host{Schema: registry.Schema, InstanceID: id, OverlayIP: ip, PublicKey: k.PublicKey(), Network: "dc",
 				PrivateIP: netip.AddrFrom4([4]byte{198, 18, 3, 100}), PublicIP: netip.AddrFrom4([4]byte{198, 19, 3, 100}),
 				ListenPort: 51820, StartTime: time.Now().UTC()}

@@ -153,6 +153,7 @@ func main() {
 		fmt.Fprintf(&b, "| at rest, 2 min later (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n\n", get(c, "rss_per_1000_peers"), get(c, "heap_per_1000_peers"), get(c, "idle_cpu"))
 		fmt.Fprintf(&b, "What the memory is (heap profile, `meshd-bench -only scale -profile DIR`):\nwireguard-go's own per-peer state — two queues of 1 024 slots, two goroutines,\ntimers, about 40 KiB a peer — and, just after the join, one 64 KiB packet buffer\nper peer that has a keepalive queued until its first handshake. The heap counts\nthose buffers whole, the kernel backs only the pages written, so just after the\njoin resident size is the lower figure; it stays high after the heap shrinks\nbecause Go returns freed memory to the system lazily. At rest the CPU is meshd's once-a-second read of the device's peer\nstatistics; the join CPU is WireGuard's handshake retries. Before meshd rested\npeers that answer on no path (and dropped their keepalive), the retries never\nstopped: 16%% of a core and about 100 MiB heap per 1 000 such peers at rest.\n\n")
 	}
+	lazySection(&b, fs, ms)
 	fmt.Fprintf(&b, "## Control plane at scale\n\nN hosts registered in a real ZooKeeper the way meshd writes them, W real\nregistry clients watching; the changes cycle through an endpoint change (a\nnew immutable record node, the old deleted), a leave and a join. Convergence: from the write until every\nwatcher has the event. Cost: ZooKeeper requests and payload bytes each\nwatcher spent per change.\n\n| hosts | watchers | changes | p50 | p99 | requests / change / host | bytes / change / host | watches / host |\n|---|---|---|---|---|---|---|---|\n")
 	for _, w := range ws {
 		fmt.Fprintf(&b, "| %d | %d | %d | %.1f ms | %.1f ms | %.1f | %.0f | %d |\n", w.Hosts, w.Watchers, w.Changes, w.P50ms, w.P99ms, w.RequestsPerChange, w.BytesPerChange, w.WatchesPerHost)
@@ -211,3 +212,33 @@ func fail(err error) {
 }
 
 func createFile(path string) (*os.File, error) { return os.Create(path) }
+
+// lazySection reports lazy peers (issue 17): one meshd's cost with many
+// hosts registered and few active, and the data plane with lazy peers on
+// against meshd as shipped, in the same rounds.
+func lazySection(b *strings.Builder, fs figures, ms []measurement) {
+	scale := ""
+	for _, m := range ms {
+		if strings.HasPrefix(m.Config, "lazy peers, ") {
+			scale = m.Config
+		}
+	}
+	lazy, shipped := "meshd lazy peers, enforce 10000 members", "meshd (enforce, 10k members)"
+	if scale == "" && fs.get(lazy, "tcp_1_stream") == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## Lazy peers\n\nWith `peers.lazy: true` only peers with recent traffic live in wireguard-go's device;\nthe rest are known (records, firewall sets, `meshctl peers` says idle) and come in\nwith their first packet either way.\n\n")
+	if scale != "" {
+		g := func(metric string) float64 { return fs.get(scale, metric) }
+		fmt.Fprintf(b, "%s: one meshd, the hosts written into ZooKeeper at once,\nall known after %.1f s; then one ping to each active host (they never answer: the\nworst case, WireGuard retries each for 90 s).\n\n", scale, g("all_known"))
+		fmt.Fprintf(b, "| when | resident | Go heap | CPU |\n|---|---|---|---|\n")
+		fmt.Fprintf(b, "| all known, none active (10 s sample) | %.1f MiB | - | %.1f%% of a core |\n", g("idle_rss"), g("idle_cpu"))
+		fmt.Fprintf(b, "| just after the active ones came in (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n", g("join_rss"), g("join_heap"), g("join_cpu"))
+		fmt.Fprintf(b, "| at rest, 2 min after the hosts were written (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n\n", g("rest_rss"), g("rest_heap"), g("rest_cpu"))
+		fmt.Fprintf(b, "Target: 10 000 registered, 100 active: resident <= 64 MiB, CPU at rest <= 1%% of a core.\n\n")
+	}
+	if fs.get(lazy, "tcp_1_stream") != 0 {
+		fmt.Fprintf(b, "| ratio | TCP 1 stream | UDP 64 B |\n|---|---|---|\n| lazy peers on / meshd as shipped (same rounds) | %s | %s |\n\nTarget: >= 0.98x.\n\n",
+			fs.both(lazy, shipped, "tcp_1_stream"), fs.both(lazy, shipped, "udp_64b_rate"))
+	}
+}
