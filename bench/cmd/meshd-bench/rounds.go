@@ -15,17 +15,17 @@ import (
 
 // options are the suite's knobs, from the command line.
 type options struct {
-	secs     int    // length of one iperf3 run
-	rounds   int    // interleaved rounds of the deciding comparisons
-	bin      string // directory with the built meshd
-	quick    bool
-	peers    int    // peers given to one meshd in the scale step
+	secs   int    // length of one iperf3 run
+	rounds int    // interleaved rounds of the deciding comparisons
+	bin    string // directory with the built meshd
+	quick  bool
+	peers  int // peers given to one meshd in the scale step
 	// lazyHosts hosts registered for one meshd with lazy peers, lazyActive
 	// of which it sends to.
 	lazyHosts, lazyActive int
-	profile  string // where to save meshd's profiles, "" = none
-	nebula   string // directory with nebula and nebula-cert, "" = no Nebula
-	restarts int    // meshd restarts the restart gap is measured over
+	profile               string // where to save meshd's profiles, "" = none
+	nebula                string // directory with nebula and nebula-cert, "" = no Nebula
+	restarts              int    // meshd restarts the restart gap is measured over
 }
 
 // compareRounds runs the comparisons the targets are judged on — meshd
