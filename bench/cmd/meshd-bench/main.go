@@ -48,17 +48,18 @@ func main() {
 	flag.StringVar(&o.nebula, "nebula", "", "directory with nebula and nebula-cert: add Nebula to the rounds as a peer comparison")
 	flag.StringVar(&nebulaVersion, "nebula-version", nebulaVersion, "the Nebula tag in that directory, for the report")
 	flag.IntVar(&o.restarts, "restarts", 5, "meshd restarts the restart gap is measured over")
+	flag.StringVar(&o.steps, "steps", "", "only these steps of the interleaved rounds, comma-separated: bare, off, 10, 1000, 10000, lazy, nebula")
 	flag.IntVar(&o.lazyHosts, "lazy-hosts", 10000, "hosts registered for one meshd with lazy peers (step lazy)")
 	flag.IntVar(&o.lazyActive, "lazy-active", 100, "of those, how many it sends a packet to")
-	only := flag.String("only", "", "run one part: dataplane, restart, scale or lazy (default: all; dataplane includes restart)")
+	only := flag.String("only", "", "run one part: dataplane, rounds (the interleaved comparisons alone), restart, scale or lazy (default: all; dataplane includes restart)")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	o.secs = 5
 	if o.quick {
 		o.secs, o.rounds, o.peers, o.restarts, o.lazyHosts, o.lazyActive = 1, 1, 200, 2, 300, 10
 	}
-	if *only != "" && *only != "dataplane" && *only != "restart" && *only != "scale" && *only != "lazy" {
-		fmt.Fprintf(os.Stderr, "meshd-bench: -only %q: want dataplane, restart, scale or lazy\n", *only)
+	if *only != "" && *only != "dataplane" && *only != "rounds" && *only != "restart" && *only != "scale" && *only != "lazy" {
+		fmt.Fprintf(os.Stderr, "meshd-bench: -only %q: want dataplane, rounds, restart, scale or lazy\n", *only)
 		os.Exit(2)
 	}
 	var ms []Measurement
@@ -108,6 +109,9 @@ func run(o options, only string) ([]Measurement, error) {
 	}
 	step := func(what string) { fmt.Fprintf(os.Stderr, "== %s\n", what) }
 
+	if only == "rounds" {
+		return all, add(compareRounds(tb, a, b, o, logDir))
+	}
 	if only == "" || only == "dataplane" {
 		step("raw underlay (the limit)")
 		if err := add(dataPlane(tb, "raw underlay", a, b, b.PrivateIP.String(), o.secs, logDir)); err != nil {

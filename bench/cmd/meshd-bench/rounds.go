@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshd/meshd/internal/testbed"
@@ -26,6 +27,7 @@ type options struct {
 	profile               string // where to save meshd's profiles, "" = none
 	nebula                string // directory with nebula and nebula-cert, "" = no Nebula
 	restarts              int    // meshd restarts the restart gap is measured over
+	steps                 string // comma-separated steps of the rounds, "" = all
 }
 
 // compareRounds runs the comparisons the targets are judged on — meshd
@@ -43,6 +45,9 @@ func compareRounds(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir st
 	}
 	if o.nebula != "" {
 		steps = append(steps, "nebula")
+	}
+	if o.steps != "" {
+		steps = strings.Split(o.steps, ",")
 	}
 	var all []Measurement
 	for r := 0; r < o.rounds; r++ {
