@@ -88,6 +88,8 @@ type Registry struct {
 	mu    sync.Mutex
 	view  *view                      // the accepted view and its candidates
 	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
+	// resync pokes a bucket's watch to list again (a read it owes failed).
+	resync [Buckets]chan struct{}
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).
@@ -148,6 +150,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	r.trust.init()
 	for b := range r.names {
 		r.names[b] = map[string]string{}
+		r.resync[b] = make(chan struct{}, 1)
 	}
 	var auth []byte
 	if o.DigestSecretFile != "" {

@@ -3,6 +3,7 @@ package registry
 import (
 	"cmp"
 	"errors"
+	"math/rand/v2"
 	"path"
 	"slices"
 	"strings"
@@ -43,13 +44,35 @@ func (r *Registry) watchBucket(b int) {
 		for _, c := range children {
 			r.stats.BytesIn.Add(int64(len(c)))
 		}
-		r.syncBucket(b, children)
+		if !r.syncBucket(b, children) {
+			// A read failed with the connection, not the record: list
+			// again once the client is back (the watch may never fire).
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(jitter(time.Second)):
+			}
+			continue
+		}
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-ch:
+		case <-r.resync[b]:
 		}
 	}
+}
+
+// transient says a request failed with the connection or the session, not
+// with what it read: nothing is refused, it is read again.
+func transient(err error) bool {
+	return retryable(err) || errors.Is(err, zk.ErrSessionMoved)
+}
+
+// jitter is d/2 plus up to d/2 at random: N hosts that lost the same
+// server do not come back in step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
 }
 
 // splitName parses "<id>#<seq>" record names.
@@ -62,8 +85,10 @@ func splitName(name string) (id, seq string, ok bool) {
 }
 
 // syncBucket turns one listing into events: records whose node name
-// changed are read and checked; ids no longer listed are removed.
-func (r *Registry) syncBucket(b int, children []string) {
+// changed are read and checked; ids no longer listed are removed. It
+// reports false when a read failed with the connection: those records are
+// left as they were, to be read at the next listing.
+func (r *Registry) syncBucket(b int, children []string) bool {
 	latest := map[string]string{} // id -> newest record node name
 	for _, c := range children {
 		id, seq, ok := splitName(c)
@@ -90,6 +115,7 @@ func (r *Registry) syncBucket(b int, children []string) {
 	r.mu.Unlock()
 
 	var events []Event
+	complete := true
 	now := time.Now()
 	for _, id := range changed {
 		name := latest[id]
@@ -99,6 +125,11 @@ func (r *Registry) syncBucket(b int, children []string) {
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // replaced meanwhile; its successor fires the watch
 		}
+		if transient(err) {
+			r.log.Debug("read host record", "path", nodePath, "err", err)
+			complete = false
+			continue
+		}
 		r.mu.Lock()
 		if r.reverifies.Load() != gen {
 			// Trust was turned on during the read, and Reverify may have
@@ -106,6 +137,9 @@ func (r *Registry) syncBucket(b int, children []string) {
 			// trust is now, rather than leave it unverified in the view.
 			r.mu.Unlock()
 			if h, err = r.readRecord(nodePath, id); errors.Is(err, zk.ErrNoNode) {
+				continue
+			} else if transient(err) {
+				complete = false
 				continue
 			}
 			r.mu.Lock()
@@ -164,9 +198,10 @@ func (r *Registry) syncBucket(b int, children []string) {
 		select {
 		case r.events <- ev:
 		case <-r.ctx.Done():
-			return
+			return complete
 		}
 	}
+	return complete
 }
 
 // putLocked makes h id's candidate record (nil: gone) and turns what
