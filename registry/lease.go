@@ -84,6 +84,10 @@ func (r *Registry) Lease(ctx context.Context, id string) (netip.Addr, error) {
 
 var errTaken = errors.New("address taken")
 
+// errParentGone: a parent node was deleted since this session made sure
+// of it; the next try makes it again.
+var errParentGone = errors.New("parent node deleted meanwhile")
+
 // existingLease reads id's owner node and checks the lease agrees.
 func (r *Registry) existingLease(id string) (netip.Addr, error) {
 	r.stats.Requests.Add(1)
@@ -143,6 +147,11 @@ func (r *Registry) claim(id string, ip netip.Addr) (netip.Addr, error) {
 	ownerErr := res[len(res)-1].Error
 	leaseErr := res[len(res)-2].Error
 	switch {
+	case errors.Is(leaseErr, zk.ErrNoNode), errors.Is(ownerErr, zk.ErrNoNode):
+		// A create's parent is gone (leases or owners deleted by hand).
+		r.forgetPath(path.Dir(r.leasePath(ip)))
+		r.forgetPath(path.Dir(r.ownerPath(id)))
+		return netip.Addr{}, fmt.Errorf("lease %s for %s: %w", ip, id, errParentGone)
 	case errors.Is(ownerErr, zk.ErrNodeExists):
 		// The same id registered concurrently elsewhere: its lease wins.
 		return r.existingLease(id)
@@ -282,7 +291,7 @@ func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) 
 func (r *Registry) leaseWhenConnected(ctx context.Context, id string) (netip.Addr, error) {
 	for {
 		ip, err := r.Lease(ctx, id)
-		if err == nil || !retryable(err) {
+		if err == nil || !(retryable(err) || errors.Is(err, errParentGone)) {
 			return ip, err
 		}
 		select {
@@ -355,9 +364,13 @@ func (r *Registry) publishSelf() error {
 	if err := r.ensurePath(b); err != nil {
 		return err
 	}
+	r.stats.Requests.Add(1)
 	children, _, err := r.conn.Children(b)
+	if errors.Is(err, zk.ErrNoNode) {
+		r.forgetPath(b) // deleted since: made again at the next try
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("list %s: %w", b, err)
 	}
 	session := r.conn.SessionID()
 	var mine []string
@@ -367,6 +380,7 @@ func (r *Registry) publishSelf() error {
 			continue
 		}
 		p := path.Join(b, c)
+		r.stats.Requests.Add(1)
 		cur, st, err := r.conn.Get(p)
 		if err == nil && st.EphemeralOwner == session && string(cur) == string(data) {
 			return nil // already published by this session
@@ -379,6 +393,9 @@ func (r *Registry) publishSelf() error {
 	}
 	r.stats.Requests.Add(1)
 	created, err := r.conn.Create(path.Join(b, self.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+	if errors.Is(err, zk.ErrNoNode) {
+		r.forgetPath(b)
+	}
 	if err != nil {
 		return fmt.Errorf("create record for %s: %w", self.InstanceID, err)
 	}

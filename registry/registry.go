@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -90,6 +91,7 @@ type Registry struct {
 	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
 	// resync pokes a bucket's watch to list again (a read it owes failed).
 	resync [Buckets]chan struct{}
+	paths  map[string]int64 // parents known to exist, with the session that saw them
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).
@@ -145,7 +147,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		o: o, log: o.Logger.With("component", "registry"), root: "/meshd/" + o.Mesh,
 		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
 		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
-		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
+		badSeen: map[string]bool{}, registered: make(chan struct{}, 1), paths: map[string]int64{},
 	}
 	r.trust.init()
 	for b := range r.names {
@@ -359,19 +361,57 @@ func BucketOf(id string) int {
 	return int(h % Buckets)
 }
 
-// ensurePath creates path and its parents, ignoring those that exist.
+// ensurePath makes sure p and its parents exist. A create that fails
+// because the node exists is still a transaction in ZooKeeper's log, which
+// every write after it waits for: a path known to exist in this session
+// costs nothing, else one read, and only missing nodes are created.
+// Whoever finds the path gone (ErrNoNode under it) calls forgetPath.
 func (r *Registry) ensurePath(p string) error {
-	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
-	cur := ""
-	for _, part := range parts {
-		cur += "/" + part
-		r.stats.Requests.Add(1)
-		_, err := r.conn.Create(cur, nil, 0, r.acl)
-		if err != nil && err != zk.ErrNodeExists {
-			return fmt.Errorf("create %s: %w", cur, err)
+	session := r.conn.SessionID()
+	r.mu.Lock()
+	known := session != 0 && r.paths[p] == session
+	r.mu.Unlock()
+	if known {
+		return nil
+	}
+	r.stats.Requests.Add(1)
+	ok, _, err := r.conn.Exists(p)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", p, err)
+	}
+	if !ok {
+		if err := r.createPath(p); err != nil {
+			return err
 		}
 	}
+	r.mu.Lock()
+	r.paths[p] = session
+	r.mu.Unlock()
 	return nil
+}
+
+// createPath creates p, and its parents only if p's create says they are
+// missing.
+func (r *Registry) createPath(p string) error {
+	r.stats.Requests.Add(1)
+	_, err := r.conn.Create(p, nil, 0, r.acl)
+	if errors.Is(err, zk.ErrNoNode) && path.Dir(p) != "/" {
+		if err = r.createPath(path.Dir(p)); err == nil {
+			r.stats.Requests.Add(1)
+			_, err = r.conn.Create(p, nil, 0, r.acl)
+		}
+	}
+	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		return fmt.Errorf("create %s: %w", p, err)
+	}
+	return nil
+}
+
+// forgetPath: p was found missing, so the next ensurePath looks again.
+func (r *Registry) forgetPath(p string) {
+	r.mu.Lock()
+	delete(r.paths, p)
+	r.mu.Unlock()
 }
 
 // zkLogger sends the client's chatter to debug level.

@@ -23,6 +23,7 @@ func (r *Registry) watchBucket(b int) {
 		r.stats.Requests.Add(1)
 		children, _, ch, err := r.conn.ChildrenW(p)
 		if errors.Is(err, zk.ErrNoNode) {
+			r.forgetPath(p)
 			if err = r.ensurePath(p); err == nil {
 				continue
 			}
