@@ -335,6 +335,10 @@ func (r *Registry) keepRegistered() {
 			if err == nil {
 				break
 			}
+			if errors.Is(err, errNoOwner) {
+				r.log.Error("own record not published", "err", err)
+				break // until the next session or change
+			}
 			r.log.Warn("publish own record", "err", err)
 			select {
 			case <-r.ctx.Done():
@@ -391,16 +395,12 @@ func (r *Registry) publishSelf() error {
 	if err != nil {
 		return err
 	}
-	r.stats.Requests.Add(1)
-	created, err := r.conn.Create(path.Join(b, self.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+	created, err := r.replaceRecord(b, self.InstanceID, data, acl, mine)
 	if errors.Is(err, zk.ErrNoNode) {
 		r.forgetPath(b)
 	}
 	if err != nil {
 		return fmt.Errorf("create record for %s: %w", self.InstanceID, err)
-	}
-	for _, p := range mine {
-		r.conn.Delete(p, -1)
 	}
 	r.mu.Lock()
 	r.selfNode = created
@@ -408,6 +408,50 @@ func (r *Registry) publishSelf() error {
 	r.log.Info("registered", "host", self.InstanceID, "overlay_ip", self.OverlayIP, "node", created)
 	return nil
 }
+
+// replaceRecord creates the new record and deletes the old ones in one
+// multi: one transaction, and one firing of the bucket's watch, where a
+// create and a delete apart make every watcher list the bucket twice. The
+// multi checks that id's owner node is there: a record is created only
+// while its host holds a lease, which is what lets a watcher skip reading
+// the lease again for the record that replaces one it checked
+// (leaseseen.go). If an old node cannot be deleted (gone meanwhile), the
+// record is created alone and the old nodes deleted one by one.
+func (r *Registry) replaceRecord(b, id string, data []byte, acl []zk.ACL, old []string) (string, error) {
+	check := &zk.CheckVersionRequest{Path: r.ownerPath(id), Version: -1}
+	create := &zk.CreateRequest{Path: path.Join(b, id+"#"), Data: data, Acl: acl, Flags: zk.FlagEphemeral | zk.FlagSequence}
+	ops := []any{check, create}
+	for _, p := range old {
+		ops = append(ops, &zk.DeleteRequest{Path: p, Version: -1})
+	}
+	r.stats.Requests.Add(1)
+	res, err := r.conn.Multi(ops...)
+	if err == nil {
+		return res[1].String, nil
+	}
+	if len(res) > 0 && errors.Is(res[0].Error, zk.ErrNoNode) {
+		return "", fmt.Errorf("%w (%s)", errNoOwner, r.ownerPath(id))
+	}
+	if len(old) == 0 || len(res) < 2 || res[1].Error != nil {
+		return "", err
+	}
+	r.stats.Requests.Add(1)
+	if res, err = r.conn.Multi(check, create); err != nil {
+		if len(res) > 0 && errors.Is(res[0].Error, zk.ErrNoNode) {
+			return "", fmt.Errorf("%w (%s)", errNoOwner, r.ownerPath(id))
+		}
+		return "", err
+	}
+	for _, p := range old {
+		r.stats.Requests.Add(1)
+		r.conn.Delete(p, -1)
+	}
+	return res[1].String, nil
+}
+
+// errNoOwner: the host's owner node is gone, so it holds no lease (it was
+// decommissioned): its record is not published again until it leases.
+var errNoOwner = errors.New("no owner node: this host holds no lease (decommissioned?)")
 
 // Leases lists every instance id that holds an address (live or not),
 // for the fleet report. It reads every owner node: an operator's command,

@@ -92,6 +92,9 @@ type Registry struct {
 	// resync pokes a bucket's watch to list again (a read it owes failed).
 	resync [Buckets]chan struct{}
 	paths  map[string]int64 // parents known to exist, with the session that saw them
+	// Per bucket: the leases read for records its last listing held
+	// (leaseseen.go), by id.
+	leases [Buckets]map[string]leaseSeen
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).
@@ -153,6 +156,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	for b := range r.names {
 		r.names[b] = map[string]string{}
 		r.resync[b] = make(chan struct{}, 1)
+		r.leases[b] = map[string]leaseSeen{}
 	}
 	var auth []byte
 	if o.DigestSecretFile != "" {

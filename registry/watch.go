@@ -103,9 +103,13 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 	}
 	r.mu.Lock()
 	var changed, gone []string
+	covers := map[string]*leaseSeen{}
 	for id, name := range latest {
 		if r.names[b][id] != name {
 			changed = append(changed, id)
+			if seen := r.leaseForLocked(b, id); seen != nil {
+				covers[id] = seen
+			}
 		}
 	}
 	for id := range r.names[b] {
@@ -122,7 +126,7 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		name := latest[id]
 		nodePath := path.Join(r.bucketPath(b), name)
 		gen := r.reverifies.Load()
-		h, err := r.readRecord(nodePath, id)
+		h, seen, err := r.readRecordSeen(nodePath, id, covers[id])
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // replaced meanwhile; its successor fires the watch
 		}
@@ -137,7 +141,7 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			// listed the names before this one was put: read it again, as
 			// trust is now, rather than leave it unverified in the view.
 			r.mu.Unlock()
-			if h, err = r.readRecord(nodePath, id); errors.Is(err, zk.ErrNoNode) {
+			if h, seen, err = r.readRecordSeen(nodePath, id, nil); errors.Is(err, zk.ErrNoNode) {
 				continue
 			} else if transient(err) {
 				complete = false
@@ -146,6 +150,9 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			r.mu.Lock()
 		}
 		r.names[b][id] = name
+		if seen != nil {
+			r.leases[b][id] = *seen
+		}
 		if err != nil {
 			r.mu.Unlock()
 			// A bad record must not hijack the id: its last good one stays.
@@ -168,6 +175,7 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			delete(r.refused, k)
 		}
 	}
+	r.listedLocked(b, listed)
 	for _, id := range gone {
 		vanished[id] = true
 		delete(r.names[b], id)
@@ -267,37 +275,51 @@ func prevSeq(name string) string {
 // address is the one its lease gives it: a record must not claim another
 // host's address.
 func (r *Registry) readRecord(nodePath, id string) (Host, error) {
+	h, _, err := r.readRecordSeen(nodePath, id, nil)
+	return h, err
+}
+
+// readRecordSeen is readRecord with the lease read skipped where seen, a
+// read for this id's previous record, covers this one (leaseseen.go); it
+// returns the lease read that covers this record.
+func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen) (Host, *leaseSeen, error) {
 	r.stats.Requests.Add(1)
-	data, _, err := r.conn.Get(nodePath)
+	data, st, err := r.conn.Get(nodePath)
 	if err != nil {
-		return Host{}, err
+		return Host{}, nil, err
 	}
 	r.stats.BytesIn.Add(int64(len(data)))
 	h, err := r.decode(data)
 	if err != nil {
-		return Host{}, err
+		return Host{}, nil, err
 	}
 	r.mu.Lock()
 	b := r.boundsLocked()
 	r.mu.Unlock()
 	if err := b.check(h); err != nil {
-		return Host{}, err
+		return Host{}, nil, err
 	}
 	if h.InstanceID != id {
-		return Host{}, bad("instance_id", "record for %q stored under %q", h.InstanceID, id)
+		return Host{}, nil, bad("instance_id", "record for %q stored under %q", h.InstanceID, id)
 	}
-	r.stats.Requests.Add(1)
-	owner, _, err := r.conn.Get(r.leasePath(h.OverlayIP))
-	if errors.Is(err, zk.ErrNoNode) {
-		return Host{}, bad("lease", "claims %s, which has no lease", h.OverlayIP)
+	covered := seen != nil && seen.addr == h.OverlayIP && st.EphemeralOwner != 0 && st.EphemeralOwner == seen.owner
+	if !covered {
+		r.stats.Requests.Add(1)
+		owner, _, err := r.conn.Get(r.leasePath(h.OverlayIP))
+		if errors.Is(err, zk.ErrNoNode) {
+			return Host{}, nil, bad("lease", "claims %s, which has no lease", h.OverlayIP)
+		}
+		if err != nil {
+			return Host{}, nil, err
+		}
+		if string(owner) != id {
+			return Host{}, nil, bad("lease", "claims %s, leased to %q", h.OverlayIP, owner)
+		}
 	}
-	if err != nil {
-		return Host{}, err
+	if err := r.admit(h); err != nil {
+		return Host{}, nil, err
 	}
-	if string(owner) != id {
-		return Host{}, bad("lease", "claims %s, leased to %q", h.OverlayIP, owner)
-	}
-	return h, r.admit(h)
+	return h, &leaseSeen{node: path.Base(nodePath), addr: h.OverlayIP, owner: st.EphemeralOwner}, nil
 }
 
 // skip logs a refused record once per node and reason, counts it, and
