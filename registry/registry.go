@@ -91,7 +91,10 @@ type Registry struct {
 	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
 	// resync pokes a bucket's watch to list again (a read it owes failed).
 	resync [Buckets]chan struct{}
-	paths  map[string]int64 // parents known to exist, with the session that saw them
+	slots  chan struct{} // listings in flight (listSlots)
+	// listing counts listings in flight, listingMax its high-water mark.
+	listing, listingMax atomic.Int32
+	paths               map[string]int64 // parents known to exist, with the session that saw them
 	// Per bucket: the leases read for records its last listing held
 	// (leaseseen.go), by id.
 	leases [Buckets]map[string]leaseSeen
@@ -151,6 +154,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
 		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
 		badSeen: map[string]bool{}, registered: make(chan struct{}, 1), paths: map[string]int64{},
+		slots: make(chan struct{}, listSlots),
 	}
 	r.trust.init()
 	for b := range r.names {

@@ -12,6 +12,17 @@ import (
 	"github.com/go-zookeeper/zk"
 )
 
+// listSlots bounds the bucket listings (each with the reads it leads to)
+// a registry has in flight. A session's 256 watches are lost together
+// (expiry), and when a whole fleet's are, N hosts listing 256 buckets each
+// at once is a herd that ZooKeeper serves in one queue with every change.
+const listSlots = 16
+
+// resyncSpread is the window over which a bucket whose watch was lost
+// (expiry) is listed again, at random: hosts that lost their sessions
+// together do not come back in step. The view is kept meanwhile.
+const resyncSpread = 2 * time.Second
+
 // watchBucket keeps one bucket's records in the view: list with a child
 // watch, diff against what was seen, wait for the watch, again. The same
 // diff is the resync after a reconnect or expiry.
@@ -20,14 +31,13 @@ func (r *Registry) watchBucket(b int) {
 	p := r.bucketPath(b)
 	backoff := 100 * time.Millisecond
 	for r.ctx.Err() == nil {
-		r.stats.Requests.Add(1)
-		children, _, ch, err := r.conn.ChildrenW(p)
-		if errors.Is(err, zk.ErrNoNode) {
-			r.forgetPath(p)
-			if err = r.ensurePath(p); err == nil {
-				continue
-			}
+		select {
+		case r.slots <- struct{}{}:
+		case <-r.ctx.Done():
+			return
 		}
+		ch, complete, err := r.listBucket(b, p)
+		<-r.slots
 		if err != nil {
 			if r.ctx.Err() != nil {
 				return
@@ -36,16 +46,13 @@ func (r *Registry) watchBucket(b int) {
 			select {
 			case <-r.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(jitter(backoff)):
 			}
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		for _, c := range children {
-			r.stats.BytesIn.Add(int64(len(c)))
-		}
-		if !r.syncBucket(b, children) {
+		if !complete {
 			// A read failed with the connection, not the record: list
 			// again once the client is back (the watch may never fire).
 			select {
@@ -55,13 +62,46 @@ func (r *Registry) watchBucket(b int) {
 			}
 			continue
 		}
+		var ev zk.Event
 		select {
 		case <-r.ctx.Done():
 			return
-		case <-ch:
+		case ev = <-ch:
 		case <-r.resync[b]:
 		}
+		if ev.Type == zk.EventNotWatching {
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(rand.N(resyncSpread)):
+			}
+		}
 	}
+}
+
+// listBucket lists bucket b with a watch and syncs the view to it; complete
+// is false when a record's read failed with the connection.
+func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete bool, err error) {
+	if n := r.listing.Add(1); n > r.listingMax.Load() {
+		r.listingMax.Store(n) // a high-water mark for tests; races only lose a tie
+	}
+	defer r.listing.Add(-1)
+	r.stats.Requests.Add(1)
+	children, _, ch, err := r.conn.ChildrenW(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		r.forgetPath(p)
+		if err = r.ensurePath(p); err == nil {
+			r.stats.Requests.Add(1)
+			children, _, ch, err = r.conn.ChildrenW(p)
+		}
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	for _, c := range children {
+		r.stats.BytesIn.Add(int64(len(c)))
+	}
+	return ch, r.syncBucket(b, children), nil
 }
 
 // transient says a request failed with the connection or the session, not

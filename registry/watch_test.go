@@ -163,3 +163,18 @@ func TestCloseWhileReadingIsNoRefusal(t *testing.T) {
 	r.Close()
 	noRefusals(t, r, log)
 }
+
+// TestListingsInFlightBounded: a registry lists at most listSlots buckets
+// at once, its first sync included, which is what N hosts do together
+// after a fleet-wide session expiry. It used to list all 256.
+func TestListingsInFlightBounded(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	const n = 2000
+	seedHosts(t, rawConn(t, zs.Addr()), mesh, n)
+	r, _ := openLogged(t, []string{zs.Addr()}, mesh)
+	waitFor(t, 30*time.Second, fmt.Sprintf("all %d hosts in the view", n), func() bool { return len(r.Hosts()) == n })
+	if m := r.listingMax.Load(); m > 16 {
+		t.Errorf("%d listings in flight at once, want at most 16", m)
+	}
+}
