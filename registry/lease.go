@@ -31,12 +31,20 @@ var ErrPoolFull = errors.New("overlay pool full")
 // first time. An existing lease is always reused: a host keeps its address
 // across restarts, session expiry and re-homing.
 func (r *Registry) Lease(ctx context.Context, id string) (netip.Addr, error) {
-	if err := r.ensurePath(path.Join(r.root, "leases")); err != nil {
-		return netip.Addr{}, err
+	ip, err := r.lease(ctx, id)
+	if errors.Is(err, errParentGone) {
+		// leases or owners is missing (a new mesh, or deleted by hand).
+		for _, p := range []string{path.Join(r.root, "leases"), path.Join(r.root, "owners")} {
+			if err := r.ensurePath(p); err != nil {
+				return netip.Addr{}, err
+			}
+		}
+		ip, err = r.lease(ctx, id)
 	}
-	if err := r.ensurePath(path.Join(r.root, "owners")); err != nil {
-		return netip.Addr{}, err
-	}
+	return ip, err
+}
+
+func (r *Registry) lease(ctx context.Context, id string) (netip.Addr, error) {
 	// Authenticated as the host before its lease is even read: a restart
 	// finds its nodes and may write them again.
 	if _, err := r.ownACL(id); err != nil {
@@ -84,9 +92,8 @@ func (r *Registry) Lease(ctx context.Context, id string) (netip.Addr, error) {
 
 var errTaken = errors.New("address taken")
 
-// errParentGone: a parent node was deleted since this session made sure
-// of it; the next try makes it again.
-var errParentGone = errors.New("parent node deleted meanwhile")
+// errParentGone: a parent node of a lease is missing; Lease makes it.
+var errParentGone = errors.New("parent node missing")
 
 // existingLease reads id's owner node and checks the lease agrees.
 func (r *Registry) existingLease(id string) (netip.Addr, error) {
@@ -148,9 +155,7 @@ func (r *Registry) claim(id string, ip netip.Addr) (netip.Addr, error) {
 	leaseErr := res[len(res)-2].Error
 	switch {
 	case errors.Is(leaseErr, zk.ErrNoNode), errors.Is(ownerErr, zk.ErrNoNode):
-		// A create's parent is gone (leases or owners deleted by hand).
-		r.forgetPath(path.Dir(r.leasePath(ip)))
-		r.forgetPath(path.Dir(r.ownerPath(id)))
+		// A create's parent is missing.
 		return netip.Addr{}, fmt.Errorf("lease %s for %s: %w", ip, id, errParentGone)
 	case errors.Is(ownerErr, zk.ErrNodeExists):
 		// The same id registered concurrently elsewhere: its lease wins.
@@ -365,13 +370,13 @@ func (r *Registry) publishSelf() error {
 		return fmt.Errorf("record for %s: %w", self.InstanceID, err)
 	}
 	b := r.bucketPath(BucketOf(self.InstanceID))
-	if err := r.ensurePath(b); err != nil {
-		return err
-	}
 	r.stats.Requests.Add(1)
 	children, _, err := r.conn.Children(b)
 	if errors.Is(err, zk.ErrNoNode) {
-		r.forgetPath(b) // deleted since: made again at the next try
+		if err = r.ensurePath(b); err == nil {
+			r.stats.Requests.Add(1)
+			children, _, err = r.conn.Children(b)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("list %s: %w", b, err)
@@ -396,9 +401,6 @@ func (r *Registry) publishSelf() error {
 		return err
 	}
 	created, err := r.replaceRecord(b, self.InstanceID, data, acl, mine)
-	if errors.Is(err, zk.ErrNoNode) {
-		r.forgetPath(b)
-	}
 	if err != nil {
 		return fmt.Errorf("create record for %s: %w", self.InstanceID, err)
 	}

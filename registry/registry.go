@@ -153,7 +153,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		o: o, log: o.Logger.With("component", "registry"), root: "/meshd/" + o.Mesh,
 		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
 		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
-		badSeen: map[string]bool{}, registered: make(chan struct{}, 1), paths: map[string]int64{},
+		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
 		slots: make(chan struct{}, listSlots),
 	}
 	r.trust.init()
@@ -369,33 +369,20 @@ func BucketOf(id string) int {
 	return int(h % Buckets)
 }
 
-// ensurePath makes sure p and its parents exist. A create that fails
-// because the node exists is still a transaction in ZooKeeper's log, which
-// every write after it waits for: a path known to exist in this session
-// costs nothing, else one read, and only missing nodes are created.
-// Whoever finds the path gone (ErrNoNode under it) calls forgetPath.
+// ensurePath makes sure p and its parents exist, for the callers that find
+// a parent missing (ErrNoNode). It is not called before every write: a
+// create that fails because the node exists is still a transaction in
+// ZooKeeper's log, which every write after it waits for.
 func (r *Registry) ensurePath(p string) error {
-	session := r.conn.SessionID()
-	r.mu.Lock()
-	known := session != 0 && r.paths[p] == session
-	r.mu.Unlock()
-	if known {
-		return nil
-	}
 	r.stats.Requests.Add(1)
 	ok, _, err := r.conn.Exists(p)
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", p, err)
 	}
-	if !ok {
-		if err := r.createPath(p); err != nil {
-			return err
-		}
+	if ok {
+		return nil
 	}
-	r.mu.Lock()
-	r.paths[p] = session
-	r.mu.Unlock()
-	return nil
+	return r.createPath(p)
 }
 
 // createPath creates p, and its parents only if p's create says they are
@@ -413,13 +400,6 @@ func (r *Registry) createPath(p string) error {
 		return fmt.Errorf("create %s: %w", p, err)
 	}
 	return nil
-}
-
-// forgetPath: p was found missing, so the next ensurePath looks again.
-func (r *Registry) forgetPath(p string) {
-	r.mu.Lock()
-	delete(r.paths, p)
-	r.mu.Unlock()
 }
 
 // zkLogger sends the client's chatter to debug level.

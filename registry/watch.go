@@ -89,7 +89,6 @@ func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete 
 	r.stats.Requests.Add(1)
 	children, _, ch, err := r.conn.ChildrenW(p)
 	if errors.Is(err, zk.ErrNoNode) {
-		r.forgetPath(p)
 		if err = r.ensurePath(p); err == nil {
 			r.stats.Requests.Add(1)
 			children, _, ch, err = r.conn.ChildrenW(p)
