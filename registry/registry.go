@@ -94,7 +94,6 @@ type Registry struct {
 	slots  chan struct{} // listings in flight (listSlots)
 	// listing counts listings in flight, listingMax its high-water mark.
 	listing, listingMax atomic.Int32
-	paths               map[string]int64 // parents known to exist, with the session that saw them
 	// Per bucket: the leases read for records its last listing held
 	// (leaseseen.go), by id.
 	leases [Buckets]map[string]leaseSeen
