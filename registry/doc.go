@@ -21,15 +21,17 @@
 // A decommissioned address stays quarantined for Options.Quarantine.
 //
 // Records are immutable: an update creates a new sequential node and
-// deletes the old one, so a child watch sees every change and no data watch
-// per host is needed. go-zookeeper/zk v1.0.4 has no persistent recursive
+// deletes the old one in one multi (one firing of the bucket's watch), so
+// a child watch sees every change and no data watch per host is needed. go-zookeeper/zk v1.0.4 has no persistent recursive
 // watch (ZooKeeper's addWatch) and the fork that has it is not available
 // from the module proxy here, so each host keeps one child watch per
 // bucket: 256 watches per host, O(N) for the fleet (1.3M at 5000 hosts,
 // far from the ~100M where ZooKeeper suffers) instead of the O(N^2) of a
-// data watch on every record. A change costs each host about 3.5 requests
-// whatever the fleet size: a listing of one bucket (about N/256 names), a
-// read of the changed record and one of its lease. Measured with
+// data watch on every record. A change costs each host two or three
+// requests whatever the fleet size: a listing of one bucket (about N/256
+// names) and a read of the changed record, plus, for a host it has not
+// seen in this session, one of its lease (leaseseen.go); a removal, the
+// listing and a look at the host's owner node. Measured with
 // bench/zkwatch (bench/RESULTS.md): 302 bytes per change per host at 100
 // hosts, 919 at 5000 with 256 buckets, against 325 and 2534 with 64; so 256.
 // With ephemeral records a host that dies vanishes without anyone's help.

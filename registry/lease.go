@@ -31,12 +31,20 @@ var ErrPoolFull = errors.New("overlay pool full")
 // first time. An existing lease is always reused: a host keeps its address
 // across restarts, session expiry and re-homing.
 func (r *Registry) Lease(ctx context.Context, id string) (netip.Addr, error) {
-	if err := r.ensurePath(path.Join(r.root, "leases")); err != nil {
-		return netip.Addr{}, err
+	ip, err := r.lease(ctx, id)
+	if errors.Is(err, errParentGone) {
+		// leases or owners is missing (a new mesh, or deleted by hand).
+		for _, p := range []string{path.Join(r.root, "leases"), path.Join(r.root, "owners")} {
+			if err := r.ensurePath(p); err != nil {
+				return netip.Addr{}, err
+			}
+		}
+		ip, err = r.lease(ctx, id)
 	}
-	if err := r.ensurePath(path.Join(r.root, "owners")); err != nil {
-		return netip.Addr{}, err
-	}
+	return ip, err
+}
+
+func (r *Registry) lease(ctx context.Context, id string) (netip.Addr, error) {
 	// Authenticated as the host before its lease is even read: a restart
 	// finds its nodes and may write them again.
 	if _, err := r.ownACL(id); err != nil {
@@ -83,6 +91,9 @@ func (r *Registry) Lease(ctx context.Context, id string) (netip.Addr, error) {
 }
 
 var errTaken = errors.New("address taken")
+
+// errParentGone: a parent node of a lease is missing; Lease makes it.
+var errParentGone = errors.New("parent node missing")
 
 // existingLease reads id's owner node and checks the lease agrees.
 func (r *Registry) existingLease(id string) (netip.Addr, error) {
@@ -143,6 +154,9 @@ func (r *Registry) claim(id string, ip netip.Addr) (netip.Addr, error) {
 	ownerErr := res[len(res)-1].Error
 	leaseErr := res[len(res)-2].Error
 	switch {
+	case errors.Is(leaseErr, zk.ErrNoNode), errors.Is(ownerErr, zk.ErrNoNode):
+		// A create's parent is missing.
+		return netip.Addr{}, fmt.Errorf("lease %s for %s: %w", ip, id, errParentGone)
 	case errors.Is(ownerErr, zk.ErrNodeExists):
 		// The same id registered concurrently elsewhere: its lease wins.
 		return r.existingLease(id)
@@ -282,7 +296,7 @@ func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) 
 func (r *Registry) leaseWhenConnected(ctx context.Context, id string) (netip.Addr, error) {
 	for {
 		ip, err := r.Lease(ctx, id)
-		if err == nil || !retryable(err) {
+		if err == nil || !(retryable(err) || errors.Is(err, errParentGone)) {
 			return ip, err
 		}
 		select {
@@ -326,6 +340,10 @@ func (r *Registry) keepRegistered() {
 			if err == nil {
 				break
 			}
+			if errors.Is(err, errNoOwner) {
+				r.log.Error("own record not published", "err", err)
+				break // until the next session or change
+			}
 			r.log.Warn("publish own record", "err", err)
 			select {
 			case <-r.ctx.Done():
@@ -352,12 +370,16 @@ func (r *Registry) publishSelf() error {
 		return fmt.Errorf("record for %s: %w", self.InstanceID, err)
 	}
 	b := r.bucketPath(BucketOf(self.InstanceID))
-	if err := r.ensurePath(b); err != nil {
-		return err
-	}
+	r.stats.Requests.Add(1)
 	children, _, err := r.conn.Children(b)
+	if errors.Is(err, zk.ErrNoNode) {
+		if err = r.ensurePath(b); err == nil {
+			r.stats.Requests.Add(1)
+			children, _, err = r.conn.Children(b)
+		}
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("list %s: %w", b, err)
 	}
 	session := r.conn.SessionID()
 	var mine []string
@@ -367,6 +389,7 @@ func (r *Registry) publishSelf() error {
 			continue
 		}
 		p := path.Join(b, c)
+		r.stats.Requests.Add(1)
 		cur, st, err := r.conn.Get(p)
 		if err == nil && st.EphemeralOwner == session && string(cur) == string(data) {
 			return nil // already published by this session
@@ -377,13 +400,9 @@ func (r *Registry) publishSelf() error {
 	if err != nil {
 		return err
 	}
-	r.stats.Requests.Add(1)
-	created, err := r.conn.Create(path.Join(b, self.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+	created, err := r.replaceRecord(b, self.InstanceID, data, acl, mine)
 	if err != nil {
 		return fmt.Errorf("create record for %s: %w", self.InstanceID, err)
-	}
-	for _, p := range mine {
-		r.conn.Delete(p, -1)
 	}
 	r.mu.Lock()
 	r.selfNode = created
@@ -391,6 +410,50 @@ func (r *Registry) publishSelf() error {
 	r.log.Info("registered", "host", self.InstanceID, "overlay_ip", self.OverlayIP, "node", created)
 	return nil
 }
+
+// replaceRecord creates the new record and deletes the old ones in one
+// multi: one transaction, and one firing of the bucket's watch, where a
+// create and a delete apart make every watcher list the bucket twice. The
+// multi checks that id's owner node is there: a record is created only
+// while its host holds a lease, which is what lets a watcher skip reading
+// the lease again for the record that replaces one it checked
+// (leaseseen.go). If an old node cannot be deleted (gone meanwhile), the
+// record is created alone and the old nodes deleted one by one.
+func (r *Registry) replaceRecord(b, id string, data []byte, acl []zk.ACL, old []string) (string, error) {
+	check := &zk.CheckVersionRequest{Path: r.ownerPath(id), Version: -1}
+	create := &zk.CreateRequest{Path: path.Join(b, id+"#"), Data: data, Acl: acl, Flags: zk.FlagEphemeral | zk.FlagSequence}
+	ops := []any{check, create}
+	for _, p := range old {
+		ops = append(ops, &zk.DeleteRequest{Path: p, Version: -1})
+	}
+	r.stats.Requests.Add(1)
+	res, err := r.conn.Multi(ops...)
+	if err == nil {
+		return res[1].String, nil
+	}
+	if len(res) > 0 && errors.Is(res[0].Error, zk.ErrNoNode) {
+		return "", fmt.Errorf("%w (%s)", errNoOwner, r.ownerPath(id))
+	}
+	if len(old) == 0 || len(res) < 2 || res[1].Error != nil {
+		return "", err
+	}
+	r.stats.Requests.Add(1)
+	if res, err = r.conn.Multi(check, create); err != nil {
+		if len(res) > 0 && errors.Is(res[0].Error, zk.ErrNoNode) {
+			return "", fmt.Errorf("%w (%s)", errNoOwner, r.ownerPath(id))
+		}
+		return "", err
+	}
+	for _, p := range old {
+		r.stats.Requests.Add(1)
+		r.conn.Delete(p, -1)
+	}
+	return res[1].String, nil
+}
+
+// errNoOwner: the host's owner node is gone, so it holds no lease (it was
+// decommissioned): its record is not published again until it leases.
+var errNoOwner = errors.New("no owner node: this host holds no lease (decommissioned?)")
 
 // Leases lists every instance id that holds an address (live or not),
 // for the fleet report. It reads every owner node: an operator's command,

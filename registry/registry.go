@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -88,6 +89,14 @@ type Registry struct {
 	mu    sync.Mutex
 	view  *view                      // the accepted view and its candidates
 	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
+	// resync pokes a bucket's watch to list again (a read it owes failed).
+	resync [Buckets]chan struct{}
+	slots  chan struct{} // listings in flight (listSlots)
+	// listing counts listings in flight, listingMax its high-water mark.
+	listing, listingMax atomic.Int32
+	// Per bucket: the leases read for records its last listing held
+	// (leaseseen.go), by id.
+	leases [Buckets]map[string]leaseSeen
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).
@@ -144,10 +153,13 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
 		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
 		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
+		slots: make(chan struct{}, listSlots),
 	}
 	r.trust.init()
 	for b := range r.names {
 		r.names[b] = map[string]string{}
+		r.resync[b] = make(chan struct{}, 1)
+		r.leases[b] = map[string]leaseSeen{}
 	}
 	var auth []byte
 	if o.DigestSecretFile != "" {
@@ -356,17 +368,35 @@ func BucketOf(id string) int {
 	return int(h % Buckets)
 }
 
-// ensurePath creates path and its parents, ignoring those that exist.
+// ensurePath makes sure p and its parents exist, for the callers that find
+// a parent missing (ErrNoNode). It is not called before every write: a
+// create that fails because the node exists is still a transaction in
+// ZooKeeper's log, which every write after it waits for.
 func (r *Registry) ensurePath(p string) error {
-	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
-	cur := ""
-	for _, part := range parts {
-		cur += "/" + part
-		r.stats.Requests.Add(1)
-		_, err := r.conn.Create(cur, nil, 0, r.acl)
-		if err != nil && err != zk.ErrNodeExists {
-			return fmt.Errorf("create %s: %w", cur, err)
+	r.stats.Requests.Add(1)
+	ok, _, err := r.conn.Exists(p)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", p, err)
+	}
+	if ok {
+		return nil
+	}
+	return r.createPath(p)
+}
+
+// createPath creates p, and its parents only if p's create says they are
+// missing.
+func (r *Registry) createPath(p string) error {
+	r.stats.Requests.Add(1)
+	_, err := r.conn.Create(p, nil, 0, r.acl)
+	if errors.Is(err, zk.ErrNoNode) && path.Dir(p) != "/" {
+		if err = r.createPath(path.Dir(p)); err == nil {
+			r.stats.Requests.Add(1)
+			_, err = r.conn.Create(p, nil, 0, r.acl)
 		}
+	}
+	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		return fmt.Errorf("create %s: %w", p, err)
 	}
 	return nil
 }

@@ -457,6 +457,19 @@ func (r *Registry) Reverify() {
 		}
 		p := path.Join(r.bucketPath(BucketOf(n.id)), n.name)
 		h, err := r.readRecord(p, n.id)
+		if transient(err) {
+			// Not read as trust is now: its bucket reads it again.
+			r.mu.Lock()
+			if r.names[BucketOf(n.id)][n.id] == n.name {
+				r.names[BucketOf(n.id)][n.id] = ""
+			}
+			r.mu.Unlock()
+			select {
+			case r.resync[BucketOf(n.id)] <- struct{}{}:
+			default:
+			}
+			continue
+		}
 		if err != nil {
 			if !errors.Is(err, zk.ErrNoNode) {
 				r.skip(p, n.id, err)

@@ -3,6 +3,7 @@ package registry
 import (
 	"cmp"
 	"errors"
+	"math/rand/v2"
 	"path"
 	"slices"
 	"strings"
@@ -10,6 +11,17 @@ import (
 
 	"github.com/go-zookeeper/zk"
 )
+
+// listSlots bounds the bucket listings (each with the reads it leads to)
+// a registry has in flight. A session's 256 watches are lost together
+// (expiry), and when a whole fleet's are, N hosts listing 256 buckets each
+// at once is a herd that ZooKeeper serves in one queue with every change.
+const listSlots = 16
+
+// resyncSpread is the window over which a bucket whose watch was lost
+// (expiry) is listed again, at random: hosts that lost their sessions
+// together do not come back in step. The view is kept meanwhile.
+const resyncSpread = 2 * time.Second
 
 // watchBucket keeps one bucket's records in the view: list with a child
 // watch, diff against what was seen, wait for the watch, again. The same
@@ -19,13 +31,13 @@ func (r *Registry) watchBucket(b int) {
 	p := r.bucketPath(b)
 	backoff := 100 * time.Millisecond
 	for r.ctx.Err() == nil {
-		r.stats.Requests.Add(1)
-		children, _, ch, err := r.conn.ChildrenW(p)
-		if errors.Is(err, zk.ErrNoNode) {
-			if err = r.ensurePath(p); err == nil {
-				continue
-			}
+		select {
+		case r.slots <- struct{}{}:
+		case <-r.ctx.Done():
+			return
 		}
+		ch, complete, err := r.listBucket(b, p)
+		<-r.slots
 		if err != nil {
 			if r.ctx.Err() != nil {
 				return
@@ -34,22 +46,73 @@ func (r *Registry) watchBucket(b int) {
 			select {
 			case <-r.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(jitter(backoff)):
 			}
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		for _, c := range children {
-			r.stats.BytesIn.Add(int64(len(c)))
+		if !complete {
+			// A read failed with the connection, not the record: list
+			// again once the client is back (the watch may never fire).
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(jitter(time.Second)):
+			}
+			continue
 		}
-		r.syncBucket(b, children)
+		var ev zk.Event
 		select {
 		case <-r.ctx.Done():
 			return
-		case <-ch:
+		case ev = <-ch:
+		case <-r.resync[b]:
+		}
+		if ev.Type == zk.EventNotWatching {
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(rand.N(resyncSpread)):
+			}
 		}
 	}
+}
+
+// listBucket lists bucket b with a watch and syncs the view to it; complete
+// is false when a record's read failed with the connection.
+func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete bool, err error) {
+	if n := r.listing.Add(1); n > r.listingMax.Load() {
+		r.listingMax.Store(n) // a high-water mark for tests; races only lose a tie
+	}
+	defer r.listing.Add(-1)
+	r.stats.Requests.Add(1)
+	children, _, ch, err := r.conn.ChildrenW(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		if err = r.ensurePath(p); err == nil {
+			r.stats.Requests.Add(1)
+			children, _, ch, err = r.conn.ChildrenW(p)
+		}
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	for _, c := range children {
+		r.stats.BytesIn.Add(int64(len(c)))
+	}
+	return ch, r.syncBucket(b, children), nil
+}
+
+// transient says a request failed with the connection or the session, not
+// with what it read: nothing is refused, it is read again.
+func transient(err error) bool {
+	return retryable(err) || errors.Is(err, zk.ErrSessionMoved)
+}
+
+// jitter is d/2 plus up to d/2 at random: N hosts that lost the same
+// server do not come back in step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
 }
 
 // splitName parses "<id>#<seq>" record names.
@@ -62,8 +125,10 @@ func splitName(name string) (id, seq string, ok bool) {
 }
 
 // syncBucket turns one listing into events: records whose node name
-// changed are read and checked; ids no longer listed are removed.
-func (r *Registry) syncBucket(b int, children []string) {
+// changed are read and checked; ids no longer listed are removed. It
+// reports false when a read failed with the connection: those records are
+// left as they were, to be read at the next listing.
+func (r *Registry) syncBucket(b int, children []string) bool {
 	latest := map[string]string{} // id -> newest record node name
 	for _, c := range children {
 		id, seq, ok := splitName(c)
@@ -77,9 +142,13 @@ func (r *Registry) syncBucket(b int, children []string) {
 	}
 	r.mu.Lock()
 	var changed, gone []string
+	covers := map[string]*leaseSeen{}
 	for id, name := range latest {
 		if r.names[b][id] != name {
 			changed = append(changed, id)
+			if seen := r.leaseForLocked(b, id); seen != nil {
+				covers[id] = seen
+			}
 		}
 	}
 	for id := range r.names[b] {
@@ -90,14 +159,20 @@ func (r *Registry) syncBucket(b int, children []string) {
 	r.mu.Unlock()
 
 	var events []Event
+	complete := true
 	now := time.Now()
 	for _, id := range changed {
 		name := latest[id]
 		nodePath := path.Join(r.bucketPath(b), name)
 		gen := r.reverifies.Load()
-		h, err := r.readRecord(nodePath, id)
+		h, seen, err := r.readRecordSeen(nodePath, id, covers[id])
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // replaced meanwhile; its successor fires the watch
+		}
+		if transient(err) {
+			r.log.Debug("read host record", "path", nodePath, "err", err)
+			complete = false
+			continue
 		}
 		r.mu.Lock()
 		if r.reverifies.Load() != gen {
@@ -105,12 +180,18 @@ func (r *Registry) syncBucket(b int, children []string) {
 			// listed the names before this one was put: read it again, as
 			// trust is now, rather than leave it unverified in the view.
 			r.mu.Unlock()
-			if h, err = r.readRecord(nodePath, id); errors.Is(err, zk.ErrNoNode) {
+			if h, seen, err = r.readRecordSeen(nodePath, id, nil); errors.Is(err, zk.ErrNoNode) {
+				continue
+			} else if transient(err) {
+				complete = false
 				continue
 			}
 			r.mu.Lock()
 		}
 		r.names[b][id] = name
+		if seen != nil {
+			r.leases[b][id] = *seen
+		}
 		if err != nil {
 			r.mu.Unlock()
 			// A bad record must not hijack the id: its last good one stays.
@@ -133,6 +214,7 @@ func (r *Registry) syncBucket(b int, children []string) {
 			delete(r.refused, k)
 		}
 	}
+	r.listedLocked(b, listed)
 	for _, id := range gone {
 		vanished[id] = true
 		delete(r.names[b], id)
@@ -164,9 +246,10 @@ func (r *Registry) syncBucket(b int, children []string) {
 		select {
 		case r.events <- ev:
 		case <-r.ctx.Done():
-			return
+			return complete
 		}
 	}
+	return complete
 }
 
 // putLocked makes h id's candidate record (nil: gone) and turns what
@@ -231,37 +314,51 @@ func prevSeq(name string) string {
 // address is the one its lease gives it: a record must not claim another
 // host's address.
 func (r *Registry) readRecord(nodePath, id string) (Host, error) {
+	h, _, err := r.readRecordSeen(nodePath, id, nil)
+	return h, err
+}
+
+// readRecordSeen is readRecord with the lease read skipped where seen, a
+// read for this id's previous record, covers this one (leaseseen.go); it
+// returns the lease read that covers this record.
+func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen) (Host, *leaseSeen, error) {
 	r.stats.Requests.Add(1)
-	data, _, err := r.conn.Get(nodePath)
+	data, st, err := r.conn.Get(nodePath)
 	if err != nil {
-		return Host{}, err
+		return Host{}, nil, err
 	}
 	r.stats.BytesIn.Add(int64(len(data)))
 	h, err := r.decode(data)
 	if err != nil {
-		return Host{}, err
+		return Host{}, nil, err
 	}
 	r.mu.Lock()
 	b := r.boundsLocked()
 	r.mu.Unlock()
 	if err := b.check(h); err != nil {
-		return Host{}, err
+		return Host{}, nil, err
 	}
 	if h.InstanceID != id {
-		return Host{}, bad("instance_id", "record for %q stored under %q", h.InstanceID, id)
+		return Host{}, nil, bad("instance_id", "record for %q stored under %q", h.InstanceID, id)
 	}
-	r.stats.Requests.Add(1)
-	owner, _, err := r.conn.Get(r.leasePath(h.OverlayIP))
-	if errors.Is(err, zk.ErrNoNode) {
-		return Host{}, bad("lease", "claims %s, which has no lease", h.OverlayIP)
+	covered := seen != nil && seen.addr == h.OverlayIP && st.EphemeralOwner != 0 && st.EphemeralOwner == seen.owner
+	if !covered {
+		r.stats.Requests.Add(1)
+		owner, _, err := r.conn.Get(r.leasePath(h.OverlayIP))
+		if errors.Is(err, zk.ErrNoNode) {
+			return Host{}, nil, bad("lease", "claims %s, which has no lease", h.OverlayIP)
+		}
+		if err != nil {
+			return Host{}, nil, err
+		}
+		if string(owner) != id {
+			return Host{}, nil, bad("lease", "claims %s, leased to %q", h.OverlayIP, owner)
+		}
 	}
-	if err != nil {
-		return Host{}, err
+	if err := r.admit(h); err != nil {
+		return Host{}, nil, err
 	}
-	if string(owner) != id {
-		return Host{}, bad("lease", "claims %s, leased to %q", h.OverlayIP, owner)
-	}
-	return h, r.admit(h)
+	return h, &leaseSeen{node: path.Base(nodePath), addr: h.OverlayIP, owner: st.EphemeralOwner}, nil
 }
 
 // skip logs a refused record once per node and reason, counts it, and

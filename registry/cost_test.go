@@ -1,0 +1,178 @@
+package registry
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/zkserver"
+)
+
+// zxid is the server's last transaction id: every write, and every create
+// that fails because the node exists, moves it by one.
+func zxid(t *testing.T, zs *zkserver.Server) int64 {
+	t.Helper()
+	out, err := zs.FourLetter("srvr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "Zxid: 0x"); ok {
+			z, err := strconv.ParseInt(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("srvr: %q: %v", l, err)
+			}
+			return z
+		}
+	}
+	t.Fatalf("srvr says no zxid:\n%s", out)
+	return 0
+}
+
+func waitConnected(t *testing.T, r *Registry) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "connected", func() bool { st, _ := r.State(); return st == Connected })
+}
+
+// TestWritesPerChange: a host that registers again with its lease, or
+// changes its record, writes one transaction to ZooKeeper's log, which
+// every watcher waits for. They used to write eleven and six: creates of
+// parent nodes that existed, each failing but logged like any write, and
+// an update's create and delete apart.
+func TestWritesPerChange(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	watcher := open(t, []string{zs.Addr()}, mesh, "")
+	h := hostFor("writer", "vpc", 1)
+	first := open(t, []string{zs.Addr()}, mesh, "")
+	if _, err := first.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added writer")
+	first.Close()
+	expect(t, watcher, 5*time.Second, "removed writer")
+
+	// A restart: a new session, the lease known.
+	w := open(t, []string{zs.Addr()}, mesh, "")
+	waitConnected(t, w)
+	before := zxid(t, zs)
+	if _, err := w.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added writer")
+	if n := zxid(t, zs) - before; n != 1 {
+		t.Errorf("registering again wrote %d transactions, want 1 (the record)", n)
+	}
+
+	// An endpoint change: a new record replaces the old in one multi.
+	c := rawConn(t, zs.Addr()) // its session is a transaction too
+	waitFor(t, 5*time.Second, "a session", func() bool { return c.SessionID() != 0 })
+	before = zxid(t, zs)
+	h.PublicIP = netip.MustParseAddr("198.19.0.7")
+	w.UpdateSelf(h)
+	expect(t, watcher, 5*time.Second, "updated writer")
+	waitFor(t, 5*time.Second, "the old record deleted", func() bool {
+		names, _, err := c.Children(w.bucketPath(BucketOf(h.InstanceID)))
+		return err == nil && len(names) == 1
+	})
+	if n := zxid(t, zs) - before; n != 1 {
+		t.Errorf("an endpoint change wrote %d transactions, want 1", n)
+	}
+}
+
+// TestDeletedParentsAreMadeAgain: parents this session knows to exist may
+// be deleted by hand; the next lease and record make them again.
+func TestDeletedParentsAreMadeAgain(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	watcher := open(t, []string{zs.Addr()}, mesh, "")
+	r := open(t, []string{zs.Addr()}, mesh, "")
+	a := hostFor("first", "vpc", 1)
+	if _, err := r.Register(context.Background(), a, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added first")
+	bucket := r.bucketPath(BucketOf(a.InstanceID))
+	c := rawConn(t, zs.Addr())
+	for _, p := range []string{"/meshd/" + mesh + "/leases", "/meshd/" + mesh + "/owners", bucket} {
+		kids, _, err := c.Children(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range kids {
+			if err := c.Delete(p+"/"+k, -1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Delete(p, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect(t, watcher, 5*time.Second, "removed first")
+	// A new lease in the same session, and the record again.
+	if _, err := r.Register(context.Background(), hostFor("second", "vpc", 2), 10*time.Second); err != nil {
+		t.Fatalf("register after the parents were deleted: %v", err)
+	}
+	expect(t, watcher, 5*time.Second, "added second")
+}
+
+// TestWatcherRequestsPerChange: an endpoint change costs each watcher one
+// listing and one read, as ZooKeeper's own fan-out does (list, get): the
+// record's lease was read when the host joined, and the change is one
+// firing of the bucket's watch. It used to cost a listing, the record and
+// its lease, and often a second listing for the old record's deletion.
+func TestWatcherRequestsPerChange(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	watcher := open(t, []string{zs.Addr()}, mesh, "")
+	w := open(t, []string{zs.Addr()}, mesh, "")
+	h := hostFor("writer", "vpc", 1)
+	if _, err := w.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added writer")
+	for i := 1; i <= 3; i++ {
+		before := watcher.Stats().Requests.Load()
+		h.PublicIP = netip.AddrFrom4([4]byte{198, 19, 0, byte(i)})
+		w.UpdateSelf(h)
+		expect(t, watcher, 5*time.Second, "updated writer")
+		// The bucket's watch is done with this change once it has the
+		// next one: the writer's removal (a listing and the owner check).
+		if i == 3 {
+			w.Close()
+			expect(t, watcher, 5*time.Second, "removed writer")
+			if n := watcher.Stats().Requests.Load() - before; n != 2+2 {
+				t.Errorf("an endpoint change and a removal cost the watcher %d requests, want 2+2", n)
+			}
+		}
+	}
+}
+
+// TestNoRecordAfterDecommission: a host decommissioned while it runs does
+// not publish a record again (a watcher that missed its removal would take
+// the new record's lease as read before, leaseseen.go).
+func TestNoRecordAfterDecommission(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	watcher := open(t, []string{zs.Addr()}, mesh, "")
+	a, log := openLogged(t, []string{zs.Addr()}, mesh)
+	h := hostFor("retired", "vpc", 1)
+	if _, err := a.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added retired")
+	if err := watcher.Decommission(context.Background(), h.InstanceID); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "removed retired")
+	h.PublicIP = netip.MustParseAddr("198.19.0.9")
+	a.UpdateSelf(h)
+	waitFor(t, 5*time.Second, "the publish refused", func() bool { return strings.Contains(log.String(), "own record not published") })
+	names, _, err := rawConn(t, zs.Addr()).Children(a.bucketPath(BucketOf(h.InstanceID)))
+	if err != nil || len(names) != 0 {
+		t.Fatalf("bucket after the decommission: %v %v, want empty", names, err)
+	}
+}

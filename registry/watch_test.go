@@ -1,0 +1,180 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// logBuffer collects a registry's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// openLogged opens a registry whose log is returned.
+func openLogged(t *testing.T, servers []string, mesh string) (*Registry, *logBuffer) {
+	t.Helper()
+	lb := &logBuffer{}
+	r, err := Open(context.Background(), Options{Servers: servers, Mesh: mesh, SessionTimeout: 10 * time.Second,
+		Pool: testPool, Quarantine: time.Hour, Logger: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, lb
+}
+
+// seedHosts writes n hosts' leases and records as meshd would, with a
+// plain client and in batches, so a test can start with a large fleet.
+func seedHosts(t *testing.T, c *zk.Conn, mesh string, n int) {
+	t.Helper()
+	root := "/meshd/" + mesh
+	acl := zk.WorldACL(zk.PermAll)
+	parents := []string{"/meshd", root, root + "/hosts", root + "/leases", root + "/owners"}
+	for b := 0; b < Buckets; b++ {
+		parents = append(parents, fmt.Sprintf("%s/hosts/%02x", root, b))
+	}
+	for _, p := range parents {
+		if _, err := c.Create(p, nil, 0, acl); err != nil && err != zk.ErrNodeExists {
+			t.Fatalf("create %s: %v", p, err)
+		}
+	}
+	var ops []any
+	flush := func() {
+		if _, err := c.Multi(ops...); err != nil {
+			t.Fatalf("seed hosts: %v", err)
+		}
+		ops = ops[:0]
+	}
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("h%05d", i)
+		h := hostFor(id, "vpc", i%250+1)
+		h.Schema, h.OverlayIP = Schema, netip.AddrFrom4([4]byte{100, 100, byte(1 + i/250), byte(i%250 + 1)})
+		data, err := h.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops,
+			&zk.CreateRequest{Path: path.Join(root, "leases", h.OverlayIP.String()), Data: []byte(id), Acl: acl},
+			&zk.CreateRequest{Path: path.Join(root, "owners", id), Data: []byte(h.OverlayIP.String()), Acl: acl},
+			&zk.CreateRequest{Path: fmt.Sprintf("%s/hosts/%02x/%s#0000000001", root, BucketOf(id), id), Data: data, Acl: acl})
+		if len(ops) >= 300 {
+			flush()
+		}
+	}
+	if len(ops) > 0 {
+		flush()
+	}
+}
+
+func rawConn(t *testing.T, addr string) *zk.Conn {
+	t.Helper()
+	c, _, err := zk.Connect([]string{addr}, 10*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// whenRequests waits until r has sent at least n requests: its first
+// listing is under way and reads are in flight.
+func whenRequests(t *testing.T, r *Registry, n int64) {
+	t.Helper()
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d requests", n), func() bool { return r.Stats().Requests.Load() >= n })
+}
+
+// waitFor polls cond until it holds or limit passes.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func noRefusals(t *testing.T, r *Registry, log *logBuffer) {
+	t.Helper()
+	if counts := r.Stats().BadRecordCounts(); len(counts) > 0 {
+		t.Errorf("refused records counted: %v", counts)
+	}
+	if rs := r.Refused(); len(rs) > 0 {
+		t.Errorf("%d records refused, first %+v", len(rs), rs[0])
+	}
+	if l := log.String(); strings.Contains(l, "bad host record") {
+		t.Errorf("refusals logged:\n%.600s", l)
+	}
+}
+
+// TestConnectionLossIsNoRefusal: reads that fail because the connection
+// dropped are neither counted nor logged as refused records, and the
+// records they missed are read once the client is back (the bucket's watch
+// would not fire for them).
+func TestConnectionLossIsNoRefusal(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	const n = 2000
+	seedHosts(t, rawConn(t, zs.Addr()), mesh, n)
+	fz := newFreezer(t, zs.Addr())
+	r, log := openLogged(t, []string{fz.addr()}, mesh)
+	whenRequests(t, r, Buckets+400)
+	fz.dropAll() // in the middle of the first listing's reads
+	waitFor(t, 30*time.Second, fmt.Sprintf("all %d hosts in the view after the drop", n), func() bool { return len(r.Hosts()) == n })
+	noRefusals(t, r, log)
+}
+
+// TestCloseWhileReadingIsNoRefusal: reads cut short by Close are not
+// refused records (the fleet simulator's teardown logged thousands).
+func TestCloseWhileReadingIsNoRefusal(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	const n = 2000
+	seedHosts(t, rawConn(t, zs.Addr()), mesh, n)
+	r, log := openLogged(t, []string{zs.Addr()}, mesh)
+	whenRequests(t, r, Buckets+400)
+	if len(r.Hosts()) == n {
+		t.Fatal("the first listing was over before Close: nothing was in flight")
+	}
+	r.Close()
+	noRefusals(t, r, log)
+}
+
+// TestListingsInFlightBounded: a registry lists at most listSlots buckets
+// at once, its first sync included, which is what N hosts do together
+// after a fleet-wide session expiry. It used to list all 256.
+func TestListingsInFlightBounded(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	const n = 2000
+	seedHosts(t, rawConn(t, zs.Addr()), mesh, n)
+	r, _ := openLogged(t, []string{zs.Addr()}, mesh)
+	waitFor(t, 30*time.Second, fmt.Sprintf("all %d hosts in the view", n), func() bool { return len(r.Hosts()) == n })
+	if m := r.listingMax.Load(); m > 16 {
+		t.Errorf("%d listings in flight at once, want at most 16", m)
+	}
+}
