@@ -56,7 +56,15 @@ func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	o.secs = 5
 	if o.quick {
-		o.secs, o.rounds, o.peers, o.restarts, o.lazyHosts, o.lazyActive = 1, 1, 200, 2, 300, 10
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		o.secs, o.rounds, o.peers, o.restarts = 1, 1, 200, 2
+		if !set["lazy-hosts"] {
+			o.lazyHosts = 300
+		}
+		if !set["lazy-active"] {
+			o.lazyActive = 10
+		}
 	}
 	if *only != "" && *only != "dataplane" && *only != "rounds" && *only != "restart" && *only != "scale" && *only != "lazy" {
 		fmt.Fprintf(os.Stderr, "meshd-bench: -only %q: want dataplane, rounds, restart, scale or lazy\n", *only)
