@@ -105,7 +105,7 @@ func (r *Reconciler) bringIn(w want) {
 	p.idle, p.activeAt = false, now
 	p.path = newPathState(p.path.cands, now, r.cfg.Timers)
 	delta := device.Delta{Upsert: []device.Peer{r.devicePeer(p)}}
-	p.inDevice = true
+	r.setInDevice(p, true)
 	by := "packet"
 	if w.overlay.IsValid() {
 		// Our own handshake starts with the first held packet.
@@ -136,7 +136,7 @@ func (r *Reconciler) idleLocked(p *peer, delta *device.Delta) {
 	}
 	if p.inDevice {
 		delta.Remove = append(delta.Remove, p.host.PublicKey)
-		p.inDevice = false
+		r.setInDevice(p, false)
 	}
 	p.idle = true
 }

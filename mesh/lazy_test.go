@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -173,5 +174,32 @@ func TestLazyPeerKeepsDeviceAcrossKeyChange(t *testing.T) {
 	}
 	if g.initiators[a.PublicKey] != nil || g.initiators[rekeyed.PublicKey] == nil {
 		t.Errorf("initiators not moved to the new key: %v", g.initiators)
+	}
+}
+
+// BenchmarkTickAtRest is one tick of a host that knows 10 000 peers and
+// talks to 100 (lazy peers): at rest its cost follows the 100.
+//
+//	go test -run '^$' -bench TickAtRest ./mesh
+func BenchmarkTickAtRest(b *testing.B) {
+	r, dev, _, _ := newLazyReconciler(&testing.T{})
+	var evs []registry.Event
+	for i := range 10000 {
+		h := rhost(fmt.Sprintf("h%05d", i), "vpc", 0)
+		h.OverlayIP = netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)})
+		h.PrivateIP = netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		evs = append(evs, registry.Event{Kind: registry.Added, Host: h})
+	}
+	r.HandleEvents(evs)
+	for i := range 100 {
+		r.WantPeer(evs[i].Host.OverlayIP)
+	}
+	drain(r)
+	if len(dev.peers) != 100 {
+		b.Fatalf("%d peers in the device, want 100", len(dev.peers))
+	}
+	b.ResetTimer()
+	for range b.N {
+		r.Tick()
 	}
 }

@@ -87,6 +87,13 @@ type Reconciler struct {
 	kick     chan struct{}
 
 	byOverlay map[netip.Addr]*peer // lazy peers' asks come by overlay address
+	// gone holds the peers whose record vanished (or that were retired):
+	// the only ones expireLocked has to look at, so a tick at rest costs
+	// O(vanished peers), not O(fleet).
+	gone map[string]*peer
+	// inDev holds the peers in the device: the ones a tick reads
+	// statistics for and steps, so with lazy peers a tick costs O(active).
+	inDev map[string]*peer
 	wants     chan want            // asks to bring an idle peer in
 }
 
@@ -136,6 +143,8 @@ func New(cfg Config, dev Device, members Members) *Reconciler {
 		kick:    make(chan struct{}, 1),
 
 		byOverlay: map[netip.Addr]*peer{},
+		gone:      map[string]*peer{},
+		inDev:     map[string]*peer{},
 		wants:     make(chan want, 1024),
 	}
 }
@@ -200,6 +209,7 @@ func (r *Reconciler) HandleEvents(batch []registry.Event) {
 		case registry.Removed:
 			if p := r.peers[h.InstanceID]; p != nil && (p.removeAt.IsZero() || ev.Decommissioned) {
 				p.removeAt, p.goneAt = now.Add(r.cfg.HoldDown), now
+				r.gone[h.InstanceID] = p
 				r.kickAfter(r.cfg.HoldDown)
 				if ev.Decommissioned {
 					// Retired for good: its key must go now, not after the
@@ -228,6 +238,7 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	}
 	old, wasIn := p.host, p.inDevice
 	p.host, p.removeAt, p.goneAt, p.retired, p.lastCall = h, time.Time{}, time.Time{}, false, time.Time{}
+	delete(r.gone, h.InstanceID)
 	if old.OverlayIP != h.OverlayIP || old.PublicKey != h.PublicKey {
 		if r.byOverlay[old.OverlayIP] == p {
 			delete(r.byOverlay, old.OverlayIP)
@@ -245,7 +256,7 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	if p.inDevice && old.PublicKey != h.PublicKey {
 		// A new key is a new WireGuard peer; the old one must go.
 		delta.Remove = append(delta.Remove, old.PublicKey)
-		p.inDevice = false
+		r.setInDevice(p, false)
 		if p.nextKey != nil && *p.nextKey == h.PublicKey {
 			p.nextKey = nil // promoted: the upsert below takes it over
 		}
@@ -254,7 +265,7 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	case len(cands) == 0:
 		if p.inDevice {
 			delta.Remove = append(delta.Remove, h.PublicKey)
-			p.inDevice = false
+			r.setInDevice(p, false)
 		}
 		if p.idle { // no path: nothing to bring it in on
 			r.cfg.Lazy.Gate.Forget(h.OverlayIP)
@@ -270,7 +281,8 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	case !p.inDevice:
 		p.path = newPathState(cands, now, r.cfg.Timers)
 		delta.Upsert = append(delta.Upsert, r.devicePeer(p))
-		p.inDevice, p.activeAt = true, now
+		r.setInDevice(p, true)
+		p.activeAt = now
 		handshake = append(handshake, h.PublicKey)
 	default:
 		a := p.path.reset(cands, p.obs, now, r.cfg.Timers)
@@ -354,8 +366,8 @@ func (r *Reconciler) Tick() {
 	now := r.now()
 	var delta device.Delta
 	var handshakes, once []wgtypes.Key
-	for _, p := range r.peers {
-		if !p.inDevice || p.path == nil {
+	for _, p := range r.inDev {
+		if p.path == nil {
 			continue
 		}
 		st := stats[p.host.PublicKey]
@@ -448,7 +460,7 @@ func (r *Reconciler) probe(p *peer) {
 func (r *Reconciler) expireLocked(now time.Time) {
 	var due, retired []string
 	var calls []wgtypes.Key
-	for id, p := range r.peers {
+	for id, p := range r.gone {
 		switch {
 		case p.retired:
 			retired = append(retired, id)
@@ -485,6 +497,8 @@ func (r *Reconciler) expireLocked(now time.Time) {
 			delta.Remove = append(delta.Remove, *p.nextKey)
 		}
 		delete(r.peers, id)
+		delete(r.gone, id)
+		delete(r.inDev, id)
 		if r.byOverlay[p.host.OverlayIP] == p {
 			delete(r.byOverlay, p.host.OverlayIP)
 		}
@@ -657,4 +671,15 @@ func sameMember(a, b registry.Host) bool {
 		}
 	}
 	return true
+}
+
+// setInDevice records whether p is in the device, keeping the index a
+// tick walks in step.
+func (r *Reconciler) setInDevice(p *peer, in bool) {
+	p.inDevice = in
+	if in {
+		r.inDev[p.host.InstanceID] = p
+	} else {
+		delete(r.inDev, p.host.InstanceID)
+	}
 }
