@@ -94,7 +94,7 @@ type Reconciler struct {
 	// inDev holds the peers in the device: the ones a tick reads
 	// statistics for and steps, so with lazy peers a tick costs O(active).
 	inDev map[string]*peer
-	wants     chan want            // asks to bring an idle peer in
+	wants chan want // asks to bring an idle peer in
 }
 
 // peer is one remote host and what the reconciler decided for it.
