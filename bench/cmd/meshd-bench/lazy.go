@@ -44,7 +44,12 @@ func runLazy(o options) ([]Measurement, error) {
 	self, _ := os.Executable()
 	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
 	start := time.Now()
-	if out, err := inet.Command(context.Background(), self, "inject", tb.Prefix, strconv.Itoa(n)).CombinedOutput(); err != nil {
+	st, err := m.Status()
+	if err != nil {
+		return nil, err
+	}
+	own := netip.MustParseAddr(st.OverlayIP)
+	if out, err := inet.Command(context.Background(), self, "inject", tb.Prefix, strconv.Itoa(n), own.String()).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("inject %d records: %v %s", n, err, out)
 	}
 	if err := waitFor(120*time.Second, func() (bool, string) {
@@ -65,7 +70,7 @@ func runLazy(o options) ([]Measurement, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h.Run(context.Background(), "ping", "-c", "1", "-W", "1", injectedAddr(i).String())
+			h.Run(context.Background(), "ping", "-c", "1", "-W", "1", injectedAddr(i, own).String())
 		}()
 	}
 	wg.Wait()
@@ -108,9 +113,16 @@ func runLazy(o options) ([]Measurement, error) {
 	}, nil
 }
 
-// injectedAddr is the overlay address runInject gives host i.
-func injectedAddr(i int) netip.Addr {
-	return netip.AddrFrom4([4]byte{100, 100, 200 + byte(i>>8), byte(i)})
+// injectedAddr is the overlay address runInject gives host i: from
+// 100.100.200.0 up, stepping over avoid (the real meshd's own address,
+// which it leased before the injection: a host claiming it would be
+// refused, and the step would wait for it for ever).
+func injectedAddr(i int, avoid netip.Addr) netip.Addr {
+	a := netip.AddrFrom4([4]byte{100, 100, 200 + byte(i>>8), byte(i)})
+	if avoid.Is4() && a.Compare(avoid) >= 0 && avoid.As4()[2] >= 200 {
+		a = a.Next()
+	}
+	return a
 }
 
 // waitFor polls cond until it holds or limit passes; the error says the

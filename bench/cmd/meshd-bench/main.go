@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,9 +24,10 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 3 && os.Args[1] == "inject" {
+	if len(os.Args) > 4 && os.Args[1] == "inject" {
 		n, _ := strconv.Atoi(os.Args[3])
-		if err := runInject(os.Args[2], n); err != nil {
+		avoid, _ := netip.ParseAddr(os.Args[4])
+		if err := runInject(os.Args[2], n, avoid); err != nil {
 			fmt.Fprintln(os.Stderr, "inject:", err)
 			os.Exit(1)
 		}

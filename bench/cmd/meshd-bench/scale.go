@@ -17,10 +17,11 @@ import (
 	"github.com/meshd/meshd/registry"
 )
 
-// runInject is the `inject MESH N` mode, run inside the internet namespace
-// next to ZooKeeper: it writes N host records (with leases) the way meshd
-// would, as persistent nodes, so a real meshd gets N peers.
-func runInject(mesh string, n int) error {
+// runInject is the `inject MESH N AVOID` mode, run inside the internet
+// namespace next to ZooKeeper: it writes N host records (with leases) the
+// way meshd would, as persistent nodes, so a real meshd gets N peers. AVOID
+// is that meshd's own overlay address, which no injected host may claim.
+func runInject(mesh string, n int, avoid netip.Addr) error {
 	c, _, err := zk.Connect([]string{testbed.ZooKeeperIP + ":2181"}, 30*time.Second, zk.WithLogInfo(false))
 	if err != nil {
 		return err
@@ -42,7 +43,7 @@ func runInject(mesh string, n int) error {
 			defer func() { <-sem }()
 			k, _ := wgtypes.GeneratePrivateKey()
 			id := fmt.Sprintf("sim-%05d", i)
-			ip := injectedAddr(i)
+			ip := injectedAddr(i, avoid)
 			h := registry.Host{Schema: registry.Schema, InstanceID: id, OverlayIP: ip, PublicKey: k.PublicKey(), Network: "dc",
 				PrivateIP: netip.AddrFrom4([4]byte{198, 18, 3, 100}), PublicIP: netip.AddrFrom4([4]byte{198, 19, 3, 100}),
 				ListenPort: 51820, StartTime: time.Now().UTC()}
@@ -112,7 +113,11 @@ func peersScale(tb *testbed.Testbed, m *testbed.Meshd, o options, logDir string)
 	self, _ := os.Executable()
 	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
 	start := time.Now()
-	if out, err := inet.Command(context.Background(), self, "inject", tb.Prefix, strconv.Itoa(n)).CombinedOutput(); err != nil {
+	st, err := m.Status()
+	if err != nil {
+		return nil, err
+	}
+	if out, err := inet.Command(context.Background(), self, "inject", tb.Prefix, strconv.Itoa(n), st.OverlayIP).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("inject %d records: %v %s", n, err, out)
 	}
 	deadline := time.Now().Add(120 * time.Second)
