@@ -87,16 +87,9 @@ type want struct {
 func (r *Reconciler) bringIn(w want) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var p *peer
-	if w.overlay.IsValid() {
-		p = r.byOverlay[w.overlay]
-	} else {
-		for _, q := range r.peers { // rate-limited by the identifier
-			if q.host.PublicKey == w.key {
-				p = q
-				break
-			}
-		}
+	p := r.byOverlay[w.overlay]
+	if !w.overlay.IsValid() {
+		p = r.byKey[w.key]
 	}
 	if p == nil || !p.idle || p.path == nil {
 		return
@@ -106,13 +99,11 @@ func (r *Reconciler) bringIn(w want) {
 	p.path = newPathState(p.path.cands, now, r.cfg.Timers)
 	delta := device.Delta{Upsert: []device.Peer{r.devicePeer(p)}}
 	r.setInDevice(p, true)
+	// Asked by a packet, our handshake starts with the first held one.
+	r.applyDevice(delta, nil)
 	by := "packet"
-	if w.overlay.IsValid() {
-		// Our own handshake starts with the first held packet.
-		r.applyDevice(delta, nil)
-	} else {
+	if !w.overlay.IsValid() {
 		by = "initiation"
-		r.applyDevice(delta, nil)
 		if w.redeliver == nil {
 			r.handshake([]wgtypes.Key{p.host.PublicKey})
 		} else if err := w.redeliver(); err != nil {
@@ -141,24 +132,32 @@ func (r *Reconciler) idleLocked(p *peer, delta *device.Delta) {
 	p.idle = true
 }
 
-// forgetLazy drops what the device keeps for a peer that is going, or whose
-// overlay address or key changed (old is what it was).
-func (r *Reconciler) forgetLazy(old lazyKeys) {
+// forgetLazy drops what the device keeps for a peer that is going, or
+// whose overlay address or key changed (to the old ones).
+func (r *Reconciler) forgetLazy(overlay netip.Addr, key wgtypes.Key) {
 	if !r.lazy() {
 		return
 	}
-	if old.overlay.IsValid() {
-		r.cfg.Lazy.Gate.Forget(old.overlay)
+	if overlay.IsValid() {
+		r.cfg.Lazy.Gate.Forget(overlay)
 	}
-	if r.cfg.Lazy.Initiators != nil && old.key != (wgtypes.Key{}) {
-		r.cfg.Lazy.Initiators.RemovePeer(old.key)
+	if r.cfg.Lazy.Initiators != nil && key != (wgtypes.Key{}) {
+		r.cfg.Lazy.Initiators.RemovePeer(key)
 	}
 }
 
-// lazyKeys is what the device's lazy state is keyed by for one peer.
-type lazyKeys struct {
-	overlay netip.Addr
-	key     wgtypes.Key
+// LazyCounts is how many peers the device holds now, and how many known
+// peers are idle out of it (whatever state status reports them in: a
+// stale peer can be idle too).
+func (r *Reconciler) LazyCounts() (inDevice, idle int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.peers {
+		if p.idle {
+			idle++
+		}
+	}
+	return len(r.inDev), idle
 }
 
 // registerInitiator tells the identifier p's key and the endpoints its

@@ -86,7 +86,10 @@ type Reconciler struct {
 	now      func() time.Time
 	kick     chan struct{}
 
-	byOverlay map[netip.Addr]*peer // lazy peers' asks come by overlay address
+	// Lazy peers' asks come by overlay address (a held packet) or by key
+	// (an initiation): both are looked up, not searched for.
+	byOverlay map[netip.Addr]*peer
+	byKey     map[wgtypes.Key]*peer
 	// gone holds the peers whose record vanished (or that were retired):
 	// the only ones expireLocked has to look at, so a tick at rest costs
 	// O(vanished peers), not O(fleet).
@@ -143,6 +146,7 @@ func New(cfg Config, dev Device, members Members) *Reconciler {
 		kick:    make(chan struct{}, 1),
 
 		byOverlay: map[netip.Addr]*peer{},
+		byKey:     map[wgtypes.Key]*peer{},
 		gone:      map[string]*peer{},
 		inDev:     map[string]*peer{},
 		wants:     make(chan want, 1024),
@@ -240,15 +244,13 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	p.host, p.removeAt, p.goneAt, p.retired, p.lastCall = h, time.Time{}, time.Time{}, false, time.Time{}
 	delete(r.gone, h.InstanceID)
 	if old.OverlayIP != h.OverlayIP || old.PublicKey != h.PublicKey {
-		if r.byOverlay[old.OverlayIP] == p {
-			delete(r.byOverlay, old.OverlayIP)
-		}
+		r.unindex(p, old)
 		if r.lazy() && old.PublicKey != (wgtypes.Key{}) {
-			r.forgetLazy(lazyKeys{overlay: old.OverlayIP, key: old.PublicKey})
+			r.forgetLazy(old.OverlayIP, old.PublicKey)
 			p.idle = false
 		}
 	}
-	r.byOverlay[h.OverlayIP] = p
+	r.byOverlay[h.OverlayIP], r.byKey[h.PublicKey] = p, p
 	r.breaker.forget(h.InstanceID, r.log)
 	cands, why := Candidates(r.selfLocation(), location(h), r.links)
 	p.unreachable = why
@@ -499,10 +501,8 @@ func (r *Reconciler) expireLocked(now time.Time) {
 		delete(r.peers, id)
 		delete(r.gone, id)
 		delete(r.inDev, id)
-		if r.byOverlay[p.host.OverlayIP] == p {
-			delete(r.byOverlay, p.host.OverlayIP)
-		}
-		r.forgetLazy(lazyKeys{overlay: p.host.OverlayIP, key: p.host.PublicKey})
+		r.unindex(p, p.host)
+		r.forgetLazy(p.host.OverlayIP, p.host.PublicKey)
 		if r.members != nil {
 			if err := r.members.RemoveHost(id); err != nil {
 				r.log.Error("firewall: remove member", "host", id, "err", err)
@@ -681,5 +681,16 @@ func (r *Reconciler) setInDevice(p *peer, in bool) {
 		r.inDev[p.host.InstanceID] = p
 	} else {
 		delete(r.inDev, p.host.InstanceID)
+	}
+}
+
+// unindex drops p from the lookups by overlay address and key, where h
+// (what p's record was) had filed it.
+func (r *Reconciler) unindex(p *peer, h registry.Host) {
+	if r.byOverlay[h.OverlayIP] == p {
+		delete(r.byOverlay, h.OverlayIP)
+	}
+	if r.byKey[h.PublicKey] == p {
+		delete(r.byKey, h.PublicKey)
 	}
 }

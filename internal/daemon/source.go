@@ -11,7 +11,6 @@ import (
 	"github.com/meshd/meshd/firewall"
 	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/version"
-	"github.com/meshd/meshd/mesh"
 	"github.com/meshd/meshd/registry"
 )
 
@@ -98,7 +97,7 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 	s.Conntrack[0], s.Conntrack[1] = firewall.Conntrack()
 	s.Region = d.region
 	s.DNS = d.dnsStatus()
-	s.Lazy = d.lazyStatus(s.PeersByState)
+	s.Lazy = d.lazyStatus()
 	if d.tagger != nil {
 		if _, err := d.tagger.Status(); err != nil {
 			s.TagError = err.Error()
@@ -143,18 +142,16 @@ func addrOrEmpty(a netip.Addr) string {
 }
 
 // lazyStatus sums up lazy peers for meshctl status; nil when they are off.
-func (d *Daemon) lazyStatus(byState map[string]int) *admin.LazyStatus {
+func (d *Daemon) lazyStatus() *admin.LazyStatus {
 	if d.ident == nil {
 		return nil
 	}
 	g, id := d.dev.IdleGateCounts(), d.ident.Stats()
-	l := &admin.LazyStatus{Idle: byState[mesh.StateIdle], IdleAfter: d.cfg.Peers.IdleAfter.String(),
+	l := &admin.LazyStatus{IdleAfter: d.cfg.Peers.IdleAfter.String(),
 		Held: g.Held, Replayed: g.Replayed, HeldDrops: g.Dropped,
 		Identified: id.ByEndpoint + id.ByDecryption,
 		Refused:    id.UnknownKey + id.Malformed + id.BadMAC1 + id.Undecryptable + id.Unauthenticated + id.Replayed,
 		Throttled:  id.Dropped + id.RateLimited}
-	if st, err := d.dev.Stats(); err == nil {
-		l.InDevice = len(st)
-	}
+	l.InDevice, l.Idle = d.rec.LazyCounts()
 	return l
 }
