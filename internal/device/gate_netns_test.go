@@ -1,29 +1,23 @@
 package device
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshd/meshd/internal/testbed"
 )
 
 // synRetrans reads the namespace's count of retransmitted SYNs.
 func synRetrans(t *testing.T, h *nsHost) int {
 	t.Helper()
-	out, err := h.exec("nstat", "-az", "TcpExtTCPSynRetrans")
+	n, err := (&testbed.Host{Name: h.ns, Netns: h.ns}).SynRetransmits()
 	if err != nil {
-		t.Fatalf("nstat: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "TcpExtTCPSynRetrans" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	t.Fatalf("nstat printed no TcpExtTCPSynRetrans:\n%s", out)
-	return 0
+	return n
 }
 
 // A peer that is not in the device but marked idle: the first TCP

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -482,6 +483,21 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 		return string(out), fmt.Errorf("%s %s in %s: %v: %s", name, strings.Join(args, " "), h.Name, err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
+}
+
+// SynRetransmits is how many TCP SYNs the host's namespace has sent again
+// (nstat's TcpExtTCPSynRetrans): a first packet lost, not held, shows here.
+func (h *Host) SynRetransmits() (int, error) {
+	out, err := h.Run(context.Background(), "nstat", "-az", "TcpExtTCPSynRetrans")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "TcpExtTCPSynRetrans" {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("nstat in %s printed no TcpExtTCPSynRetrans: %q", h.Name, out)
 }
 
 // Ping reports whether one ping from h to addr is answered within a second.
