@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,21 +40,9 @@ func runLazy(o options) ([]Measurement, error) {
 	defer m.Proc.Stop(10 * time.Second)
 	n, active := o.lazyHosts, o.lazyActive
 	const window = 10 * time.Second
-	self, _ := os.Executable()
-	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
 	start := time.Now()
-	st, err := m.Status()
+	own, err := injectHosts(tb, m, n)
 	if err != nil {
-		return nil, err
-	}
-	own := netip.MustParseAddr(st.OverlayIP)
-	if out, err := inet.Command(context.Background(), self, "inject", tb.Prefix, strconv.Itoa(n), own.String()).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("inject %d records: %v %s", n, err, out)
-	}
-	if err := waitFor(120*time.Second, func() (bool, string) {
-		st, err := m.Status()
-		return err == nil && st.Peers >= n, fmt.Sprintf("meshd knows %d of %d hosts", st.Peers, n)
-	}); err != nil {
 		return nil, err
 	}
 	known := time.Since(start)

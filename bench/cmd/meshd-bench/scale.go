@@ -110,26 +110,9 @@ func peersScale(tb *testbed.Testbed, m *testbed.Meshd, o options, logDir string)
 	if err != nil {
 		return nil, err
 	}
-	self, _ := os.Executable()
-	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
 	start := time.Now()
-	st, err := m.Status()
-	if err != nil {
+	if _, err := injectHosts(tb, m, n); err != nil {
 		return nil, err
-	}
-	if out, err := inet.Command(context.Background(), self, "inject", tb.Prefix, strconv.Itoa(n), st.OverlayIP).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("inject %d records: %v %s", n, err, out)
-	}
-	deadline := time.Now().Add(120 * time.Second)
-	for {
-		st, err := m.Status()
-		if err == nil && st.Peers >= n {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("meshd has %d of %d peers after 120 s", st.Peers, n)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	converged := time.Since(start)
 	time.Sleep(2 * time.Second) // past the burst of first handshakes
@@ -160,4 +143,27 @@ func peersScale(tb *testbed.Testbed, m *testbed.Meshd, o options, logDir string)
 		{Config: name, Metric: "heap_per_1000_peers", Value: perK(rest.heapBytes, base.heapBytes, 1<<20), Unit: "MiB"},
 		{Config: name, Metric: "idle_cpu", Value: rest.cpu, Unit: "% of a core"},
 	}, nil
+}
+
+// injectHosts writes n host records into m's mesh, stepping over m's own
+// overlay address, and waits until m knows them all; it returns that
+// address.
+func injectHosts(tb *testbed.Testbed, m *testbed.Meshd, n int) (netip.Addr, error) {
+	st, err := m.Status()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	own, err := netip.ParseAddr(st.OverlayIP)
+	if err != nil {
+		return own, fmt.Errorf("meshd's overlay address %q: %w", st.OverlayIP, err)
+	}
+	self, _ := os.Executable()
+	inet := &testbed.Host{Name: "inet", Netns: tb.Prefix + "-inet"}
+	if out, err := inet.Command(context.Background(), self, "inject", tb.Prefix, strconv.Itoa(n), own.String()).CombinedOutput(); err != nil {
+		return own, fmt.Errorf("inject %d records: %v %s", n, err, out)
+	}
+	return own, waitFor(120*time.Second, func() (bool, string) {
+		st, err := m.Status()
+		return err == nil && st.Peers >= n, fmt.Sprintf("meshd knows %d of %d hosts", st.Peers, n)
+	})
 }
