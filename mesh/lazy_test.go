@@ -68,7 +68,7 @@ func drain(r *Reconciler) {
 func TestLazyPeerLifecycle(t *testing.T) {
 	r, dev, g, now := newLazyReconciler(t)
 	a, b := rhost("a", "vpc", 10), rhost("b", "classic", 11)
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: a}, {Kind: registry.Added, Host: b}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &a}, {Kind: registry.Added, Host: &b}})
 
 	// Known, firewall-visible, but not in the device: no peer, no handshake.
 	if len(dev.peers) != 0 || len(dev.handshakes) != 0 {
@@ -135,7 +135,7 @@ func TestLazyPeerLifecycle(t *testing.T) {
 	// moves the hold.
 	moved := a
 	moved.OverlayIP = netip.MustParseAddr("100.100.0.99")
-	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: moved}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &moved}})
 	if _, ok := dev.peers[a.PublicKey]; ok || !g.idle[moved.OverlayIP] || g.idle[a.OverlayIP] {
 		t.Errorf("idle peer's new address: in device %v, idle %v", ok, g.idle)
 	}
@@ -146,7 +146,7 @@ func TestLazyPeerLifecycle(t *testing.T) {
 	}
 
 	// Gone for good: nothing left held or expected.
-	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: moved}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: &moved}})
 	*now = now.Add(2 * time.Second)
 	r.Tick()
 	if g.idle[moved.OverlayIP] || g.initiators[a.PublicKey] != nil || stateOf(r, "a") != "absent" {
@@ -159,13 +159,13 @@ func TestLazyPeerLifecycle(t *testing.T) {
 func TestLazyPeerKeepsDeviceAcrossKeyChange(t *testing.T) {
 	r, dev, g, _ := newLazyReconciler(t)
 	a := rhost("a", "vpc", 10)
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: a}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &a}})
 	r.WantPeer(a.OverlayIP)
 	drain(r)
 	k, _ := wgtypes.GeneratePrivateKey()
 	rekeyed := a
 	rekeyed.PublicKey = k.PublicKey()
-	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: rekeyed}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &rekeyed}})
 	if _, ok := dev.peers[rekeyed.PublicKey]; !ok {
 		t.Fatal("an active peer's new key is not in the device")
 	}
@@ -188,7 +188,7 @@ func BenchmarkTickAtRest(b *testing.B) {
 		h := rhost(fmt.Sprintf("h%05d", i), "vpc", 0)
 		h.OverlayIP = netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)})
 		h.PrivateIP = netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
-		evs = append(evs, registry.Event{Kind: registry.Added, Host: h})
+		evs = append(evs, registry.Event{Kind: registry.Added, Host: &h})
 	}
 	r.HandleEvents(evs)
 	for i := range 100 {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unique"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -100,9 +101,13 @@ type Reconciler struct {
 	wants chan want // asks to bring an idle peer in
 }
 
+// noHost is a new peer's record before its first: the zero record, so an
+// upsert compares against it like any old one.
+var noHost = &registry.Host{}
+
 // peer is one remote host and what the reconciler decided for it.
 type peer struct {
-	host        registry.Host
+	host        *registry.Host // the registry's own record, shared: never written
 	path        *pathState
 	unreachable string    // why there is no candidate, if none
 	removeAt    time.Time // hold-down deadline after its record vanished
@@ -234,10 +239,10 @@ func (r *Reconciler) HandleEvents(batch []registry.Event) {
 
 // upsert brings one host's peer to its new record. It adds to delta only
 // what changed for this host.
-func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta) (handshake []wgtypes.Key) {
+func (r *Reconciler) upsert(h *registry.Host, now time.Time, delta *device.Delta) (handshake []wgtypes.Key) {
 	p := r.peers[h.InstanceID]
 	if p == nil {
-		p = &peer{}
+		p = &peer{host: noHost}
 		r.peers[h.InstanceID] = p
 	}
 	old, wasIn := p.host, p.inDevice
@@ -252,8 +257,13 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	}
 	r.byOverlay[h.OverlayIP], r.byKey[h.PublicKey] = p, p
 	r.breaker.forget(h.InstanceID, r.log)
-	cands, why := Candidates(r.selfLocation(), location(h), r.links)
-	p.unreachable = why
+	cands, why := Candidates(r.selfLocation(), location(*h), r.links)
+	// The reasons are the same few sentences for the whole fleet ("same
+	// network vpc"); held once each, not once per peer (1 MB at 10 000).
+	for i := range cands {
+		cands[i].Reason = unique.Make(cands[i].Reason).Value()
+	}
+	p.unreachable = unique.Make(why).Value()
 
 	if p.inDevice && old.PublicKey != h.PublicKey {
 		// A new key is a new WireGuard peer; the old one must go.
@@ -297,8 +307,8 @@ func (r *Reconciler) upsert(h registry.Host, now time.Time, delta *device.Delta)
 	}
 	r.syncNextKey(p, delta)
 	r.registerInitiator(p)
-	if r.members != nil && !sameMember(old, h) {
-		if err := r.members.SetHost(MemberOf(h)); err != nil {
+	if r.members != nil && !sameMember(*old, *h) {
+		if err := r.members.SetHost(MemberOf(*h)); err != nil {
 			r.log.Error("firewall: set member", "host", h.InstanceID, "err", err)
 		}
 	}
@@ -686,7 +696,7 @@ func (r *Reconciler) setInDevice(p *peer, in bool) {
 
 // unindex drops p from the lookups by overlay address and key, where h
 // (what p's record was) had filed it.
-func (r *Reconciler) unindex(p *peer, h registry.Host) {
+func (r *Reconciler) unindex(p *peer, h *registry.Host) {
 	if r.byOverlay[h.OverlayIP] == p {
 		delete(r.byOverlay, h.OverlayIP)
 	}

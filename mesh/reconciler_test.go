@@ -100,9 +100,9 @@ func TestReconcilerAddsOnePeerPerChange(t *testing.T) {
 	r, dev, fw, _ := newTestReconciler(t, 0)
 	var batch []registry.Event
 	for i := 0; i < 100; i++ {
-		batch = append(batch, registry.Event{Kind: registry.Added, Host: rhost("h"+string(rune('a'+i%26))+string(rune('a'+i/26)), "classic", byte(10+i))})
+		batch = append(batch, registry.Event{Kind: registry.Added, Host: new(rhost("h"+string(rune('a'+i%26))+string(rune('a'+i/26)), "classic", byte(10+i)))})
 	}
-	batch = append(batch, registry.Event{Kind: registry.Added, Host: rhost("self", "vpc", 1)}) // own record: skipped
+	batch = append(batch, registry.Event{Kind: registry.Added, Host: new(rhost("self", "vpc", 1))}) // own record: skipped
 	r.HandleEvents(batch)
 	if len(dev.applies) != 1 || len(dev.applies[0].Upsert) != 100 {
 		t.Fatalf("a batch of 100 adds must be one device update of 100 peers, got %d updates", len(dev.applies))
@@ -111,7 +111,7 @@ func TestReconcilerAddsOnePeerPerChange(t *testing.T) {
 		t.Errorf("handshakes %d, firewall sets %d", len(dev.handshakes), len(fw.set))
 	}
 	// One more host: one peer in one update, nothing else touched.
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: rhost("new", "dc", 200)}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: new(rhost("new", "dc", 200))}})
 	last := dev.applies[len(dev.applies)-1]
 	if len(last.Upsert) != 1 || len(last.Remove) != 0 {
 		t.Fatalf("one join changed %d peers", len(last.Upsert)+len(last.Remove))
@@ -128,10 +128,10 @@ func TestReconcilerAddsOnePeerPerChange(t *testing.T) {
 func TestReconcilerMovedPeerAndNewKey(t *testing.T) {
 	r, dev, _, _ := newTestReconciler(t, 0)
 	h := rhost("mover", "classic", 5)
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &h}})
 	moved := h
 	moved.Network, moved.PrivateIP, moved.PublicIP = "vpc", netip.MustParseAddr("198.18.2.50"), netip.MustParseAddr("198.19.2.50")
-	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: moved}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &moved}})
 	last := dev.applies[len(dev.applies)-1]
 	if len(last.Upsert) != 1 || last.Upsert[0].Endpoint.String() != "198.18.2.50:51820" || len(last.Remove) != 0 {
 		t.Fatalf("moved host: %+v", last)
@@ -139,7 +139,7 @@ func TestReconcilerMovedPeerAndNewKey(t *testing.T) {
 	rekeyed := moved
 	k, _ := wgtypes.GeneratePrivateKey()
 	rekeyed.PublicKey = k.PublicKey()
-	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: rekeyed}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &rekeyed}})
 	last = dev.applies[len(dev.applies)-1]
 	if len(last.Remove) != 1 || last.Remove[0] != h.PublicKey || len(last.Upsert) != 1 || last.Upsert[0].PublicKey != rekeyed.PublicKey {
 		t.Fatalf("new key: %+v", last)
@@ -147,7 +147,7 @@ func TestReconcilerMovedPeerAndNewKey(t *testing.T) {
 	// A peer in another network without a public address is unreachable.
 	lonely := rhost("lonely", "classic", 6)
 	lonely.PublicIP = netip.Addr{}
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: lonely}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &lonely}})
 	for _, p := range r.Peers(true) {
 		if p.Name == "lonely" && (p.State != StateDown || p.Reason == "") {
 			t.Errorf("lonely peer: %+v", p)
@@ -162,11 +162,11 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		h := rhost("p"+string(rune('0'+i)), "vpc", byte(20+i))
 		hosts = append(hosts, h)
-		added = append(added, registry.Event{Kind: registry.Added, Host: h})
+		added = append(added, registry.Event{Kind: registry.Added, Host: &h})
 	}
 	r.HandleEvents(added)
 	// One removal: held for the hold-down, then removed.
-	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[0]}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: &hosts[0]}})
 	r.Tick()
 	if _, ok := dev.peers[hosts[0].PublicKey]; !ok {
 		t.Fatal("removed before the hold-down")
@@ -183,7 +183,7 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 		t.Fatal("not removed after the hold-down and an unanswered handshake")
 	}
 	// A decommissioned host goes at once, hold-down or not.
-	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[9], Decommissioned: true}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: &hosts[9], Decommissioned: true}})
 	if _, ok := dev.peers[hosts[9].PublicKey]; ok {
 		t.Fatal("decommissioned host kept for the hold-down")
 	}
@@ -191,7 +191,7 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 	// Half the fleet vanishes: the breaker holds all of it.
 	var gone []registry.Event
 	for _, h := range hosts[1:6] {
-		gone = append(gone, registry.Event{Kind: registry.Removed, Host: h})
+		gone = append(gone, registry.Event{Kind: registry.Removed, Host: &h})
 	}
 	r.HandleEvents(gone)
 	*now = now.Add(11 * time.Second)
@@ -202,7 +202,7 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 		t.Fatalf("breaker: %d peers left, %+v", len(dev.peers), r.Summary().Breaker)
 	}
 	// One comes back: no longer held.
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: hosts[1]}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &hosts[1]}})
 	r.Tick()
 	if r.Summary().Breaker.Held != 4 {
 		t.Errorf("held after one came back: %+v", r.Summary().Breaker)
@@ -220,12 +220,12 @@ func TestReconcilerHoldDownAndBreaker(t *testing.T) {
 func TestReconcilerKeyRotation(t *testing.T) {
 	r, dev, _, _ := newTestReconciler(t, 0)
 	h := rhost("rot", "vpc", 9)
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &h}})
 	k2, _ := wgtypes.GeneratePrivateKey()
 	next := k2.PublicKey()
 	announced := h
 	announced.NextPublicKey = &next
-	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: announced}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &announced}})
 	if p, ok := dev.peers[next]; !ok || len(p.AllowedIPs) != 0 || !p.Endpoint.IsValid() {
 		t.Fatalf("announced key: %+v present %v; want an entry with endpoint and no allowed IPs", p, ok)
 	}
@@ -234,7 +234,7 @@ func TestReconcilerKeyRotation(t *testing.T) {
 	}
 	switched := h
 	switched.PublicKey = next
-	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: switched}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &switched}})
 	last := dev.applies[len(dev.applies)-1]
 	if len(last.Remove) != 1 || last.Remove[0] != h.PublicKey || len(last.Upsert) != 1 || last.Upsert[0].PublicKey != next || len(last.Upsert[0].AllowedIPs) != 1 {
 		t.Fatalf("switch must be one delta: remove old, give the new key the address; got %+v", last)
@@ -250,7 +250,7 @@ func TestReconcilerKeyRotation(t *testing.T) {
 func TestReconcilerRestsAPeerThatNeverAnswers(t *testing.T) {
 	r, dev, _, now := newTestReconciler(t, 0)
 	dead := rhost("dead", "vpc", 7) // same network: private, then public
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: dead}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &dead}})
 	dev.stats[dead.PublicKey] = device.PeerStats{Endpoint: dev.peers[dead.PublicKey].Endpoint}
 	for i := 0; i < 1800; i++ {
 		*now = now.Add(time.Second)
@@ -289,7 +289,7 @@ func TestReconcilerRestsAPeerThatNeverAnswers(t *testing.T) {
 func TestReconcilerRestingPeerHasNoKeepalive(t *testing.T) {
 	r, dev, _, now := newTestReconciler(t, 0)
 	dead := rhost("natted", "classic", 8) // vpc -> classic: public only
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: dead}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &dead}})
 	if ka := dev.peers[dead.PublicKey].PersistentKeepalive; ka != 25*time.Second {
 		t.Fatalf("new public-path peer: keepalive %s, want 25s", ka)
 	}
@@ -321,12 +321,12 @@ func TestBreakerClosesWhenHeldHostsReturn(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		h := rhost("p"+string(rune('0'+i)), "vpc", byte(20+i))
 		hosts = append(hosts, h)
-		added = append(added, registry.Event{Kind: registry.Added, Host: h})
+		added = append(added, registry.Event{Kind: registry.Added, Host: &h})
 	}
 	r.HandleEvents(added)
 	var gone []registry.Event
 	for _, h := range hosts[:5] {
-		gone = append(gone, registry.Event{Kind: registry.Removed, Host: h})
+		gone = append(gone, registry.Event{Kind: registry.Removed, Host: &h})
 	}
 	r.HandleEvents(gone)
 	*now = now.Add(11 * time.Second)
@@ -338,8 +338,8 @@ func TestBreakerClosesWhenHeldHostsReturn(t *testing.T) {
 	}
 
 	// Decommissioned while the breaker holds: held or not, its key goes now.
-	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[0], Decommissioned: true}})
-	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[9], Decommissioned: true}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: &hosts[0], Decommissioned: true}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: &hosts[9], Decommissioned: true}})
 	for _, h := range []registry.Host{hosts[0], hosts[9]} {
 		if _, ok := dev.peers[h.PublicKey]; ok {
 			t.Errorf("decommissioned %s still in the device while the breaker is tripped", h.InstanceID)
@@ -352,7 +352,7 @@ func TestBreakerClosesWhenHeldHostsReturn(t *testing.T) {
 	// The held hosts come back one by one: the count follows at once, with
 	// no tick in between, and the last one closes the breaker.
 	for i, h := range hosts[1:5] {
-		r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+		r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &h}})
 		b := r.Summary().Breaker
 		if want := 3 - i; b.Held != want || b.Tripped != (want > 0) {
 			t.Errorf("%d back: breaker %+v, want held %d", i+1, b, want)
@@ -369,7 +369,7 @@ func TestBreakerClosesWhenHeldHostsReturn(t *testing.T) {
 
 	// Not sticky: the next single vanish goes after its hold-down.
 	*now = now.Add(2 * time.Minute)
-	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[5]}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: &hosts[5]}})
 	*now = now.Add(11 * time.Second)
 	r.Tick()
 	*now = now.Add(6 * time.Second)
@@ -390,7 +390,7 @@ func TestFailedDeviceUpdateIsRetried(t *testing.T) {
 	r.cfg.Timers.Handshake = time.Hour // no path fallback re-sends a peer by chance
 	dev.fail = 3
 	a, b, c := rhost("a", "vpc", 30), rhost("b", "vpc", 31), rhost("c", "vpc", 32)
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: a}, {Kind: registry.Added, Host: c}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &a}, {Kind: registry.Added, Host: &c}})
 	st := r.Summary().Apply
 	if len(dev.peers) != 0 || st.Failures != 1 || st.Pending != 2 || !strings.Contains(st.LastError, "resource temporarily unavailable") {
 		t.Fatalf("after a refused update: device %d peers, apply state %+v", len(dev.peers), st)
@@ -399,7 +399,7 @@ func TestFailedDeviceUpdateIsRetried(t *testing.T) {
 	// registry says, whatever the device refused before.
 	moved := a
 	moved.PrivateIP = netip.MustParseAddr("198.18.2.130")
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: b}, {Kind: registry.Updated, Host: moved}, {Kind: registry.Removed, Host: c}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &b}, {Kind: registry.Updated, Host: &moved}, {Kind: registry.Removed, Host: &c}})
 	var took time.Duration
 	for took = 0; took < 2*time.Minute && (len(dev.peers) != 2 || r.Summary().Apply.Pending != 0); took += time.Second {
 		*now = now.Add(time.Second)
@@ -440,7 +440,7 @@ func TestFailedDeviceUpdateIsRetried(t *testing.T) {
 func TestQuietPeerIsIdle(t *testing.T) {
 	r, dev, _, now := newTestReconciler(t, 0)
 	h := rhost("quiet", "vpc", 40)
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &h}})
 	state := func() string { return r.Peers(true)[0].State }
 	if s := state(); s != StateConnecting {
 		t.Errorf("new peer, first handshake under way: %s, want connecting", s)
@@ -484,7 +484,7 @@ func TestLivePeerStaysWhenRecordVanishes(t *testing.T) {
 	for i := 0; i < 6; i++ { // 0-3 carry traffic, 4 is quiet but answers, 5 is dead
 		h := rhost("v"+string(rune('0'+i)), "vpc", byte(50+i))
 		hosts = append(hosts, h)
-		evs = append(evs, registry.Event{Kind: registry.Added, Host: h})
+		evs = append(evs, registry.Event{Kind: registry.Added, Host: &h})
 	}
 	r.HandleEvents(evs)
 	*now = now.Add(time.Second)
@@ -496,7 +496,7 @@ func TestLivePeerStaysWhenRecordVanishes(t *testing.T) {
 	// six of six, over the breaker's limit of 3.
 	var gone []registry.Event
 	for _, h := range hosts {
-		gone = append(gone, registry.Event{Kind: registry.Removed, Host: h})
+		gone = append(gone, registry.Event{Kind: registry.Removed, Host: &h})
 	}
 	goneAt := *now
 	r.HandleEvents(gone)
@@ -559,12 +559,12 @@ func TestLivePeerStaysWhenRecordVanishes(t *testing.T) {
 		t.Errorf("silent peer removed %s (0: never) after it was last heard, want 10s..16s (hold-down + handshake timeout)", v0Gone)
 	}
 	// v1 is decommissioned: at once, alive or not.
-	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: hosts[1], Decommissioned: true}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Removed, Host: &hosts[1], Decommissioned: true}})
 	if _, ok := dev.peers[hosts[1].PublicKey]; ok {
 		t.Error("a decommissioned peer was kept for its live data plane")
 	}
 	// v2 re-registers: an ordinary peer again.
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: hosts[2]}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &hosts[2]}})
 	for _, p := range r.Peers(true) {
 		if p.Name == "v2" && (p.State == StateStale || p.StaleReason != "") {
 			t.Errorf("re-registered peer still %s (%q)", p.State, p.StaleReason)
@@ -578,7 +578,7 @@ func TestReconcilerIP6UnderlayToFirewall(t *testing.T) {
 	r, dev, fw, _ := newTestReconciler(t, 0)
 	h := rhost("six", "vpc", 7)
 	h.PrivateIP6 = netip.MustParseAddr("fd18:2::7")
-	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: h}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &h}})
 	got := fmt.Sprint(fw.last["six"].Underlay)
 	if got != "[198.18.2.7 198.19.2.7 fd18:2::7]" {
 		t.Errorf("underlay to the firewall = %s", got)
@@ -589,7 +589,7 @@ func TestReconcilerIP6UnderlayToFirewall(t *testing.T) {
 	n := len(fw.set)
 	moved := h
 	moved.PrivateIP6, moved.PublicIP6 = netip.MustParseAddr("fd18:2::70"), netip.MustParseAddr("fd18:0:2::70")
-	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: moved}})
+	r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &moved}})
 	if len(fw.set) != n+1 || fmt.Sprint(fw.last["six"].Underlay) != "[198.18.2.7 198.19.2.7 fd18:2::70 fd18:0:2::70]" {
 		t.Errorf("IPv6-only change: firewall calls %d -> %d, underlay %v", n, len(fw.set), fw.last["six"].Underlay)
 	}

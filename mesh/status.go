@@ -183,7 +183,7 @@ func (r *Reconciler) Members() []MemberHost {
 	defer r.mu.Unlock()
 	out := make([]MemberHost, 0, len(r.peers))
 	for _, p := range r.peers {
-		out = append(out, MemberOf(p.host))
+		out = append(out, MemberOf(*p.host))
 	}
 	return out
 }

@@ -133,10 +133,14 @@ func (b bounds) check(h Host) error {
 // tell the genuine one; a record announcing another host's key as its next
 // key is refused. A clash ends when either side goes or changes key, and
 // the records are accepted again. Indexes by key keep one change O(1).
+//
+// A record is held once: cands and hosts point at the same Host, which is
+// never changed after put (a new record is a new Host). At 10 000 hosts
+// the two copies were 9 MB of a lazy meshd's 48 MB live heap.
 type view struct {
-	cands  map[string]Host
+	cands  map[string]*Host
 	nodes  map[string]string // id -> where its candidate came from
-	hosts  map[string]Host
+	hosts  map[string]*Host
 	clash  map[string]Refusal // id -> why its candidate is refused
 	byKey  map[wgtypes.Key][]string
 	byNext map[wgtypes.Key][]string
@@ -150,7 +154,7 @@ type change struct {
 }
 
 func newView() *view {
-	return &view{cands: map[string]Host{}, nodes: map[string]string{}, hosts: map[string]Host{}, clash: map[string]Refusal{},
+	return &view{cands: map[string]*Host{}, nodes: map[string]string{}, hosts: map[string]*Host{}, clash: map[string]Refusal{},
 		byKey: map[wgtypes.Key][]string{}, byNext: map[wgtypes.Key][]string{}}
 }
 
@@ -163,7 +167,8 @@ func nextKey(h Host) (wgtypes.Key, bool) {
 }
 
 // put makes h id's candidate (nil: id is gone) and returns the changes to
-// the accepted view, and the clashes that began.
+// the accepted view, and the clashes that began. The view keeps h itself:
+// the caller must not change it afterwards.
 func (v *view) put(id string, h *Host, node string, now time.Time) (changes []change, began []Refusal) {
 	affected := []string{id}
 	touch := func(k wgtypes.Key) {
@@ -173,7 +178,7 @@ func (v *view) put(id string, h *Host, node string, now time.Time) (changes []ch
 	if old, ok := v.cands[id]; ok {
 		unindex(v.byKey, old.PublicKey, id)
 		touch(old.PublicKey)
-		if k, ok := nextKey(old); ok {
+		if k, ok := nextKey(*old); ok {
 			unindex(v.byNext, k, id)
 			touch(k)
 		}
@@ -181,7 +186,7 @@ func (v *view) put(id string, h *Host, node string, now time.Time) (changes []ch
 		delete(v.nodes, id)
 	}
 	if h != nil {
-		v.cands[id], v.nodes[id] = *h, node
+		v.cands[id], v.nodes[id] = h, node
 		v.byKey[h.PublicKey] = append(v.byKey[h.PublicKey], id)
 		touch(h.PublicKey)
 		if k, ok := nextKey(*h); ok {
@@ -207,7 +212,7 @@ func (v *view) judge(id string, now time.Time) (*change, *Refusal) {
 	cand, has := v.cands[id]
 	var why *Refusal
 	if has {
-		why = v.clashOf(id, cand)
+		why = v.clashOf(id, *cand)
 	}
 	var began *Refusal
 	prev, clashed := v.clash[id]
@@ -229,12 +234,12 @@ func (v *view) judge(id string, now time.Time) (*change, *Refusal) {
 	case has && why == nil:
 		v.hosts[id] = cand
 		if had {
-			return &change{id: id, old: &old, cur: &cand}, began
+			return &change{id: id, old: old, cur: cand}, began
 		}
-		return &change{id: id, cur: &cand}, began
+		return &change{id: id, cur: cand}, began
 	case had:
 		delete(v.hosts, id)
-		return &change{id: id, old: &old}, began
+		return &change{id: id, old: old}, began
 	}
 	return nil, began
 }

@@ -128,7 +128,7 @@ func TestBoundsCheck(t *testing.T) {
 func viewOf(v *view) string {
 	var hs []Host
 	for _, h := range v.hosts {
-		hs = append(hs, h)
+		hs = append(hs, *h)
 	}
 	return ids(hs)
 }

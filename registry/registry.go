@@ -64,10 +64,13 @@ func (k EventKind) String() string {
 	return [...]string{"", "added", "updated", "removed"}[k]
 }
 
-// Event is one host's change; for Removed, Host is its last record.
+// Event is one host's change; for Removed, Host is its last record. Host
+// is the record as the registry holds it, shared and never changed: a
+// receiver may keep the pointer (the reconciler does, so 10 000 records
+// are held once, not once per layer) but must not write through it.
 type Event struct {
 	Kind EventKind
-	Host Host
+	Host *Host
 	// Decommissioned is set on a removal whose lease is gone too: the host
 	// was retired for good, not merely disconnected.
 	Decommissioned bool
@@ -280,11 +283,12 @@ func (r *Registry) LastError() error {
 // view they end in the same state, as each host's last event is its state.
 func (r *Registry) Events() <-chan Event { return r.events }
 
-// Hosts returns the current view: at start, the snapshot's hosts.
-func (r *Registry) Hosts() []Host {
+// Hosts returns the current view: at start, the snapshot's hosts. The
+// records are the registry's own, shared as in Event: read, never written.
+func (r *Registry) Hosts() []*Host {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Host, 0, len(r.view.hosts))
+	out := make([]*Host, 0, len(r.view.hosts))
 	for _, h := range r.view.hosts {
 		out = append(out, h)
 	}

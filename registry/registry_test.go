@@ -316,10 +316,15 @@ func TestOutageSnapshotAndResync(t *testing.T) {
 	expectQuiet(t, w2, 500*time.Millisecond)
 }
 
-func ids(hs []Host) string {
+func ids[H Host | *Host](hs []H) string {
 	var out []string
 	for _, h := range hs {
-		out = append(out, h.InstanceID)
+		switch h := any(h).(type) {
+		case Host:
+			out = append(out, h.InstanceID)
+		case *Host:
+			out = append(out, h.InstanceID)
+		}
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")

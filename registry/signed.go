@@ -404,7 +404,7 @@ func (r *Registry) restoreTrust(ts *trustSnapshot) {
 // under a certificate that is not revoked.
 func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 	r.mu.Lock()
-	var gone []Host
+	var gone []*Host
 	var ids0 []string
 	for id, h := range r.view.hosts {
 		if h.CertSerial != "" && revoked(h.CertSerial) {

@@ -134,7 +134,7 @@ func waitRefused(t *testing.T, r *Registry, reason, node string) {
 func hostInView(r *Registry, id string) (Host, bool) {
 	for _, h := range r.Hosts() {
 		if h.InstanceID == id {
-			return h, true
+			return *h, true
 		}
 	}
 	return Host{}, false

@@ -102,7 +102,7 @@ func (r *Registry) saveSnapshot() error {
 	r.mu.Lock()
 	s := snapshot{SavedAt: time.Now().UTC(), Lease: r.selfLease, Trust: r.trustForSnapshot()}
 	for _, h := range r.view.hosts {
-		s.Hosts = append(s.Hosts, h)
+		s.Hosts = append(s.Hosts, *h)
 	}
 	r.mu.Unlock()
 	s.Docs = r.docs.known()

@@ -229,9 +229,9 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			owned, _, err := r.conn.Exists(r.ownerPath(ev.Host.InstanceID))
 			// With trust, a deletion alone is a vanish: only a host
 			// that is really retired gives its address back.
-			decommissioned := err == nil && !owned && r.retired(ev.Host)
+			decommissioned := err == nil && !owned && r.retired(*ev.Host)
 			if decommissioned {
-				r.release(ev.Host)
+				r.release(*ev.Host)
 			}
 			events[i].Decommissioned = decommissioned
 		}
@@ -266,11 +266,11 @@ func (r *Registry) putLocked(id string, h *Host, node string, now time.Time) []E
 	for _, c := range changes {
 		switch {
 		case c.old == nil:
-			events = append(events, Event{Kind: Added, Host: *c.cur})
+			events = append(events, Event{Kind: Added, Host: c.cur})
 		case c.cur == nil:
-			events = append(events, Event{Kind: Removed, Host: *c.old})
+			events = append(events, Event{Kind: Removed, Host: c.old})
 		case !sameRecord(*c.old, *c.cur):
-			events = append(events, Event{Kind: Updated, Host: *c.cur})
+			events = append(events, Event{Kind: Updated, Host: c.cur})
 		}
 	}
 	return events

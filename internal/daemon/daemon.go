@@ -220,13 +220,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.ident != nil {
 		go d.ident.Run(ctx)
 	}
+	go trimMemory(ctx, trimCheck, d.log)
 	if d.cfg.Tuning.KeyRotation > 0 {
 		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
 	}
 	return d.rec.Run(ctx, d.reg.Events())
 }
 
-func viewAsEvents(hosts []registry.Host) []registry.Event {
+func viewAsEvents(hosts []*registry.Host) []registry.Event {
 	evs := make([]registry.Event, len(hosts))
 	for i, h := range hosts {
 		evs[i] = registry.Event{Kind: registry.Added, Host: h}

@@ -89,7 +89,7 @@ func (d *Daemon) Explain(ctx context.Context, name string) (admin.Explanation, e
 	var rec *registry.Host
 	for _, h := range d.reg.Hosts() {
 		if h.InstanceID == name || h.OverlayIP.String() == name {
-			rec = &h
+			rec = h
 			break
 		}
 	}
@@ -287,7 +287,7 @@ func (d *Daemon) Fleet(ctx context.Context) (admin.Fleet, error) {
 	}
 	live := map[string]registry.Host{}
 	for _, h := range d.reg.Hosts() {
-		live[h.InstanceID] = h
+		live[h.InstanceID] = *h
 	}
 	wire := d.rec.KeptAlive()
 	f := admin.Fleet{ByNetwork: map[string]map[string]int{}, ByVersion: map[string]int{}}

@@ -68,7 +68,7 @@ func (d *Daemon) startFirewall(cfg config.Config, log *slog.Logger) error {
 			if h.InstanceID == cfg.Identity.InstanceID {
 				continue
 			}
-			m := mesh.MemberOf(h)
+			m := mesh.MemberOf(*h)
 			hosts = append(hosts, firewall.Host{ID: m.ID, OverlayIP: m.OverlayIP, Groups: m.Groups, Underlay: m.Underlay})
 		}
 		if err := d.fw.Resync(hosts); err != nil {

@@ -25,6 +25,10 @@ func saveProfiles(m *testbed.Meshd, dir, name string, secs int) error {
 	for _, p := range []struct{ file, path string }{
 		{name + ".cpu.pprof", fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs)},
 		{name + ".heap.pprof", "/debug/pprof/heap?gc=1"},
+		// The same heap in words, whose tail is the runtime's MemStats:
+		// where resident memory goes beside the live heap (stacks, GC
+		// metadata, freed spans not yet returned to the system).
+		{name + ".heap.txt", "/debug/pprof/heap?debug=1"},
 	} {
 		resp, err := c.Get("http://meshd" + p.path)
 		if err != nil {
@@ -36,6 +40,17 @@ func saveProfiles(m *testbed.Meshd, dir, name string, secs int) error {
 			return fmt.Errorf("profile %s: status %d %v", p.path, resp.StatusCode, err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, p.file), data, 0o644); err != nil {
+			return err
+		}
+	}
+	// The kernel's side of the same moment: anonymous against file-backed
+	// resident memory (the binary's text counts in VmRSS too).
+	for _, f := range []string{"status", "smaps_rollup"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", m.Proc.PID(), f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+"."+f), data, 0o644); err != nil {
 			return err
 		}
 	}
