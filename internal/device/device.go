@@ -6,6 +6,7 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -84,6 +85,11 @@ type Device struct {
 	sock   string
 	closed sync.Once
 	done   chan struct{}
+
+	// statsBuf is reused by every Stats: the UAPI text of 100 active
+	// peers is 20 KB a second of garbage otherwise.
+	statsMu  sync.Mutex
+	statsBuf bytes.Buffer
 }
 
 // New creates and brings up the interface. On failure nothing is left
@@ -209,11 +215,13 @@ func (d *Device) Replace(peers []Peer) error {
 
 // Stats reads every peer's endpoint, last handshake and counters.
 func (d *Device) Stats() (map[wgtypes.Key]PeerStats, error) {
-	text, err := d.wg.IpcGet()
-	if err != nil {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	d.statsBuf.Reset()
+	if err := d.wg.IpcGetOperation(&d.statsBuf); err != nil {
 		return nil, fmt.Errorf("read peers of %s: %w", d.cfg.Name, err)
 	}
-	return parseStats(text)
+	return parseStats(d.statsBuf.Bytes())
 }
 
 // Handshake starts a handshake with a peer now instead of at its next

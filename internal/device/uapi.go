@@ -1,7 +1,7 @@
 package device
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -61,8 +61,10 @@ func (d Delta) uapiText() string {
 	return b.String()
 }
 
-// parseStats reads the peers out of a UAPI get response.
-func parseStats(text string) (map[wgtypes.Key]PeerStats, error) {
+// parseStats reads the peers out of a UAPI get response. It runs every
+// tick on every peer in the device, so it reads the bytes in place: no
+// copy of the text, no string per line.
+func parseStats(text []byte) (map[wgtypes.Key]PeerStats, error) {
 	out := map[wgtypes.Key]PeerStats{}
 	var key wgtypes.Key
 	var cur *PeerStats
@@ -75,19 +77,22 @@ func parseStats(text string) (map[wgtypes.Key]PeerStats, error) {
 			out[key] = *cur
 		}
 	}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), "=")
+	for len(text) > 0 {
+		var line []byte
+		line, text, _ = bytes.Cut(text, []byte{'\n'})
+		kb, vb, ok := bytes.Cut(line, []byte{'='})
 		if !ok {
 			continue
 		}
-		if k == "public_key" {
+		if string(kb) == "public_key" {
 			flush()
-			raw, err := hex.DecodeString(v)
-			if err != nil || len(raw) != wgtypes.KeyLen {
-				return nil, fmt.Errorf("uapi: bad public_key %q", v)
+			// Length first: hex.Decode writes len(vb)/2 bytes.
+			if len(vb) != 2*wgtypes.KeyLen {
+				return nil, fmt.Errorf("uapi: bad public_key %q", vb)
 			}
-			copy(key[:], raw)
+			if _, err := hex.Decode(key[:], vb); err != nil {
+				return nil, fmt.Errorf("uapi: bad public_key %q", vb)
+			}
 			cur, sec, nsec = &PeerStats{}, 0, 0
 			continue
 		}
@@ -95,6 +100,7 @@ func parseStats(text string) (map[wgtypes.Key]PeerStats, error) {
 			continue // device-level keys
 		}
 		var err error
+		k, v := string(kb), string(vb)
 		switch k {
 		case "endpoint":
 			cur.Endpoint, err = netip.ParseAddrPort(v)
@@ -120,5 +126,5 @@ func parseStats(text string) (map[wgtypes.Key]PeerStats, error) {
 		}
 	}
 	flush()
-	return out, sc.Err()
+	return out, nil
 }

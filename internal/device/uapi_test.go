@@ -42,7 +42,7 @@ func TestParseStats(t *testing.T) {
 	text := "private_key=aa\nlisten_port=51820\n" +
 		"public_key=0101010101010101010101010101010101010101010101010101010101010101\nendpoint=198.19.2.11:51820\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\ntx_bytes=10\nrx_bytes=20\npersistent_keepalive_interval=25\nallowed_ip=100.100.0.7/32\n" +
 		"public_key=0202020202020202020202020202020202020202020202020202020202020202\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\ntx_bytes=0\nrx_bytes=0\npersistent_keepalive_interval=0\n"
-	got, err := parseStats(text)
+	got, err := parseStats([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,10 +54,14 @@ func TestParseStats(t *testing.T) {
 	if q, ok := got[testKey(2)]; !ok || !q.LastHandshake.IsZero() || q.Endpoint.IsValid() {
 		t.Errorf("peer 2 = %+v (present %v)", q, ok)
 	}
-	if _, err := parseStats("public_key=zz\n"); err == nil {
+	if _, err := parseStats([]byte("public_key=zz\n")); err == nil {
 		t.Error("bad key accepted")
 	}
-	if _, err := parseStats("public_key=0101010101010101010101010101010101010101010101010101010101010101\nrx_bytes=-1\n"); err == nil {
+	// Too long a key is refused, not decoded past the key's 32 bytes.
+	if _, err := parseStats([]byte("public_key=" + strings.Repeat("01", 40) + "\n")); err == nil {
+		t.Error("overlong key accepted")
+	}
+	if _, err := parseStats([]byte("public_key=0101010101010101010101010101010101010101010101010101010101010101\nrx_bytes=-1\n")); err == nil {
 		t.Error("bad counter accepted")
 	}
 }
