@@ -64,12 +64,25 @@ func runInject(mesh string, n int, avoid netip.Addr) error {
 
 // procStats reads a process's resident memory (KiB) and CPU time (ticks).
 func procStats(pid int) (rssKiB int, cpuTicks int) {
+	rssKiB = procStatus(pid)["VmRSS"]
+	cpuTicks = cpuOf(pid)
+	return
+}
+
+// procStatus is the KiB figures of /proc/PID/status, by name.
+func procStatus(pid int) map[string]int {
+	out := map[string]int{}
 	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			rssKiB, _ = strconv.Atoi(strings.Fields(v)[0])
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(v, " kB") {
+			out[k], _ = strconv.Atoi(strings.Fields(v)[0])
 		}
 	}
+	return out
+}
+
+// cpuOf is a process's CPU time so far, in ticks.
+func cpuOf(pid int) (cpuTicks int) {
 	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
 		f := strings.Fields(string(stat)[i+2:])
@@ -85,17 +98,21 @@ func procStats(pid int) (rssKiB int, cpuTicks int) {
 // usage is one sample of a running meshd.
 type usage struct {
 	rssKiB, heapBytes int
-	cpu               float64 // % of one core over the sample window
+	// The two parts of rssKiB: anonymous memory (the Go heap, stacks,
+	// the runtime's own) and pages of the binary's file.
+	anonKiB, fileKiB int
+	cpu              float64 // % of one core over the sample window
 }
 
 // sampleUsage measures m's CPU over window, then its resident size and
 // its live heap.
 func sampleUsage(m *testbed.Meshd, window time.Duration) (usage, error) {
-	_, c0 := procStats(m.Proc.PID())
+	c0 := cpuOf(m.Proc.PID())
 	time.Sleep(window)
-	rss, c1 := procStats(m.Proc.PID())
+	st, c1 := procStatus(m.Proc.PID()), cpuOf(m.Proc.PID())
 	heap, err := heapInuse(m)
-	return usage{rssKiB: rss, heapBytes: heap, cpu: float64(c1-c0) / 100 / window.Seconds() * 100}, err
+	return usage{rssKiB: st["VmRSS"], anonKiB: st["RssAnon"], fileKiB: st["RssFile"], heapBytes: heap,
+		cpu: float64(c1-c0) / 100 / window.Seconds() * 100}, err
 }
 
 // peersScale gives a real meshd n peers at once and reports the time until

@@ -234,7 +234,12 @@ func lazySection(b *strings.Builder, fs figures, ms []measurement) {
 		fmt.Fprintf(b, "| when | resident | Go heap | CPU |\n|---|---|---|---|\n")
 		fmt.Fprintf(b, "| all known, none active (10 s sample) | %.1f MiB | - | %.1f%% of a core |\n", g("idle_rss"), g("idle_cpu"))
 		fmt.Fprintf(b, "| just after the active ones came in (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n", g("join_rss"), g("join_heap"), g("join_cpu"))
-		fmt.Fprintf(b, "| at rest, 2 min after the hosts were written (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n\n", g("rest_rss"), g("rest_heap"), g("rest_cpu"))
+		fmt.Fprintf(b, "| at rest, 2 min after the hosts were written (10 s sample) | %.1f MiB | %.1f MiB | %.1f%% of a core |\n", g("rest_rss"), g("rest_heap"), g("rest_cpu"))
+		if g("settled_rss") != 0 {
+			fmt.Fprintf(b, "| settled, 4.5 min after (10 s sample) | %.1f MiB: %.1f anonymous, %.1f of the binary's file | %.1f MiB | %.1f%% of a core |\n",
+				g("settled_rss"), g("settled_anon_rss"), g("settled_file_rss"), g("settled_heap"), g("settled_cpu"))
+		}
+		b.WriteString("\n")
 		fmt.Fprintf(b, "Target: 10 000 registered, 100 active: resident <= 64 MiB, CPU at rest <= 1%% of a core.\n\n")
 	}
 	if fs.get(lazy, "tcp_1_stream") != 0 {
