@@ -234,7 +234,10 @@ func TestLazyPeersReaped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Extra: "peers:\n  lazy: true\n", Env: []string{"MESHD_DEBUG_IDLE_AFTER=soon"}}); err == nil || !strings.Contains(err.Error(), `MESHD_DEBUG_IDLE_AFTER="soon"`) {
+	if m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin(t), Extra: "peers:\n  lazy: true\n", Env: []string{"MESHD_DEBUG_IDLE_AFTER=soon"}}); err == nil {
+		m.Proc.Kill()
+		t.Fatal("meshd started with MESHD_DEBUG_IDLE_AFTER=soon")
+	} else if !strings.Contains(err.Error(), `MESHD_DEBUG_IDLE_AFTER="soon"`) {
 		t.Errorf("meshd with MESHD_DEBUG_IDLE_AFTER=soon: want a start error naming it, got %v", err)
 	}
 
