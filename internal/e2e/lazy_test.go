@@ -548,7 +548,7 @@ func TestLazyPeersForgedInitiation(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if got := st.Lazy.Refused - before.Refused; got != initiations {
+		if got := st.Lazy.Refused - before.Refused; got < initiations {
 			return fmt.Errorf("refused %d", got)
 		}
 		return nil
