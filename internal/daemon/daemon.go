@@ -68,6 +68,9 @@ type Daemon struct {
 // reconciler. On error everything already started is taken down again.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog.LevelVar) (_ *Daemon, err error) {
 	var d *Daemon
+	if err := applyDebugIdleAfter(&cfg, os.Getenv, log); err != nil {
+		return nil, err
+	}
 	res, err := identity.Resolve(ctx, cfg.Identity, identity.Options{})
 	if err != nil {
 		return nil, err

@@ -36,6 +36,8 @@ type MeshdOptions struct {
 	ZooKeeper []string
 	// SessionTimeout is zookeeper.session_timeout; 6s if zero.
 	SessionTimeout time.Duration
+	// Env is added to meshd's environment, e.g. MESHD_DEBUG_IDLE_AFTER=5s.
+	Env []string
 }
 
 // Meshd is a meshd process running on a testbed host.
@@ -131,7 +133,7 @@ log_level: %s
 
 // Start runs meshd and waits until its admin socket answers.
 func (m *Meshd) Start() error {
-	p, err := m.tb.StartProcess(m.Host, m.Log, filepath.Join(BinDir(m.opts.Bin), "meshd"), "run", "--config", m.Config)
+	p, err := m.tb.startProcess(m.Host, m.opts.Env, m.Log, filepath.Join(BinDir(m.opts.Bin), "meshd"), "run", "--config", m.Config)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,11 @@ type Process struct {
 // StartProcess runs name in h's namespace with output to logfile, tracked
 // for teardown by PID (its own process group).
 func (tb *Testbed) StartProcess(h *Host, logfile, name string, args ...string) (*Process, error) {
+	return tb.startProcess(h, nil, logfile, name, args...)
+}
+
+// startProcess is StartProcess with env added to the testbed's environment.
+func (tb *Testbed) startProcess(h *Host, env []string, logfile, name string, args ...string) (*Process, error) {
 	log, err := os.OpenFile(logfile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -25,6 +30,9 @@ func (tb *Testbed) StartProcess(h *Host, logfile, name string, args ...string) (
 	defer log.Close()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", h.Netns, name}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s in %s: %w", name, h.Name, err)
