@@ -62,13 +62,6 @@ func runInject(mesh string, n int, avoid netip.Addr) error {
 	return nil
 }
 
-// procStats reads a process's resident memory (KiB) and CPU time (ticks).
-func procStats(pid int) (rssKiB int, cpuTicks int) {
-	rssKiB = procStatus(pid)["VmRSS"]
-	cpuTicks = cpuOf(pid)
-	return
-}
-
 // procStatus is the KiB figures of /proc/PID/status, by name.
 func procStatus(pid int) map[string]int {
 	out := map[string]int{}
