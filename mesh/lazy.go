@@ -91,12 +91,12 @@ func (r *Reconciler) bringIn(w want) {
 	if !w.overlay.IsValid() {
 		p = r.byKey[w.key]
 	}
-	if p == nil || !p.idle || p.path == nil {
+	if p == nil || !p.idle || len(p.cands) == 0 {
 		return
 	}
 	now := r.now()
 	p.idle, p.activeAt = false, now
-	p.path = newPathState(p.path.cands, now, r.cfg.Timers)
+	p.path = newPathState(p.cands, now, r.cfg.Timers)
 	delta := device.Delta{Upsert: []device.Peer{r.devicePeer(p)}}
 	r.setInDevice(p, true)
 	// Asked by a packet, our handshake starts with the first held one.
@@ -163,11 +163,11 @@ func (r *Reconciler) LazyCounts() (inDevice, idle int) {
 // registerInitiator tells the identifier p's key and the endpoints its
 // initiations may come from.
 func (r *Reconciler) registerInitiator(p *peer) {
-	if !r.lazy() || r.cfg.Lazy.Initiators == nil || p.path == nil {
+	if !r.lazy() || r.cfg.Lazy.Initiators == nil || len(p.cands) == 0 {
 		return
 	}
-	eps := make([]netip.AddrPort, 0, len(p.path.cands))
-	for _, c := range p.path.cands {
+	eps := make([]netip.AddrPort, 0, len(p.cands))
+	for _, c := range p.cands {
 		eps = append(eps, c.Endpoint)
 	}
 	r.cfg.Lazy.Initiators.SetPeer(p.host.PublicKey, eps...)
@@ -183,6 +183,7 @@ func (r *Reconciler) reapLocked(p *peer, now time.Time, delta *device.Delta) boo
 	if p.inDevice {
 		return false // the gate refused; it stays
 	}
+	p.path = nil // a new one comes with the peer, from where it is then
 	r.log.Debug("peer idle: out of the device", "peer", p.host.InstanceID, "quiet_for", now.Sub(p.activeAt).Round(time.Second))
 	return true
 }

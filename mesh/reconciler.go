@@ -107,7 +107,10 @@ var noHost = &registry.Host{}
 
 // peer is one remote host and what the reconciler decided for it.
 type peer struct {
-	host        *registry.Host // the registry's own record, shared: never written
+	host  *registry.Host // the registry's own record, shared: never written
+	cands []Candidate    // the ways to reach it, best first; nil: none
+	// path chooses among cands for a peer in the device; nil while it is
+	// out (idle), which with lazy peers is most of the fleet: 250 B each.
 	path        *pathState
 	unreachable string    // why there is no candidate, if none
 	removeAt    time.Time // hold-down deadline after its record vanished
@@ -258,6 +261,7 @@ func (r *Reconciler) upsert(h *registry.Host, now time.Time, delta *device.Delta
 	r.byOverlay[h.OverlayIP], r.byKey[h.PublicKey] = p, p
 	r.breaker.forget(h.InstanceID, r.log)
 	cands, why := Candidates(r.selfLocation(), location(*h), r.links)
+	p.cands = cands
 	// The reasons are the same few sentences for the whole fleet ("same
 	// network vpc"); held once each, not once per peer (1 MB at 10 000).
 	for i := range cands {
@@ -285,8 +289,9 @@ func (r *Reconciler) upsert(h *registry.Host, now time.Time, delta *device.Delta
 		}
 		p.path = nil
 	case !p.inDevice && r.lazy() && !wasIn:
-		// Known, not yet talked to: it comes in with its first packet.
-		p.path = newPathState(cands, now, r.cfg.Timers)
+		// Known, not yet talked to: it comes in with its first packet,
+		// and gets its path state then.
+		p.path = nil
 		if !p.idle {
 			r.idleLocked(p, delta)
 		}

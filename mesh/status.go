@@ -69,6 +69,9 @@ func (r *Reconciler) Peers(registryLive bool) []PeerStatus {
 			RemovalHeld: !p.removeAt.IsZero(), HeldByBreaker: r.breaker.held[p.host.InstanceID],
 		}
 		switch {
+		case p.idle && len(p.cands) > 0:
+			ps.Candidates, ps.Path = p.cands, p.cands[0].Path
+			ps.State, ps.Reason = StateIdle, "no recent traffic: out of the WireGuard device until a packet or a handshake brings it in"
 		case p.path == nil:
 			ps.State, ps.Reason = StateDown, p.unreachable
 		default:
@@ -86,9 +89,6 @@ func (r *Reconciler) Peers(registryLive bool) []PeerStatus {
 				}
 			}
 			ps.State = p.path.state(p.obs, now)
-			if p.idle {
-				ps.State, ps.Reason, ps.Endpoint = StateIdle, "no recent traffic: out of the WireGuard device until a packet or a handshake brings it in", netip.AddrPort{}
-			}
 		}
 		switch {
 		case !registryLive:
