@@ -32,8 +32,10 @@ type RestartResult struct {
 	// Until ZooKeeper served again (standalone: started and answering;
 	// ensemble: every surviving server in a mode, i.e. a new leader).
 	ServingS float64 `json:"zk_serving_s"`
-	// Until every registry reported connected, after ZooKeeper served.
-	ConnectedS float64 `json:"connected_s"`
+	// Until half of the registries, and until every one, reported
+	// connected after ZooKeeper served (polled every 50 ms).
+	ConnectedP50S float64 `json:"connected_p50_s"`
+	ConnectedS    float64 `json:"connected_s"`
 	// Until steady: every registry connected and its view holding all
 	// hosts; and the same from ZooKeeper serving again.
 	SteadyS          float64 `json:"steady_s"`
@@ -145,8 +147,16 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	defer tick.Stop()
 	last := time.Now()
 	var connectedAt, steadyAt time.Time
+	upAt := make([]time.Duration, len(all)) // per registry: connected again, from start
 	for steadyAt.IsZero() {
-		nc, short := notConnected(all), 0
+		nc, short := 0, 0
+		for i, w := range all {
+			if st, _ := w.reg.State(); st != registry.Connected {
+				nc++
+			} else if upAt[i] == 0 {
+				upAt[i] = time.Since(start)
+			}
+		}
 		for _, w := range all {
 			if w.known.Load() != int64(want) {
 				short++
@@ -172,6 +182,7 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 		}
 	}
 	res.ConnectedS = connectedAt.Sub(start).Seconds()
+	res.ConnectedP50S = fleet.Quantile(upAt, 0.5).Seconds()
 	res.SteadyS = steadyAt.Sub(start).Seconds()
 	res.ServingToSteadyS = steadyAt.Sub(sv.at).Seconds()
 	progress("%s: steady after %.1f s; counting %s more", res.Kind, res.SteadyS, quiet)
