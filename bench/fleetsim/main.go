@@ -289,8 +289,8 @@ func printResult(r Result) {
 	if x := r.Restart; x != nil {
 		fmt.Printf("%s: %d removals (%d watchers), %d adds, %d of %d sessions expired; steady after %.1f s (ZooKeeper serving after %.1f s, then %.1f s; target: 0 removals, steady within 60 s)\n",
 			x.Kind, x.Removals, x.WatchersWithRemoval, x.Adds, x.SessionsExpired, x.SessionsBefore, x.SteadyS, x.ServingS, x.ServingToSteadyS)
-		fmt.Printf("  connected again: half after %.1f s, all after %.1f s; %d of %d watchers listed again; %d requests (%.1f per host), %.0f kB read; ZooKeeper CPU %.0f ms (%.0f ms after serving); probe join seen by all in %.1f ms\n",
-			x.ConnectedP50S, x.ConnectedS, x.Relisted, r.Hosts, x.Requests, float64(x.Requests)/float64(max(r.Hosts, 1)), float64(x.PayloadBytes)/1000, x.ZKCPUms, x.ZKCPUAfterServingMs, x.ProbeMs)
+		fmt.Printf("  connected again: half after %.1f s, all after %.1f s; %d of %d watchers listed again; %d requests (%.1f per host), %.0f kB read; ZooKeeper CPU %.0f ms (%.0f ms after serving); %d listen-queue overflows; probe join seen by all in %.1f ms\n",
+			x.ConnectedP50S, x.ConnectedS, x.Relisted, r.Hosts, x.Requests, float64(x.Requests)/float64(max(r.Hosts, 1)), float64(x.PayloadBytes)/1000, x.ZKCPUms, x.ZKCPUAfterServingMs, x.ListenOverflows, x.ProbeMs)
 	}
 	if r.Error != "" {
 		fmt.Printf("stopped: %s\n", r.Error)

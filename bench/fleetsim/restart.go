@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +54,10 @@ type RestartResult struct {
 	PayloadBytes        int64   `json:"payload_bytes"`
 	ZKCPUms             float64 `json:"zk_cpu_ms"`
 	ZKCPUAfterServingMs float64 `json:"zk_cpu_after_serving_ms"`
+	// Connections the kernel dropped because a listen queue was full
+	// (TcpExt ListenOverflows of this network namespace, anyone's): the
+	// fleet reconnecting at once against ZooKeeper's accept backlog.
+	ListenOverflows int64 `json:"listen_overflows"`
 	// A change made once steady (the writer joins, or changes its
 	// endpoint if it is in): until all N have it. Shows the watches work.
 	ProbeMs float64 `json:"probe_ms"`
@@ -93,6 +99,7 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	}
 	r0, b0 := fleet.Totals(regs)
 	u0 := s.zk.each()
+	lo0 := listenOverflows()
 
 	type served struct {
 		at  time.Time
@@ -191,6 +198,7 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	u1 := s.zk.each()
 	r1, b1 := fleet.Totals(regs)
 	res.Requests, res.PayloadBytes = r1-r0, b1-b0
+	res.ListenOverflows = listenOverflows() - lo0
 	res.ZKCPUms = fleet.Ms(cpuSince(u0, u1))
 	res.ZKCPUAfterServingMs = fleet.Ms(cpuSince(sv.u, u1))
 	for i, w := range s.hosts {
@@ -269,6 +277,29 @@ func newLeader(ctx context.Context, e *zkserver.Ensemble, old *zkserver.Server) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// listenOverflows reads TcpExt ListenOverflows from /proc/net/netstat
+// (0 if unreadable).
+func listenOverflows() int64 {
+	data, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return 0
+	}
+	lines := strings.Split(string(data), "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) != len(values) || len(names) == 0 || names[0] != "TcpExt:" {
+			continue
+		}
+		for j, n := range names {
+			if n == "ListenOverflows" {
+				v, _ := strconv.ParseInt(values[j], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 func notConnected(ws []*watcher) int {
