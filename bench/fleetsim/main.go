@@ -286,7 +286,9 @@ func printResult(r Result) {
 	if r.RatioP99 > 0 {
 		fmt.Printf("p99 ours / raw = %.2f (target <= 1.25)\n", r.RatioP99)
 	}
-	if x := r.Restart; x != nil {
+	if x := r.Restart; x != nil && x.SteadyS == 0 {
+		fmt.Printf("%s: not steady (below); %d of %d sessions held ephemerals before\n", x.Kind, x.SessionsBefore, r.Hosts)
+	} else if x != nil {
 		fmt.Printf("%s: %d removals (%d watchers), %d adds, %d of %d sessions expired; steady after %.1f s (ZooKeeper serving after %.1f s, then %.1f s; target: 0 removals, steady within 60 s)\n",
 			x.Kind, x.Removals, x.WatchersWithRemoval, x.Adds, x.SessionsExpired, x.SessionsBefore, x.SteadyS, x.ServingS, x.ServingToSteadyS)
 		fmt.Printf("  connected again: half after %.1f s, all after %.1f s; %d of %d watchers listed again; %d requests (%.1f per host), %.0f kB read; ZooKeeper CPU %.0f ms (%.0f ms after serving); %d listen-queue overflows; probe join seen by all in %.1f ms\n",
