@@ -6,7 +6,17 @@
 // child watch; one create; each lists and reads once): issue 17's target
 // is p99 of ours at most 1.25 times the raw p99.
 //
+// With -restart, once the churn is done and all N sessions are connected
+// and in step, ZooKeeper is halted and started again on the same data and
+// port; with -ensemble 3 the whole run is against a 3-server ensemble and
+// that phase kills its leader instead. The phase counts what every
+// watcher lost (removals: the target is none), expired sessions and the
+// fleet's requests and ZooKeeper's CPU, and times until the fleet is
+// steady again (issue 17: within 60 s).
+//
 //	go run ./bench/fleetsim -n 1000,10000 -changes 30 -json /tmp/fleetsim.json
+//	go run ./bench/fleetsim -n 300,1000 -changes 3 -restart -json /tmp/fleetsim-restart.json
+//	go run ./bench/fleetsim -n 300,1000 -changes 3 -ensemble 3 -json /tmp/fleetsim-leader.json
 package main
 
 import (
@@ -69,6 +79,8 @@ type Result struct {
 	Raw       Fanout  `json:"raw"`
 	Ours      Fanout  `json:"ours"`
 	RatioP99  float64 `json:"p99_ratio"` // ours / raw; the target is <= 1.25
+	// ZooKeeper restarted (-restart) or its leader killed (-ensemble).
+	Restart *RestartResult `json:"restart,omitempty"`
 }
 
 type config struct {
@@ -78,6 +90,11 @@ type config struct {
 	changeTimeout     time.Duration
 	setupTimeout      time.Duration
 	maxRSS            int64
+	// restart: after the churn, halt ZooKeeper and start it again (or,
+	// with an ensemble, kill its leader); ensemble: servers, 0 standalone.
+	restart       bool
+	ensemble      int
+	steadyTimeout time.Duration
 }
 
 func main() {
@@ -91,9 +108,17 @@ func main() {
 	flag.DurationVar(&c.changeTimeout, "change-timeout", 60*time.Second, "give up on a change not seen by all by then")
 	flag.DurationVar(&c.setupTimeout, "setup-timeout", 10*time.Minute, "give up on a fleet not open and in step by then")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile here")
+	flag.BoolVar(&c.restart, "restart", false, "after the churn, restart ZooKeeper (ensemble: kill its leader) and time until steady")
+	flag.IntVar(&c.ensemble, "ensemble", 0, "run against an ensemble of this many servers (0: one standalone server); implies -restart, which then kills the leader")
+	flag.DurationVar(&c.steadyTimeout, "steady-timeout", 3*time.Minute, "give up on a fleet not steady again this long after the restart or leader kill")
 	maxRSS := flag.Int64("max-rss-mib", 12<<10, "stop opening registries when this process is this large")
 	flag.Parse()
 	c.maxRSS = *maxRSS << 20
+	if c.ensemble == 1 || c.ensemble < 0 {
+		fmt.Fprintln(os.Stderr, "-ensemble: want 0 (standalone) or at least 2 servers")
+		os.Exit(2)
+	}
+	c.restart = c.restart || c.ensemble > 0
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	// Ctrl-C and SIGTERM end the run through its deferred stops, so no
 	// ZooKeeper outlives it.
@@ -148,24 +173,23 @@ func main() {
 // memory and CPU are this size's alone: first the raw fan-out, then ours.
 func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 	res.Hosts = n
-	zs, err := zkserver.Start(ctx, zkserver.Options{Heap: c.heap})
+	zs, err := startZK(ctx, c)
 	if err != nil {
 		res.Error = err.Error()
 		return res
 	}
-	zk := &zkProc{pid: zs.PID()}
-	progress("n=%d: ZooKeeper pid %d, %s", n, zk.pid, zs.Addr())
-	f := &sim{addr: zs.Addr(), mesh: mesh, cfg: c, zk: zk}
+	zk := &zkProc{pids: zs.pids}
+	progress("n=%d: ZooKeeper pids %v, %v", n, zs.pids(), zs.addrs)
+	f := &sim{addrs: zs.addrs, mesh: mesh, cfg: c, zk: zk}
+	var hwm int64 // an ensemble's summed peak, before a phase kills one
 	defer func() {
-		if u, err := fleet.ReadUsage(zk.pid); err == nil {
-			res.ZKHWMMiB = fleet.MiB(u.HWM)
-		}
+		res.ZKHWMMiB = fleet.MiB(max(hwm, zk.usage().HWM))
 		// ZooKeeper goes first: closing registries while it runs would
 		// make each departure a change for all others, O(N^2) on the way out.
-		f.close(zs)
+		f.close(zs.stop)
 	}()
 	progress("n=%d: raw fan-out", n)
-	if res.Raw, err = rawFanout(ctx, zs.Addr(), "/fleetsim-raw-"+mesh, n, c, zk); err != nil {
+	if res.Raw, err = rawFanout(ctx, zs.addrs, "/fleetsim-raw-"+mesh, n, c, zk); err != nil {
 		res.Error = "raw fan-out: " + err.Error()
 		return res
 	}
@@ -187,7 +211,64 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 	if res.Raw.P99ms > 0 && res.Ours.P99ms > 0 {
 		res.RatioP99 = res.Ours.P99ms / res.Raw.P99ms
 	}
+	if c.restart && res.Error == "" {
+		hwm = zk.usage().HWM
+		kind := "restart"
+		if zs.ensemble != nil {
+			kind = "leader kill"
+		}
+		progress("n=%d: %s with all %d sessions connected", n, kind, n)
+		rr, err := f.restart(ctx, zs)
+		res.Restart = &rr
+		if err != nil {
+			res.Error = kind + ": " + err.Error()
+		}
+	}
 	return res
+}
+
+// zkServers is what the run needs of its ZooKeeper, standalone or an
+// ensemble.
+type zkServers struct {
+	addrs    []string
+	server   *zkserver.Server   // standalone
+	ensemble *zkserver.Ensemble // or this
+}
+
+func startZK(ctx context.Context, c config) (*zkServers, error) {
+	o := zkserver.Options{Heap: c.heap}
+	if c.ensemble > 0 {
+		e, err := zkserver.StartEnsemble(ctx, c.ensemble, o)
+		if err != nil {
+			return nil, err
+		}
+		return &zkServers{addrs: e.Addrs(), ensemble: e}, nil
+	}
+	s, err := zkserver.Start(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return &zkServers{addrs: []string{s.Addr()}, server: s}, nil
+}
+
+// pids are the server processes now: a restarted server is a new one.
+func (z *zkServers) pids() []int {
+	if z.server != nil {
+		return []int{z.server.PID()}
+	}
+	var out []int
+	for _, s := range z.ensemble.Servers {
+		out = append(out, s.PID())
+	}
+	return out
+}
+
+func (z *zkServers) stop() {
+	if z.server != nil {
+		z.server.Stop()
+	} else {
+		z.ensemble.Stop()
+	}
 }
 
 func printResult(r Result) {
@@ -204,6 +285,14 @@ func printResult(r Result) {
 	}
 	if r.RatioP99 > 0 {
 		fmt.Printf("p99 ours / raw = %.2f (target <= 1.25)\n", r.RatioP99)
+	}
+	if x := r.Restart; x != nil && x.SteadyS == 0 {
+		fmt.Printf("%s: not steady (below); %d of %d sessions held ephemerals before\n", x.Kind, x.SessionsBefore, r.Hosts)
+	} else if x != nil {
+		fmt.Printf("%s: %d removals (%d watchers), %d adds, %d of %d sessions expired; steady after %.1f s (ZooKeeper serving after %.1f s, then %.1f s; target: 0 removals, steady within 60 s)\n",
+			x.Kind, x.Removals, x.WatchersWithRemoval, x.Adds, x.SessionsExpired, x.SessionsBefore, x.SteadyS, x.ServingS, x.ServingToSteadyS)
+		fmt.Printf("  connected again: half after %.1f s, all after %.1f s; %d of %d watchers listed again; %d requests (%.1f per host), %.0f kB read; ZooKeeper CPU %.0f ms (%.0f ms after serving); %d listen-queue overflows; probe join seen by all in %.1f ms\n",
+			x.ConnectedP50S, x.ConnectedS, x.Relisted, r.Hosts, x.Requests, float64(x.Requests)/float64(max(r.Hosts, 1)), float64(x.PayloadBytes)/1000, x.ZKCPUms, x.ZKCPUAfterServingMs, x.ListenOverflows, x.ProbeMs)
 	}
 	if r.Error != "" {
 		fmt.Printf("stopped: %s\n", r.Error)

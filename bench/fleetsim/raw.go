@@ -23,8 +23,8 @@ const rawWarmup = 5
 
 const rawBuffer = 64 << 10
 
-func rawFanout(ctx context.Context, addr, parent string, n int, c config, z *zkProc) (Fanout, error) {
-	w, _, err := zk.Connect([]string{addr}, c.session, zk.WithLogInfo(false))
+func rawFanout(ctx context.Context, addrs []string, parent string, n int, c config, z *zkProc) (Fanout, error) {
+	w, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false))
 	if err != nil {
 		return Fanout{}, err
 	}
@@ -53,7 +53,7 @@ func rawFanout(ctx context.Context, addr, parent string, n int, c config, z *zkP
 	for i := range conns {
 		// Packets here are a short listing or one record: buffers of 64 KiB,
 		// not the client's 1.5 MiB each way, keep 10 000 sessions small.
-		conn, _, err := zk.Connect([]string{addr}, c.session, zk.WithLogInfo(false),
+		conn, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false),
 			zk.WithMaxBufferSize(rawBuffer), zk.WithMaxConnBufferSize(rawBuffer))
 		if err != nil {
 			return Fanout{}, fmt.Errorf("session %d: %w", i, err)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/bench/internal/fleet"
-	"github.com/meshd/meshd/internal/zkserver"
 	"github.com/meshd/meshd/registry"
 )
 
@@ -22,9 +21,10 @@ const settle = 500 * time.Millisecond
 // itself and watches all others, and a writer, one more host, that makes
 // the changes.
 type sim struct {
-	addr, mesh string
-	cfg        config
-	zk         *zkProc
+	addrs []string
+	mesh  string
+	cfg   config
+	zk    *zkProc
 
 	mu     sync.Mutex
 	hosts  []*watcher
@@ -38,12 +38,14 @@ type watcher struct {
 	reg   *registry.Registry
 	host  registry.Host
 	known atomic.Int64 // hosts in its view, from its events
-	stop  chan struct{}
-	done  chan struct{}
+	// Events of each kind ever, for the restart phase's counts.
+	added, removed atomic.Int64
+	stop           chan struct{}
+	done           chan struct{}
 }
 
 func (s *sim) options(h registry.Host) registry.Options {
-	return registry.Options{Servers: []string{s.addr}, Mesh: s.mesh, Pool: fleet.Pool,
+	return registry.Options{Servers: s.addrs, Mesh: s.mesh, Pool: fleet.Pool,
 		SessionTimeout: s.cfg.session, Self: h}
 }
 
@@ -71,8 +73,10 @@ func (w *watcher) follow(s *sim, timed bool) {
 			switch ev.Kind {
 			case registry.Added:
 				w.known.Add(1)
+				w.added.Add(1)
 			case registry.Removed:
 				w.known.Add(-1)
+				w.removed.Add(1)
 			}
 			if !timed {
 				continue
@@ -267,8 +271,8 @@ func (s *sim) openWriter(ctx context.Context, n int) error {
 
 // close stops ZooKeeper, then the registries: with no server a Close
 // removes nothing, so the fleet's departure is no storm of changes.
-func (s *sim) close(zs *zkserver.Server) {
-	zs.Stop()
+func (s *sim) close(stopZK func()) {
+	stopZK()
 	all := append(s.hosts, s.writer)
 	fleet.Each(len(all), 256, func(i int) {
 		if all[i] != nil {

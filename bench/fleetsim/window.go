@@ -6,12 +6,45 @@ import (
 	"github.com/meshd/meshd/bench/internal/fleet"
 )
 
-// zkProc is the ZooKeeper server's process, read around each change.
-type zkProc struct{ pid int }
+// zkProc is the ZooKeeper servers' processes, read around each change:
+// one standalone server, or each member of an ensemble. pids is asked
+// each time, as a restarted server is a new process.
+type zkProc struct{ pids func() []int }
 
+// usage sums the servers' accounting. A server that is not running (a
+// killed leader) reads zero: the figure is the live servers', the run
+// goes on.
 func (z *zkProc) usage() fleet.Usage {
-	u, _ := fleet.ReadUsage(z.pid) // zero on error: the figure reads 0, the run goes on
-	return u
+	var sum fleet.Usage
+	for _, u := range z.each() {
+		sum.RSS += u.RSS
+		sum.HWM += u.HWM
+		sum.CPU += u.CPU
+		sum.IO += u.IO
+	}
+	return sum
+}
+
+// each reads every running server, by pid.
+func (z *zkProc) each() map[int]fleet.Usage {
+	out := map[int]fleet.Usage{}
+	for _, pid := range z.pids() {
+		if u, err := fleet.ReadUsage(pid); err == nil {
+			out[pid] = u
+		}
+	}
+	return out
+}
+
+// cpuSince is the CPU the servers running now used since then: a server
+// started since counts from its start, one gone since is left out (its
+// last moments cannot be read once it exited).
+func cpuSince(then, now map[int]fleet.Usage) time.Duration {
+	var d time.Duration
+	for pid, u := range now {
+		d += u.CPU - then[pid].CPU
+	}
+	return d
 }
 
 // windows add up one side's changes, each from its start until all N
