@@ -119,3 +119,73 @@ func electedAndObserved(e *zkserver.Ensemble, old *zkserver.Server) bool {
 	}
 	return true
 }
+
+// TestObserverLossMovesSessions: hosts list two observers; the one a host
+// is on dies. Its session moves to the other within the session timeout,
+// keeping its id, so nobody sees a removal, and changes flow after the move.
+func TestObserverLossMovesSessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ensemble")
+	}
+	if _, err := exec.LookPath("java"); err != nil {
+		t.Skip("SKIP-DEP: java is missing; Debian's zookeeper package is needed (scripts/install-deps.sh)")
+	}
+	ctx := context.Background()
+	e, err := zkserver.StartEnsemble(ctx, 3, zkserver.Options{Observers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	mesh := meshName(t)
+	openOn := func(servers []string) *Registry {
+		r, err := Open(ctx, Options{Servers: servers, Mesh: mesh, SessionTimeout: 10 * time.Second, Pool: testPool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	a, w := openOn(e.ObserverAddrs()), openOn(e.ObserverAddrs())
+	ha := hostFor("moving", "vpc", 80)
+	if _, err := a.Register(ctx, ha, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, w, 10*time.Second, "added moving")
+	expect(t, a, 10*time.Second, "added moving")
+	from, sid := a.conn.Server(), a.conn.SessionID()
+	var dead *zkserver.Server
+	for _, o := range e.Observers {
+		if o.Addr() == from {
+			dead = o
+		}
+	}
+	if dead == nil {
+		t.Fatalf("a is on %s, not an observer (%v)", from, e.ObserverAddrs())
+	}
+	dead.Kill()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st, _ := a.State(); st == Connected && a.conn.Server() != from {
+			break
+		}
+		select {
+		case ev := <-w.Events():
+			t.Fatalf("w: %s %s while a moved", ev.Kind, ev.Host.InstanceID)
+		case ev := <-a.Events():
+			t.Fatalf("a: %s %s while it moved", ev.Kind, ev.Host.InstanceID)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a not connected to another server 30 s after %s died", from)
+		}
+	}
+	if id := a.conn.SessionID(); id != sid {
+		t.Errorf("session %#x became %#x: the move cost a its session", sid, id)
+	}
+	ha.PublicIP = netip.MustParseAddr("198.19.8.80")
+	a.UpdateSelf(ha)
+	expect(t, w, 15*time.Second, "updated moving")
+	if len(w.Hosts()) != 1 {
+		t.Errorf("w's view: %d hosts, want 1", len(w.Hosts()))
+	}
+}
