@@ -45,10 +45,15 @@ type Options struct {
 
 	// Members, for StartEnsemble only, places each server (see there).
 	Members []Member
+	// Observers, for StartEnsemble only, is how many observers to start
+	// beside the voters: members that serve clients and watches and
+	// forward writes, but neither vote nor count towards the quorum.
+	Observers int
 
 	// set by StartEnsemble
-	myID    int
-	servers []string
+	myID     int
+	servers  []string
+	observer bool
 }
 
 // Server is one running ZooKeeper.
@@ -125,6 +130,9 @@ func (s *Server) writeConfig() error {
 			"ssl.trustStore.type=PEM",
 			"ssl.clientAuth=want",
 		)
+	}
+	if s.o.observer {
+		cfg = append(cfg, "peerType=observer")
 	}
 	if len(s.o.servers) > 0 {
 		cfg = append(cfg, s.o.servers...)
