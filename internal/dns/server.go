@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -40,22 +41,38 @@ type Stats struct {
 	Dropped  uint64 // queries and connections from non-members, unanswered
 }
 
+// listenBoth binds UDP and TCP on addr. With port 0 (tests) TCP takes the
+// port UDP was given, and another process may hold that TCP port: then it
+// tries again with a new one, a few times.
+func listenBoth(addr netip.AddrPort) (*net.UDPConn, *net.TCPListener, error) {
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		if err != nil {
+			return nil, nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+		}
+		bound := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+		at := netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port())
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(at))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if addr.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) || attempt == 7 {
+			return nil, nil, fmt.Errorf("dns: listen tcp %s: %w", at, err)
+		}
+	}
+}
+
 // Listen binds addr (UDP and TCP) and serves zone there until Close.
 func Listen(addr netip.AddrPort, zone *Zone, log *slog.Logger) (*Server, error) {
 	s := &Server{zone: zone, addr: addr, log: log}
-	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	pc, ln, err := listenBoth(addr)
 	if err != nil {
-		return nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+		return nil, err
 	}
-	// Port 0 (tests): TCP takes the port UDP was given.
 	bound := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	addr = netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port())
 	s.addr = addr
-	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("dns: listen tcp %s: %w", addr, err)
-	}
 	s.udp = &dns.Server{
 		PacketConn: pc, Handler: s,
 		DecorateReader: func(r dns.Reader) dns.Reader { return memberReader{Reader: r, s: s} },

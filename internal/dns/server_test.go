@@ -103,3 +103,22 @@ func TestServerLargeGroupOverTCP(t *testing.T) {
 		t.Errorf("stats %+v, want 2 answered, none dropped", st)
 	}
 }
+
+// A fixed port whose TCP side is taken is an error naming TCP, and the UDP
+// side bound first is let go: nothing is left half-listening.
+func TestListenFixedPortTakenLeavesNothing(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	at := netip.MustParseAddrPort(tcp.Addr().String())
+	if _, _, err := listenBoth(at); err == nil || !strings.Contains(err.Error(), "listen tcp") {
+		t.Fatalf("listenBoth(%s) with its TCP port taken: %v, want a listen tcp error", at, err)
+	}
+	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(at))
+	if err != nil {
+		t.Fatalf("UDP %s still held after the failed listen: %v", at, err)
+	}
+	udp.Close()
+}
