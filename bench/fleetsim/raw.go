@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,8 +20,6 @@ import (
 // rawWarmup is how many untimed changes come first.
 const rawWarmup = 5
 
-const rawBuffer = 64 << 10
-
 func rawFanout(ctx context.Context, addrs []string, parent string, n int, c config, z *zkProc) (Fanout, error) {
 	w, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false))
 	if err != nil {
@@ -37,77 +34,22 @@ func rawFanout(ctx context.Context, addrs []string, parent string, n int, c conf
 
 	var target atomic.Pointer[change]
 	var requests, payload atomic.Int64
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	conns := make([]*zk.Conn, n)
-	// In parallel: each close is a write through ZooKeeper's log.
-	defer fleet.Each(n, 256, func(i int) {
-		if conns[i] != nil {
-			conns[i].Close()
-		}
-	})
-	var wg sync.WaitGroup
-	var armed atomic.Int64
-	sem := make(chan struct{}, c.parallel)
-	errs := make(chan error, n)
-	for i := range conns {
-		// Packets here are a short listing or one record: buffers of 64 KiB,
-		// not the client's 1.5 MiB each way, keep 10 000 sessions small.
-		conn, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false),
-			zk.WithMaxBufferSize(rawBuffer), zk.WithMaxConnBufferSize(rawBuffer))
-		if err != nil {
-			return Fanout{}, fmt.Errorf("session %d: %w", i, err)
-		}
-		conns[i] = conn
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _, ev, err := conn.ChildrenW(parent)
-			<-sem
-			if err != nil {
-				errs <- fmt.Errorf("session %d: watch %s: %w", i, parent, err)
-				return
-			}
-			armed.Add(1)
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-ev:
-				}
-				children, _, next, err := conn.ChildrenW(parent)
-				if err != nil {
-					errs <- fmt.Errorf("session %d: list %s: %w", i, parent, err)
-					return
-				}
-				requests.Add(1)
+	rw, err := fleet.WatchRaw(ctx, n, c.parallel, c.session, func(int) []string { return addrs }, parent,
+		func() (string, func([]string, []byte)) {
+			ch := target.Load()
+			return ch.node, func(children []string, data []byte) {
+				requests.Add(2) // the listing and the read
 				for _, name := range children {
 					payload.Add(int64(len(name)))
 				}
-				ch := target.Load()
-				data, _, err := conn.Get(ch.node)
-				if err != nil {
-					errs <- fmt.Errorf("session %d: read %s: %w", i, ch.node, err)
-					return
-				}
-				requests.Add(1)
 				payload.Add(int64(len(data)))
 				ch.seen()
-				ev = next
 			}
-		}()
+		})
+	if err != nil {
+		return Fanout{}, err
 	}
-	// Every session's watch is set before the first change.
-	for armed.Load() < int64(n) {
-		select {
-		case err := <-errs:
-			return Fanout{}, err
-		case <-ctx.Done():
-			return Fanout{}, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	defer rw.Close()
 	win := &windows{zk: z, counters: func() (int64, int64) { return requests.Load(), payload.Load() }}
 	// The first changes after ZooKeeper starts wait for its JIT: they warm
 	// it up, untimed, as the fleet's setup does for ours.
@@ -124,7 +66,7 @@ func rawFanout(ctx context.Context, addrs []string, parent string, n int, c conf
 		}
 		werr := ch.wait(ctx, c.changeTimeout)
 		select {
-		case err := <-errs:
+		case err := <-rw.Errs():
 			werr = errors.Join(werr, err)
 		default:
 		}
@@ -136,7 +78,5 @@ func rawFanout(ctx context.Context, addrs []string, parent string, n int, c conf
 			win.end(ch)
 		}
 	}
-	cancel()
-	wg.Wait()
 	return win.fanout(), nil
 }

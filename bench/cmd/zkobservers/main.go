@@ -22,7 +22,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -70,7 +69,6 @@ type config struct {
 const (
 	warmup = 5                      // untimed changes first: the servers' JIT
 	settle = 500 * time.Millisecond // pause around each change, as fleetsim's
-	buffer = 64 << 10               // client buffers: a listing or one record
 )
 
 func main() {
@@ -213,69 +211,16 @@ func fanout(ctx context.Context, writerAddr string, all []*zkserver.Server, plac
 	}
 	record, _ := json.Marshal(fleet.Host(n)) // a child as large as a host record
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var target atomic.Pointer[round]
-	conns := make([]*zk.Conn, n)
-	defer fleet.Each(n, 256, func(i int) {
-		if conns[i] != nil {
-			conns[i].Close()
-		}
-	})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel() // before the wait above: the watchers return
-	var armed atomic.Int64
-	sem := make(chan struct{}, c.parallel)
-	errs := make(chan error, n)
-	for i := range conns {
-		conn, _, err := zk.Connect([]string{all[place[i]].Addr()}, c.session, zk.WithLogInfo(false),
-			zk.WithMaxBufferSize(buffer), zk.WithMaxConnBufferSize(buffer))
-		if err != nil {
-			return nil, nil, fmt.Errorf("session %d: %w", i, err)
-		}
-		conns[i] = conn
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _, ev, err := conn.ChildrenW(parent)
-			<-sem
-			if err != nil {
-				errs <- fmt.Errorf("session %d: watch %s: %w", i, parent, err)
-				return
-			}
-			armed.Add(1)
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-ev:
-				}
-				_, _, next, err := conn.ChildrenW(parent)
-				if err != nil {
-					errs <- fmt.Errorf("session %d: list %s: %w", i, parent, err)
-					return
-				}
-				r := target.Load()
-				if _, _, err := conn.Get(r.node); err != nil {
-					errs <- fmt.Errorf("session %d: read %s: %w", i, r.node, err)
-					return
-				}
-				r.seen()
-				ev = next
-			}
-		}()
+	rw, err := fleet.WatchRaw(ctx, n, c.parallel, c.session, func(i int) []string { return []string{all[place[i]].Addr()} }, parent,
+		func() (string, func([]string, []byte)) {
+			r := target.Load()
+			return r.node, func([]string, []byte) { r.seen() }
+		})
+	if err != nil {
+		return nil, nil, err
 	}
-	for armed.Load() < int64(n) {
-		select {
-		case err := <-errs:
-			return nil, nil, err
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	defer rw.Close()
 	progress("%d sessions watching; %d changes", n, c.changes)
 	used = make([]time.Duration, len(all))
 	cpu := func() []time.Duration {
@@ -298,7 +243,7 @@ func fanout(ctx context.Context, writerAddr string, all []*zkserver.Server, plac
 		}
 		select {
 		case <-r.done:
-		case err := <-errs:
+		case err := <-rw.Errs():
 			return used, lat, err
 		case <-time.After(c.changeTimeout):
 			return used, lat, fmt.Errorf("%s: %d sessions without it after %s", r.node, r.left.Load(), c.changeTimeout)
