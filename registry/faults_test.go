@@ -148,15 +148,8 @@ func TestSessionExpiryKeepsAddress(t *testing.T) {
 // TestLeaderKilledNoRemovals: killing the ensemble's leader removes nobody
 // and changes no address.
 func TestLeaderKilledNoRemovals(t *testing.T) {
-	if testing.Short() {
-		t.Skip("ensemble")
-	}
-	startZK(t) // skips without ZooKeeper
-	e, err := zkserver.StartEnsemble(context.Background(), 3, zkserver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
+	e := startEnsemble(t, zkserver.Options{})
+	defer e.Stop() // at the test's end, before the registries' cleanups close them
 	mesh := meshName(t)
 	for i, id := range []string{"a", "b", "c"} {
 		r := open(t, e.Addrs(), mesh, "")

@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -18,18 +17,8 @@ import (
 // the sessions survive that, so neither view loses a host, and a change
 // made after the election reaches the other side.
 func TestObserversCarryTheMesh(t *testing.T) {
-	if testing.Short() {
-		t.Skip("ensemble")
-	}
-	if _, err := exec.LookPath("java"); err != nil {
-		t.Skip("SKIP-DEP: java is missing; Debian's zookeeper package is needed (scripts/install-deps.sh)")
-	}
 	ctx := context.Background()
-	e, err := zkserver.StartEnsemble(ctx, 3, zkserver.Options{Observers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Stop) // after the registries close (cleanups run last first)
+	e := startEnsemble(t, zkserver.Options{Observers: 2})
 	obs := e.ObserverAddrs()
 	mesh := meshName(t)
 	openOn := func(server string) *Registry {
@@ -124,18 +113,8 @@ func electedAndObserved(e *zkserver.Ensemble, old *zkserver.Server) bool {
 // is on dies. Its session moves to the other within the session timeout,
 // keeping its id, so nobody sees a removal, and changes flow after the move.
 func TestObserverLossMovesSessions(t *testing.T) {
-	if testing.Short() {
-		t.Skip("ensemble")
-	}
-	if _, err := exec.LookPath("java"); err != nil {
-		t.Skip("SKIP-DEP: java is missing; Debian's zookeeper package is needed (scripts/install-deps.sh)")
-	}
 	ctx := context.Background()
-	e, err := zkserver.StartEnsemble(ctx, 3, zkserver.Options{Observers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Stop)
+	e := startEnsemble(t, zkserver.Options{Observers: 2})
 	mesh := meshName(t)
 	openOn := func(servers []string) *Registry {
 		r, err := Open(ctx, Options{Servers: servers, Mesh: mesh, SessionTimeout: 10 * time.Second, Pool: testPool})

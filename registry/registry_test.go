@@ -22,17 +22,40 @@ import (
 	"github.com/meshd/meshd/internal/zkserver"
 )
 
-func startZK(t *testing.T) *zkserver.Server {
+// needJava skips the test where ZooKeeper cannot run.
+func needJava(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("java"); err != nil {
 		t.Skip("SKIP-DEP: java is missing; Debian's zookeeper package is needed (scripts/install-deps.sh)")
 	}
+}
+
+func startZK(t *testing.T) *zkserver.Server {
+	t.Helper()
+	needJava(t)
 	s, err := zkserver.Start(context.Background(), zkserver.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop() })
 	return s
+}
+
+// startEnsemble starts 3 voters and o's observers, stopped when the test
+// ends (after the registries it opened close: cleanups run last first).
+// Not with -short: an ensemble takes seconds.
+func startEnsemble(t *testing.T, o zkserver.Options) *zkserver.Ensemble {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("ensemble")
+	}
+	needJava(t)
+	e, err := zkserver.StartEnsemble(context.Background(), 3, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	return e
 }
 
 var meshSeq int
