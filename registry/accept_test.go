@@ -126,9 +126,9 @@ func TestBoundsCheck(t *testing.T) {
 
 // viewOf is the accepted ids, sorted.
 func viewOf(v *view) string {
-	var hs []Host
+	var hs []*Host
 	for _, h := range v.hosts {
-		hs = append(hs, *h)
+		hs = append(hs, h)
 	}
 	return ids(hs)
 }

@@ -339,15 +339,10 @@ func TestOutageSnapshotAndResync(t *testing.T) {
 	expectQuiet(t, w2, 500*time.Millisecond)
 }
 
-func ids[H Host | *Host](hs []H) string {
+func ids(hs []*Host) string {
 	var out []string
 	for _, h := range hs {
-		switch h := any(h).(type) {
-		case Host:
-			out = append(out, h.InstanceID)
-		case *Host:
-			out = append(out, h.InstanceID)
-		}
+		out = append(out, h.InstanceID)
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")
