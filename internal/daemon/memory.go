@@ -24,26 +24,15 @@ const (
 	trimMin = 8 << 20
 )
 
-// trimSamples are the runtime's figures the trimmer reads: the heap's free
-// pages still held (not yet returned), and the live heap at the last GC.
-var trimSamples = []metrics.Sample{
-	{Name: "/memory/classes/heap/free:bytes"},
-	{Name: "/gc/heap/live:bytes"},
-}
-
-// shouldTrim says whether the free pages held are worth returning.
-func shouldTrim(free uint64) bool {
-	return free > trimMin
-}
-
 // trimMemory returns freed heap pages to the system after bursts, looking
 // every check, until ctx ends.
 func trimMemory(ctx context.Context, check time.Duration, log *slog.Logger) {
 	t := time.NewTicker(check)
 	defer t.Stop()
 	var last time.Time
-	samples := make([]metrics.Sample, len(trimSamples))
-	copy(samples, trimSamples)
+	// The heap's free pages still held (not yet returned), and the live
+	// heap at the last collection (for the log).
+	samples := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -54,7 +43,7 @@ func trimMemory(ctx context.Context, check time.Duration, log *slog.Logger) {
 			}
 			metrics.Read(samples)
 			free, live := samples[0].Value.Uint64(), samples[1].Value.Uint64()
-			if !shouldTrim(free) {
+			if free <= trimMin {
 				continue
 			}
 			last = now
