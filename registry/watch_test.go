@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -38,7 +39,7 @@ func openLogged(t *testing.T, servers []string, mesh string) (*Registry, *logBuf
 	t.Helper()
 	lb := &logBuffer{}
 	r, err := Open(context.Background(), Options{Servers: servers, Mesh: mesh, SessionTimeout: 10 * time.Second,
-		Pool: testPool, Quarantine: time.Hour, Logger: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Pool: testPool, Quarantine: time.Hour, Logger: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +119,33 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitForView waits until r's view holds n hosts. On a timeout it says
+// what a reader of CI's log needs to tell a slow sync from a stuck one:
+// how far the view got, the requests and listings in flight, refusals,
+// the registry's log, and where its goroutines wait.
+func waitForView(t *testing.T, r *Registry, log *logBuffer, n int, limit time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for len(r.Hosts()) != n {
+		if time.Now().After(deadline) {
+			st, synced := r.State()
+			var stacks bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Fatalf("timed out after %s waiting until all %d hosts are in the view %s: it holds %d; %d requests sent, %d listings in flight, refusals %v, state %v (last listing %s)\nregistry log (last 4000 bytes):\n%s\ngoroutines:\n%s",
+				limit, n, what, len(r.Hosts()), r.Stats().Requests.Load(), r.listing.Load(), r.Stats().BadRecordCounts(), st, synced.Format(time.RFC3339Nano), tail(log.String(), 4000), stacks.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
 func noRefusals(t *testing.T, r *Registry, log *logBuffer) {
 	t.Helper()
 	if counts := r.Stats().BadRecordCounts(); len(counts) > 0 {
@@ -144,7 +172,7 @@ func TestConnectionLossIsNoRefusal(t *testing.T) {
 	r, log := openLogged(t, []string{fz.addr()}, mesh)
 	whenRequests(t, r, Buckets+400)
 	fz.dropAll() // in the middle of the first listing's reads
-	waitFor(t, 30*time.Second, fmt.Sprintf("all %d hosts in the view after the drop", n), func() bool { return len(r.Hosts()) == n })
+	waitForView(t, r, log, n, 30*time.Second, "after the drop")
 	noRefusals(t, r, log)
 }
 
@@ -172,8 +200,8 @@ func TestListingsInFlightBounded(t *testing.T) {
 	mesh := meshName(t)
 	const n = 2000
 	seedHosts(t, rawConn(t, zs.Addr()), mesh, n)
-	r, _ := openLogged(t, []string{zs.Addr()}, mesh)
-	waitFor(t, 30*time.Second, fmt.Sprintf("all %d hosts in the view", n), func() bool { return len(r.Hosts()) == n })
+	r, log := openLogged(t, []string{zs.Addr()}, mesh)
+	waitForView(t, r, log, n, 30*time.Second, "")
 	if m := r.listingMax.Load(); m > 16 {
 		t.Errorf("%d listings in flight at once, want at most 16", m)
 	}
