@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"path"
 	"strconv"
@@ -307,8 +309,16 @@ func (r *Registry) leaseWhenConnected(ctx context.Context, id string) (netip.Add
 	}
 }
 
+// retryable says a request failed with the connection or the session, not
+// with an answer from ZooKeeper. Besides the client's own errors that
+// includes a socket error: when go-zookeeper's send loop fails to write a
+// request it hands the write's error (a *net.OpError, "broken pipe") to
+// that request as is. Taken for an answer, it refused a good record for
+// good after a connection drop under load.
 func retryable(err error) bool {
-	return errors.Is(err, zk.ErrNoServer) || errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrClosing)
+	var netErr net.Error
+	return errors.Is(err, zk.ErrNoServer) || errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrClosing) ||
+		errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // UpdateSelf republishes this host's record (new key, new addresses).

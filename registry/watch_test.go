@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"path"
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,5 +208,31 @@ func TestListingsInFlightBounded(t *testing.T) {
 	waitForView(t, r, log, n, 30*time.Second, "")
 	if m := r.listingMax.Load(); m > 16 {
 		t.Errorf("%d listings in flight at once, want at most 16", m)
+	}
+}
+
+// TestTransientErrors: what a request fails with when the connection goes
+// is read again, not refused. go-zookeeper hands a request the raw socket
+// error when its send loop cannot write it; taken for an answer, that
+// refused a good record for good (CI, TestConnectionLossIsNoRefusal).
+func TestTransientErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{zk.ErrConnectionClosed, true},
+		{zk.ErrNoServer, true},
+		{zk.ErrSessionExpired, true},
+		{zk.ErrSessionMoved, true},
+		{&net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}, true},
+		{&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
+		{fmt.Errorf("read: %w", io.EOF), true},
+		{zk.ErrNoNode, false},
+		{zk.ErrNoAuth, false},
+		{bad("lease", "claims %s, which has no lease", "100.64.0.1"), false},
+	} {
+		if got := transient(tc.err); got != tc.want {
+			t.Errorf("transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
