@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,10 +71,22 @@ func TestWritesPerChange(t *testing.T) {
 	// An endpoint change: a new record replaces the old in one multi.
 	c := rawConn(t, zs.Addr()) // its session is a transaction too
 	waitFor(t, 5*time.Second, "a session", func() bool { return c.SessionID() != 0 })
+	waitFor(t, 10*time.Second, "the writer's first sync", func() bool { return w.listed.Load() == Buckets })
 	before = zxid(t, zs)
+	sent := w.Stats().Requests.Load()
 	h.PublicIP = netip.MustParseAddr("198.19.0.7")
 	w.UpdateSelf(h)
 	expect(t, watcher, 5*time.Second, "updated writer")
+	// The writer knows its record: no listing and no read before the
+	// multi, which every watcher would wait for. After it, the writer
+	// lists its own bucket and reads its new record like any watcher.
+	waitFor(t, 5*time.Second, "the writer's own view updated", func() bool {
+		hs := w.Hosts()
+		return len(hs) == 1 && hs[0].PublicIP == h.PublicIP
+	})
+	if n := w.Stats().Requests.Load() - sent; n != 3 {
+		t.Errorf("an endpoint change cost the writer %d requests, want 3 (the multi, then its own bucket's listing and the record's read)", n)
+	}
 	waitFor(t, 5*time.Second, "the old record deleted", func() bool {
 		names, _, err := c.Children(w.bucketPath(BucketOf(h.InstanceID)))
 		return err == nil && len(names) == 1
@@ -174,5 +187,41 @@ func TestNoRecordAfterDecommission(t *testing.T) {
 	names, _, err := rawConn(t, zs.Addr()).Children(a.bucketPath(BucketOf(h.InstanceID)))
 	if err != nil || len(names) != 0 {
 		t.Fatalf("bucket after the decommission: %v %v, want empty", names, err)
+	}
+}
+
+// TestUpdateAfterRecordDeleted: the update fast path replaces the node this
+// session made; when that node was deleted by hand meanwhile, the update
+// still publishes the record, once, and watchers get it.
+func TestUpdateAfterRecordDeleted(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	watcher := open(t, []string{zs.Addr()}, mesh, "")
+	w := open(t, []string{zs.Addr()}, mesh, "")
+	h := hostFor("writer", "vpc", 1)
+	if _, err := w.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added writer")
+	c := rawConn(t, zs.Addr())
+	bucket := w.bucketPath(BucketOf(h.InstanceID))
+	names, _, err := c.Children(bucket)
+	if err != nil || len(names) != 1 {
+		t.Fatalf("writer's bucket holds %v (%v), want its one record", names, err)
+	}
+	if err := c.Delete(path.Join(bucket, names[0]), -1); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "removed writer")
+	h.PublicIP = netip.MustParseAddr("198.19.0.8")
+	w.UpdateSelf(h)
+	expect(t, watcher, 5*time.Second, "added writer")
+	names, _, err = c.Children(bucket)
+	if err != nil || len(names) != 1 {
+		t.Fatalf("after the update the bucket holds %v (%v), want one record", names, err)
+	}
+	data, _, err := c.Get(path.Join(bucket, names[0]))
+	if err != nil || !strings.Contains(string(data), "198.19.0.8") {
+		t.Fatalf("record after the update: %s (%v), want the new endpoint", data, err)
 	}
 }

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -370,7 +371,7 @@ func (r *Registry) publishSelf() error {
 		r.mu.Unlock()
 		return nil
 	}
-	self := *r.self
+	self, last := *r.self, r.selfPublished
 	r.mu.Unlock()
 	if r.conn.State() != zk.StateHasSession {
 		return nil // the next session start pokes us again
@@ -380,6 +381,26 @@ func (r *Registry) publishSelf() error {
 		return fmt.Errorf("record for %s: %w", self.InstanceID, err)
 	}
 	b := r.bucketPath(BucketOf(self.InstanceID))
+	session := r.conn.SessionID()
+	if last.node != "" && last.session == session && !bytes.Equal(last.data, data) {
+		// An update of the record this session made (a new endpoint, key or
+		// groups): replace that node at once. Listing the bucket and reading
+		// the record first cost two round trips more, which every watcher
+		// waited for. If the node went meanwhile (deleted by hand,
+		// decommissioned), replaceRecord creates the record alone, still
+		// only while the host holds its lease.
+		acl, err := r.ownACL(self.InstanceID)
+		if err != nil {
+			return err
+		}
+		created, err := r.replaceRecord(b, self.InstanceID, data, acl, []string{last.node})
+		if err != nil {
+			return fmt.Errorf("replace record for %s: %w", self.InstanceID, err)
+		}
+		r.setPublished(created, session, data)
+		r.log.Info("record updated", "host", self.InstanceID, "node", created)
+		return nil
+	}
 	r.stats.Requests.Add(1)
 	children, _, err := r.conn.Children(b)
 	if errors.Is(err, zk.ErrNoNode) {
@@ -391,7 +412,6 @@ func (r *Registry) publishSelf() error {
 	if err != nil {
 		return fmt.Errorf("list %s: %w", b, err)
 	}
-	session := r.conn.SessionID()
 	var mine []string
 	for _, c := range children {
 		id, _, ok := splitName(c)
@@ -402,6 +422,7 @@ func (r *Registry) publishSelf() error {
 		r.stats.Requests.Add(1)
 		cur, st, err := r.conn.Get(p)
 		if err == nil && st.EphemeralOwner == session && string(cur) == string(data) {
+			r.setPublished(p, session, data)
 			return nil // already published by this session
 		}
 		mine = append(mine, p)
@@ -414,11 +435,23 @@ func (r *Registry) publishSelf() error {
 	if err != nil {
 		return fmt.Errorf("create record for %s: %w", self.InstanceID, err)
 	}
-	r.mu.Lock()
-	r.selfNode = created
-	r.mu.Unlock()
+	r.setPublished(created, session, data)
 	r.log.Info("registered", "host", self.InstanceID, "overlay_ip", self.OverlayIP, "node", created)
 	return nil
+}
+
+// published is the record node this host last made or found, the session
+// it belongs to, and its data.
+type published struct {
+	node    string
+	session int64
+	data    []byte
+}
+
+func (r *Registry) setPublished(node string, session int64, data []byte) {
+	r.mu.Lock()
+	r.selfNode, r.selfPublished = node, published{node, session, data}
+	r.mu.Unlock()
 }
 
 // replaceRecord creates the new record and deletes the old ones in one

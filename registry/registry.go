@@ -97,6 +97,9 @@ type Registry struct {
 	slots  chan struct{} // listings in flight (listSlots)
 	// listing counts listings in flight, listingMax its high-water mark.
 	listing, listingMax atomic.Int32
+	// listed counts buckets listed completely at least once: the first
+	// sync is over when it reaches Buckets.
+	listed atomic.Int32
 	// Per bucket: the leases read for records its last listing held
 	// (leaseseen.go), by id.
 	leases [Buckets]map[string]leaseSeen
@@ -110,6 +113,7 @@ type Registry struct {
 	disconnectedAt time.Time
 	self           *Host
 	selfNode       string
+	selfPublished  published // what this session last published, for the update fast path
 	selfLease      netip.Addr
 	dirty          bool
 	registered     chan struct{} // poked when the session (re)starts

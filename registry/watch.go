@@ -30,6 +30,7 @@ func (r *Registry) watchBucket(b int) {
 	defer r.wg.Done()
 	p := r.bucketPath(b)
 	backoff := 100 * time.Millisecond
+	listedOnce := false
 	for r.ctx.Err() == nil {
 		select {
 		case r.slots <- struct{}{}:
@@ -52,6 +53,10 @@ func (r *Registry) watchBucket(b int) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if complete && !listedOnce {
+			listedOnce = true
+			r.listed.Add(1)
+		}
 		if !complete {
 			// A read failed with the connection, not the record: list
 			// again once the client is back (the watch may never fire).
