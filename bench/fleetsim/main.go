@@ -95,6 +95,9 @@ type config struct {
 	restart       bool
 	ensemble      int
 	steadyTimeout time.Duration
+	// churnProfile: a CPU profile of the churn alone (the first sync of
+	// the fleet, far longer, would drown it in -cpuprofile).
+	churnProfile string
 }
 
 func main() {
@@ -108,6 +111,7 @@ func main() {
 	flag.DurationVar(&c.changeTimeout, "change-timeout", 60*time.Second, "give up on a change not seen by all by then")
 	flag.DurationVar(&c.setupTimeout, "setup-timeout", 10*time.Minute, "give up on a fleet not open and in step by then")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile here")
+	flag.StringVar(&c.churnProfile, "churn-profile", "", "write a CPU profile of the churn alone (the last fleet size's) here; not with -cpuprofile")
 	flag.BoolVar(&c.restart, "restart", false, "after the churn, restart ZooKeeper (ensemble: kill its leader) and time until steady")
 	flag.IntVar(&c.ensemble, "ensemble", 0, "run against an ensemble of this many servers (0: one standalone server); implies -restart, which then kills the leader")
 	flag.DurationVar(&c.steadyTimeout, "steady-timeout", 3*time.Minute, "give up on a fleet not steady again this long after the restart or leader kill")
@@ -125,6 +129,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *cpuProfile != "" && c.churnProfile != "" {
+		fmt.Fprintln(os.Stderr, "-cpuprofile and -churn-profile: one CPU profile at a time")
+		os.Exit(2)
+	}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err == nil {
@@ -205,7 +213,10 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 		return res
 	}
 	progress("n=%d: fleet in step after %.1f s; churn", n, res.SetupS)
-	if res.Ours, err = f.churn(ctx); err != nil {
+	stopProfile := startChurnProfile(c.churnProfile)
+	res.Ours, err = f.churn(ctx)
+	stopProfile()
+	if err != nil {
 		res.Error = "churn: " + err.Error()
 	}
 	if res.Raw.P99ms > 0 && res.Ours.P99ms > 0 {
@@ -301,4 +312,24 @@ func printResult(r Result) {
 
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format("15:04:05")}, args...)...)
+}
+
+// startChurnProfile starts a CPU profile into file (none if empty) and
+// returns what stops it.
+func startChurnProfile(file string) func() {
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		progress("churn profile: %v", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
