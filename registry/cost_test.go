@@ -99,15 +99,7 @@ func TestWritesPerChange(t *testing.T) {
 // TestDeletedParentsAreMadeAgain: parents this session knows to exist may
 // be deleted by hand; the next lease and record make them again.
 func TestDeletedParentsAreMadeAgain(t *testing.T) {
-	zs := startZK(t)
-	mesh := meshName(t)
-	watcher := open(t, []string{zs.Addr()}, mesh, "")
-	r := open(t, []string{zs.Addr()}, mesh, "")
-	a := hostFor("first", "vpc", 1)
-	if _, err := r.Register(context.Background(), a, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, watcher, 5*time.Second, "added first")
+	zs, mesh, watcher, r, a := registeredOne(t, "first")
 	bucket := r.bucketPath(BucketOf(a.InstanceID))
 	c := rawConn(t, zs.Addr())
 	for _, p := range []string{"/meshd/" + mesh + "/leases", "/meshd/" + mesh + "/owners", bucket} {
@@ -194,15 +186,7 @@ func TestNoRecordAfterDecommission(t *testing.T) {
 // session made; when that node was deleted by hand meanwhile, the update
 // still publishes the record, once, and watchers get it.
 func TestUpdateAfterRecordDeleted(t *testing.T) {
-	zs := startZK(t)
-	mesh := meshName(t)
-	watcher := open(t, []string{zs.Addr()}, mesh, "")
-	w := open(t, []string{zs.Addr()}, mesh, "")
-	h := hostFor("writer", "vpc", 1)
-	if _, err := w.Register(context.Background(), h, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, watcher, 5*time.Second, "added writer")
+	zs, _, watcher, w, h := registeredOne(t, "writer")
 	c := rawConn(t, zs.Addr())
 	bucket := w.bucketPath(BucketOf(h.InstanceID))
 	names, _, err := c.Children(bucket)
@@ -224,4 +208,20 @@ func TestUpdateAfterRecordDeleted(t *testing.T) {
 	if err != nil || !strings.Contains(string(data), "198.19.0.8") {
 		t.Fatalf("record after the update: %s (%v), want the new endpoint", data, err)
 	}
+}
+
+// registeredOne starts ZooKeeper with a watcher and one registered host,
+// id, which the watcher has seen added.
+func registeredOne(t *testing.T, id string) (zs *zkserver.Server, mesh string, watcher, r *Registry, h Host) {
+	t.Helper()
+	zs = startZK(t)
+	mesh = meshName(t)
+	watcher = open(t, []string{zs.Addr()}, mesh, "")
+	r = open(t, []string{zs.Addr()}, mesh, "")
+	h = hostFor(id, "vpc", 1)
+	if _, err := r.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added "+id)
+	return zs, mesh, watcher, r, h
 }
