@@ -2,12 +2,15 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 	"path"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 
 	"github.com/meshd/meshd/internal/zkserver"
 )
@@ -224,4 +227,122 @@ func registeredOne(t *testing.T, id string) (zs *zkserver.Server, mesh string, w
 	}
 	expect(t, watcher, 5*time.Second, "added "+id)
 	return zs, mesh, watcher, r, h
+}
+
+// TestRejoinReadsLeaseBesideRecord: a host that comes back (a new session,
+// its lease kept) costs a watcher a listing, its record and its lease, with
+// the lease read beside the record's: one round of requests less. The
+// guess only chooses which lease to read early: a record claiming another
+// address is judged on that address's lease, and one claiming a
+// decommissioned host's address on the quarantine that replaced it.
+func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
+	zs, mesh, watcher, w, h := registeredOne(t, "writer")
+	o := registerAnother(t, zs, mesh, watcher, "other")
+	if n := watcher.earlyLeases.Load(); n != 0 {
+		t.Fatalf("first joins judged %d records on an early lease read, want 0: nothing was known of them", n)
+	}
+	w.Close()
+	expect(t, watcher, 5*time.Second, "removed writer")
+
+	// The restart.
+	before := watcher.Stats().Requests.Load()
+	w2 := open(t, []string{zs.Addr()}, mesh, "")
+	ip, err := w2.Register(context.Background(), h, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added writer")
+	if n := watcher.earlyLeases.Load(); n != 1 {
+		t.Errorf("the restart was judged on %d early lease reads, want 1", n)
+	}
+	if n := watcher.Stats().Requests.Load() - before; n != 3 {
+		t.Errorf("the restart cost the watcher %d requests, want 3 (listing, record, lease)", n)
+	}
+	w2.Close()
+	expect(t, watcher, 5*time.Second, "removed writer")
+
+	// A record for writer, written by hand, claiming other's address: the
+	// early read of writer's own lease is no use; other's lease is read
+	// and refuses it.
+	forged := h
+	forged.OverlayIP, forged.Schema = otherIP(t, watcher, o.InstanceID), Schema
+	if forged.OverlayIP == ip {
+		t.Fatal("two hosts hold one address")
+	}
+	c := rawConn(t, zs.Addr())
+	data, err := json.Marshal(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := watcher.bucketPath(BucketOf(h.InstanceID))
+	node, err := c.Create(bucket+"/writer#", data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the forged record refused", func() bool { return refusedFor(watcher, "writer", "lease") })
+	if n := watcher.earlyLeases.Load(); n != 1 {
+		t.Errorf("the forged record was judged on an early lease read (%d in all, want 1)", n)
+	}
+	if err := c.Delete(node, -1); err != nil {
+		t.Fatal(err)
+	}
+
+	// Decommissioned: its address is quarantined. The watcher may still
+	// guess it (it saw no removal: the host was gone already), and the
+	// lease it reads, early or not, refuses the record.
+	if err := watcher.Decommission(context.Background(), h.InstanceID); err != nil {
+		t.Fatal(err)
+	}
+	forged.OverlayIP = ip
+	if data, err = json.Marshal(forged); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(bucket+"/writer#", data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the retired address's record refused", func() bool {
+		for _, r := range watcher.Refused() {
+			if r.Host == "writer" && r.Reason == "lease" && strings.Contains(r.Detail, ip.String()) {
+				return true
+			}
+		}
+		return false
+	})
+	if len(watcher.Hosts()) != 1 {
+		t.Errorf("watcher holds %d hosts, want only other", len(watcher.Hosts()))
+	}
+}
+
+// registerAnother registers another host, id, which watcher sees added.
+func registerAnother(t *testing.T, zs *zkserver.Server, mesh string, watcher *Registry, id string) Host {
+	t.Helper()
+	r := open(t, []string{zs.Addr()}, mesh, "")
+	h := hostFor(id, "vpc", 2)
+	if _, err := r.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added "+id)
+	return h
+}
+
+// otherIP is the overlay address r's view holds for id.
+func otherIP(t *testing.T, r *Registry, id string) netip.Addr {
+	t.Helper()
+	for _, h := range r.Hosts() {
+		if h.InstanceID == id {
+			return h.OverlayIP
+		}
+	}
+	t.Fatalf("%s is not in the view", id)
+	return netip.Addr{}
+}
+
+// refusedFor says whether r refuses a record of id for reason.
+func refusedFor(r *Registry, id, reason string) bool {
+	for _, f := range r.Refused() {
+		if f.Host == id && f.Reason == reason {
+			return true
+		}
+	}
+	return false
 }

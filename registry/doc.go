@@ -30,7 +30,8 @@
 // data watch on every record. A change costs each host two or three
 // requests whatever the fleet size: a listing of one bucket (about N/256
 // names) and a read of the changed record, plus, for a host it has not
-// seen in this session, one of its lease (leaseseen.go); a removal, the
+// seen in this session, one of its lease (leaseseen.go; beside the record's
+// read when the host's address is known, as after a restart); a removal, the
 // listing and a look at the host's owner node. Measured with
 // bench/zkwatch (bench/RESULTS.md): 302 bytes per change per host at 100
 // hosts, 919 at 5000 with 256 buckets, against 325 and 2534 with 64; so 256.

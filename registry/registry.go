@@ -100,6 +100,9 @@ type Registry struct {
 	// listed counts buckets listed completely at least once: the first
 	// sync is over when it reaches Buckets.
 	listed atomic.Int32
+	// earlyLeases counts records judged by a lease read made beside the
+	// record's (leaseseen.go), for tests.
+	earlyLeases atomic.Int64
 	// Per bucket: the leases read for records its last listing held
 	// (leaseseen.go), by id.
 	leases [Buckets]map[string]leaseSeen

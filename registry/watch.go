@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"math/rand/v2"
+	"net/netip"
 	"path"
 	"slices"
 	"strings"
@@ -148,11 +149,14 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 	r.mu.Lock()
 	var changed, gone []string
 	covers := map[string]*leaseSeen{}
+	guesses := map[string]netip.Addr{}
 	for id, name := range latest {
 		if r.names[b][id] != name {
 			changed = append(changed, id)
 			if seen := r.leaseForLocked(b, id); seen != nil {
 				covers[id] = seen
+			} else if addr, ok := r.guessLocked(b, id); ok {
+				guesses[id] = addr
 			}
 		}
 	}
@@ -170,7 +174,11 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		name := latest[id]
 		nodePath := path.Join(r.bucketPath(b), name)
 		gen := r.reverifies.Load()
-		h, seen, err := r.readRecordSeen(nodePath, id, covers[id])
+		var early *earlyLease
+		if addr, ok := guesses[id]; ok {
+			early = r.readLeaseEarly(addr)
+		}
+		h, seen, err := r.readRecordSeen(nodePath, id, covers[id], early)
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // replaced meanwhile; its successor fires the watch
 		}
@@ -185,7 +193,7 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			// listed the names before this one was put: read it again, as
 			// trust is now, rather than leave it unverified in the view.
 			r.mu.Unlock()
-			if h, seen, err = r.readRecordSeen(nodePath, id, nil); errors.Is(err, zk.ErrNoNode) {
+			if h, seen, err = r.readRecordSeen(nodePath, id, nil, nil); errors.Is(err, zk.ErrNoNode) {
 				continue
 			} else if transient(err) {
 				complete = false
@@ -234,6 +242,11 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			owned, _, err := r.conn.Exists(r.ownerPath(ev.Host.InstanceID))
 			// With trust, a deletion alone is a vanish: only a host
 			// that is really retired gives its address back.
+			if err == nil && !owned {
+				r.mu.Lock()
+				r.forgetLocked(ev.Host.InstanceID) // its address is no guess any more
+				r.mu.Unlock()
+			}
 			decommissioned := err == nil && !owned && r.retired(*ev.Host)
 			if decommissioned {
 				r.release(*ev.Host)
@@ -319,14 +332,14 @@ func prevSeq(name string) string {
 // address is the one its lease gives it: a record must not claim another
 // host's address.
 func (r *Registry) readRecord(nodePath, id string) (Host, error) {
-	h, _, err := r.readRecordSeen(nodePath, id, nil)
+	h, _, err := r.readRecordSeen(nodePath, id, nil, nil)
 	return h, err
 }
 
 // readRecordSeen is readRecord with the lease read skipped where seen, a
 // read for this id's previous record, covers this one (leaseseen.go); it
 // returns the lease read that covers this record.
-func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen) (Host, *leaseSeen, error) {
+func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *earlyLease) (Host, *leaseSeen, error) {
 	r.stats.Requests.Add(1)
 	data, st, err := r.conn.Get(nodePath)
 	if err != nil {
@@ -348,8 +361,15 @@ func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen) (Host, *
 	}
 	covered := seen != nil && seen.addr == h.OverlayIP && st.EphemeralOwner != 0 && st.EphemeralOwner == seen.owner
 	if !covered {
-		r.stats.Requests.Add(1)
-		owner, _, err := r.conn.Get(r.leasePath(h.OverlayIP))
+		var owner []byte
+		if early != nil && early.addr == h.OverlayIP {
+			<-early.done
+			owner, err = early.owner, early.err
+			r.earlyLeases.Add(1)
+		} else {
+			r.stats.Requests.Add(1)
+			owner, _, err = r.conn.Get(r.leasePath(h.OverlayIP))
+		}
 		if errors.Is(err, zk.ErrNoNode) {
 			return Host{}, nil, bad("lease", "claims %s, which has no lease", h.OverlayIP)
 		}
