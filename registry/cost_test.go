@@ -56,12 +56,16 @@ func TestWritesPerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, watcher, 5*time.Second, "added writer")
+	// Transactions counted below are the changes': the first syncs, which
+	// create the empty buckets, are over.
+	firstSynced(t, watcher, first)
 	first.Close()
 	expect(t, watcher, 5*time.Second, "removed writer")
 
 	// A restart: a new session, the lease known.
 	w := open(t, []string{zs.Addr()}, mesh, "")
 	waitConnected(t, w)
+	firstSynced(t, w)
 	before := zxid(t, zs)
 	if _, err := w.Register(context.Background(), h, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -74,7 +78,6 @@ func TestWritesPerChange(t *testing.T) {
 	// An endpoint change: a new record replaces the old in one multi.
 	c := rawConn(t, zs.Addr()) // its session is a transaction too
 	waitFor(t, 5*time.Second, "a session", func() bool { return c.SessionID() != 0 })
-	waitFor(t, 10*time.Second, "the writer's first sync", func() bool { return w.listed.Load() == Buckets })
 	before = zxid(t, zs)
 	sent := w.Stats().Requests.Load()
 	h.PublicIP = netip.MustParseAddr("198.19.0.7")
@@ -133,15 +136,7 @@ func TestDeletedParentsAreMadeAgain(t *testing.T) {
 // firing of the bucket's watch. It used to cost a listing, the record and
 // its lease, and often a second listing for the old record's deletion.
 func TestWatcherRequestsPerChange(t *testing.T) {
-	zs := startZK(t)
-	mesh := meshName(t)
-	watcher := open(t, []string{zs.Addr()}, mesh, "")
-	w := open(t, []string{zs.Addr()}, mesh, "")
-	h := hostFor("writer", "vpc", 1)
-	if _, err := w.Register(context.Background(), h, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, watcher, 5*time.Second, "added writer")
+	_, _, watcher, w, h := registeredOne(t, "writer")
 	for i := 1; i <= 3; i++ {
 		before := watcher.Stats().Requests.Load()
 		h.PublicIP = netip.AddrFrom4([4]byte{198, 19, 0, byte(i)})
@@ -226,7 +221,18 @@ func registeredOne(t *testing.T, id string) (zs *zkserver.Server, mesh string, w
 		t.Fatal(err)
 	}
 	expect(t, watcher, 5*time.Second, "added "+id)
+	// Requests counted from here on are the test's: both first syncs
+	// (which create the empty buckets) are over.
+	firstSynced(t, watcher, r)
 	return zs, mesh, watcher, r, h
+}
+
+// firstSynced waits until each registry has listed every bucket once.
+func firstSynced(t *testing.T, rs ...*Registry) {
+	t.Helper()
+	for _, r := range rs {
+		waitFor(t, 10*time.Second, "a first sync", func() bool { return r.listed.Load() == Buckets })
+	}
 }
 
 // TestRejoinReadsLeaseBesideRecord: a host that comes back (a new session,
