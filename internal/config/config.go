@@ -171,7 +171,9 @@ type Peers struct {
 	// Lazy keeps only peers with recent traffic in the device: the rest
 	// are known (firewall sets, meshctl peers says idle) and come in with
 	// the first packet either way. Per-host cost then follows the peers a
-	// host talks to, not the fleet.
+	// host talks to, not the fleet. On by default (issue 17); the file
+	// decodes over Default, so an absent key keeps it on and only an
+	// explicit "lazy: false" puts every known peer in the device.
 	Lazy bool `yaml:"lazy"`
 	// IdleAfter is how long a peer's traffic must have stopped before it
 	// leaves the device. It must exceed WireGuard's reject-after time
@@ -211,7 +213,7 @@ func Default() Config {
 		DNS:           DNS{Enabled: true},
 		Trust:         Trust{Mode: TrustPermissive},
 		Registry:      Registry{MaxGroups: 32},
-		Peers:         Peers{IdleAfter: 5 * time.Minute},
+		Peers:         Peers{Lazy: true, IdleAfter: 5 * time.Minute},
 		StateDir:      "/var/lib/meshd",
 		AdminSocket:   "/run/meshd/meshd.sock",
 		MetricsListen: "127.0.0.1:9474",
