@@ -219,6 +219,11 @@ func TestPeersLazyDefault(t *testing.T) {
 		{"only idle_after", "peers: {idle_after: 10m}\n", true},
 		{"explicit true", "peers: {lazy: true}\n", true},
 		{"explicit false", "peers: {lazy: false}\n", false},
+		// Lazy peers need meshd's bind: upstream's leaves them off unless
+		// asked, and asking is refused below.
+		{"wireguard-go bind", "interface: {bind: wireguard-go}\npeers: {idle_after: 10m}\n", false},
+		{"wireguard-go bind, explicit false", "interface: {bind: wireguard-go}\npeers: {lazy: false}\n", false},
+		{"meshd bind", "interface: {bind: meshd}\n", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg, err := Parse([]byte(base + c.yaml))
@@ -236,5 +241,9 @@ func TestPeersLazyDefault(t *testing.T) {
 	}
 	if !Default().Peers.Lazy {
 		t.Error("Default().Peers.Lazy = false, want true")
+	}
+	_, err := Parse([]byte(base + "interface: {bind: wireguard-go}\npeers: {lazy: true}\n"))
+	if err == nil || !strings.Contains(err.Error(), `peers.lazy: bad value "true": lazy peers need interface.bind: meshd`) {
+		t.Errorf("lazy peers on wireguard-go's bind: got %v, want peers.lazy refused", err)
 	}
 }
