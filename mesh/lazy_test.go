@@ -203,3 +203,43 @@ func BenchmarkTickAtRest(b *testing.B) {
 		r.Tick()
 	}
 }
+
+// TestPeerRestartedExpiresSessions: a peer in the device whose record comes
+// back with a new start time restarted, and its sessions with it; a lazy
+// peer would not initiate to this host, so the sessions are expired and
+// this host's next packet starts a handshake. Any other record change
+// keeps them, and an idle peer's restart costs nothing.
+func TestPeerRestartedExpiresSessions(t *testing.T) {
+	r, dev, _, _ := newLazyReconciler(t)
+	a, b := rhost("a", "vpc", 10), rhost("b", "vpc", 11)
+	a.StartTime, b.StartTime = time.Unix(1_000, 0).UTC(), time.Unix(1_000, 0).UTC()
+	r.HandleEvents([]registry.Event{{Kind: registry.Added, Host: &a}, {Kind: registry.Added, Host: &b}})
+	r.WantPeer(a.OverlayIP)
+	drain(r)
+	if _, ok := dev.peers[a.PublicKey]; !ok {
+		t.Fatal("a packet to a did not bring it in")
+	}
+	update := func(h registry.Host) {
+		r.HandleEvents([]registry.Event{{Kind: registry.Updated, Host: &h}})
+	}
+	dev.handshakes = nil
+	a2 := a
+	a2.Groups = []string{"web", "db"}
+	update(a2)
+	if len(dev.handshakes) != 0 || len(dev.expired) != 0 {
+		t.Errorf("a record change other than a restart started handshakes %v, expired sessions %v", dev.handshakes, dev.expired)
+	}
+	a3 := a2
+	a3.StartTime = time.Unix(2_000, 0).UTC()
+	update(a3)
+	if len(dev.handshakes) != 0 || !slices.Equal(dev.expired, []wgtypes.Key{a.PublicKey}) {
+		t.Errorf("a restarted: handshakes %v, sessions expired %v; want a's expired, no handshake (the next packet starts it)", dev.handshakes, dev.expired)
+	}
+	dev.handshakes, dev.expired = nil, nil
+	b2 := b
+	b2.StartTime = time.Unix(2_000, 0).UTC()
+	update(b2)
+	if _, ok := dev.peers[b.PublicKey]; ok || len(dev.handshakes) != 0 || len(dev.expired) != 0 {
+		t.Errorf("idle b restarted: in the device %v, handshakes %v, expired %v; want none of it", ok, dev.handshakes, dev.expired)
+	}
+}

@@ -25,6 +25,10 @@ type Device interface {
 	HandshakeOnce(wgtypes.Key) error
 	// DropQueued drops the packets waiting for a peer's session.
 	DropQueued(wgtypes.Key) error
+	// ExpireSessions stops sending on a peer's sessions and lifts the
+	// rate limit on its next handshake: the peer restarted, and its end
+	// of them is gone.
+	ExpireSessions(wgtypes.Key) error
 }
 
 // Members receives the firewall's share of the desired state: which overlay
@@ -306,6 +310,11 @@ func (r *Reconciler) upsert(h *registry.Host, now time.Time, delta *device.Delta
 		if a.setEndpoint || old.OverlayIP != h.OverlayIP {
 			delta.Upsert = append(delta.Upsert, r.devicePeer(p))
 		}
+		if restarted(old, h) {
+			if err := r.dev.ExpireSessions(h.PublicKey); err != nil {
+				r.log.Debug("device: expire sessions of a restarted peer", "peer", h.InstanceID, "err", err)
+			}
+		}
 		if a.handshake {
 			handshake = append(handshake, h.PublicKey)
 		}
@@ -318,6 +327,17 @@ func (r *Reconciler) upsert(h *registry.Host, now time.Time, delta *device.Delta
 		}
 	}
 	return handshake
+}
+
+// restarted says the peer's record comes from a new process: the sessions
+// the device holds with it died with the old one. A peer with lazy peers
+// (the default) brings this host in only when it has something to send, so
+// what this host sent it on them was lost until WireGuard gave up on the
+// session (15 s). Expired, the next packet starts a handshake at once. Not
+// a handshake now: the record is published before the peer's socket is
+// open, and a lost initiation would hold the next one back for 5 s.
+func restarted(old, h *registry.Host) bool {
+	return !old.StartTime.IsZero() && !old.StartTime.Equal(h.StartTime)
 }
 
 // syncNextKey keeps a device entry for the key a peer announced it will

@@ -25,6 +25,7 @@ type fakeDevice struct {
 	handshakes []wgtypes.Key
 	once       []wgtypes.Key
 	dropped    []wgtypes.Key
+	expired    []wgtypes.Key
 	fail       int // the next fail updates are refused, changing nothing
 }
 
@@ -54,6 +55,11 @@ func (f *fakeDevice) Handshake(k wgtypes.Key) error {
 
 func (f *fakeDevice) HandshakeOnce(k wgtypes.Key) error {
 	f.once = append(f.once, k)
+	return nil
+}
+
+func (f *fakeDevice) ExpireSessions(k wgtypes.Key) error {
+	f.expired = append(f.expired, k)
 	return nil
 }
 

@@ -71,6 +71,9 @@ func writeStatus(w io.Writer, s admin.Status) {
 	if l := s.Lazy; l != nil {
 		row("lazy peers", fmt.Sprintf("%d in the device, %d idle (out after %s without traffic); %d packets held, %d sent on, %d dropped; initiations: %d identified, %d refused, %d throttled",
 			l.InDevice, l.Idle, l.IdleAfter, l.Held, l.Replayed, l.HeldDrops, l.Identified, l.Refused, l.Throttled))
+	} else {
+		// On by default: say so when a config turned them off.
+		row("lazy peers", "off (peers.lazy: false): every known peer is in the device")
 	}
 	row("trust", trustLine(s))
 	if len(s.UnsignedHosts) > 0 {

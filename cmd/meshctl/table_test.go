@@ -70,6 +70,7 @@ func TestStatusTrustGolden(t *testing.T) {
 		Interface: "mesh0", ListenPort: 51820, MTU: 1420, Firewall: "enforce", Conntrack: [2]int{12, 262144}, Version: "1.0.0", Uptime: "3s",
 		PrivateIP6: "fd18:2::11", Trust: "ca", TrustMode: "permissive", Cert: &admin.Cert{Serial: "5F3A", NotAfter: "2027-11-24T12:00:00Z", Network: "vpc", Groups: []string{"web", "api"}},
 		UnsignedHosts: []string{"old-1", "old-2"}, BadRecords: map[string]int64{"replay": 1},
+		Lazy:     &admin.LazyStatus{InDevice: 2, IdleAfter: "5m0s", Held: 3, Replayed: 3, Identified: 1},
 		Refusals: []admin.Refusal{{At: "2026-11-24T11:59:00Z", Node: "/meshd/prod/hosts/92/h1#0000000042", Reason: "replay", Detail: "replay: sequence 17 of h1 is older than 18, already seen"}}})
 	golden(t, "status-trust", b.String())
 }

@@ -114,7 +114,7 @@ type Status struct {
 	// record gives them, omitted when none.
 	PrivateIP6 string `json:"private_ip6,omitempty"`
 	PublicIP6  string `json:"public_ip6,omitempty"`
-	// Lazy is present when peers.lazy is on.
+	// Lazy is present when peers.lazy is on (the default).
 	Lazy *LazyStatus `json:"lazy,omitempty"`
 }
 

@@ -171,7 +171,11 @@ type Peers struct {
 	// Lazy keeps only peers with recent traffic in the device: the rest
 	// are known (firewall sets, meshctl peers says idle) and come in with
 	// the first packet either way. Per-host cost then follows the peers a
-	// host talks to, not the fleet.
+	// host talks to, not the fleet. On by default (issue 17): the file
+	// decodes over Default, so an absent key keeps it on and an explicit
+	// "lazy: false" puts every known peer in the device. It needs meshd's
+	// UDP bind (its initiation hook): with interface.bind: wireguard-go
+	// an absent key means off, and "lazy: true" is refused.
 	Lazy bool `yaml:"lazy"`
 	// IdleAfter is how long a peer's traffic must have stopped before it
 	// leaves the device. It must exceed WireGuard's reject-after time
@@ -211,7 +215,7 @@ func Default() Config {
 		DNS:           DNS{Enabled: true},
 		Trust:         Trust{Mode: TrustPermissive},
 		Registry:      Registry{MaxGroups: 32},
-		Peers:         Peers{IdleAfter: 5 * time.Minute},
+		Peers:         Peers{Lazy: true, IdleAfter: 5 * time.Minute},
 		StateDir:      "/var/lib/meshd",
 		AdminSocket:   "/run/meshd/meshd.sock",
 		MetricsListen: "127.0.0.1:9474",
@@ -229,4 +233,33 @@ func (c Config) Marshal() []byte {
 		panic(fmt.Sprintf("marshal config: %v", err))
 	}
 	return buf.Bytes()
+}
+
+// peersDefaults fills what depends on other keys: lazy peers, on by
+// default, need meshd's UDP bind, so a file that picks wireguard-go's bind
+// and does not set peers.lazy gets them off (a host switched back to
+// upstream's bind still starts); one that asks for both is refused by
+// Validate. root is the file's top-level mapping.
+func (c *Config) peersDefaults(root *yaml.Node) {
+	if c.Interface.Bind == "wireguard-go" && lookup(root, "peers", "lazy") == nil {
+		c.Peers.Lazy = false
+	}
+}
+
+// lookup finds the value node at a dotted path of mapping keys, or nil.
+func lookup(n *yaml.Node, path ...string) *yaml.Node {
+	for _, key := range path {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+				break
+			}
+		}
+		n = next
+	}
+	return n
 }

@@ -201,3 +201,49 @@ func TestIdentityIP6Keys(t *testing.T) {
 		}
 	}
 }
+
+// TestPeersLazyDefault: lazy peers are on unless the file says otherwise
+// (issue 17). The file decodes over Default, so an absent key, an empty
+// peers block and a peers block that sets only idle_after keep them on;
+// only an explicit false turns them off, and check-config's output keeps
+// whichever it was.
+func TestPeersLazyDefault(t *testing.T) {
+	base := "mesh: m\nzookeeper: {servers: [\"127.0.0.1:2181\"]}\nidentity: {instance_id: a, network: n, private_ip: 198.18.1.2}\n"
+	for _, c := range []struct {
+		name, yaml string
+		want       bool
+	}{
+		{"no peers block", "", true},
+		{"empty peers block", "peers:\n", true},
+		{"empty mapping", "peers: {}\n", true},
+		{"only idle_after", "peers: {idle_after: 10m}\n", true},
+		{"explicit true", "peers: {lazy: true}\n", true},
+		{"explicit false", "peers: {lazy: false}\n", false},
+		// Lazy peers need meshd's bind: upstream's leaves them off unless
+		// asked, and asking is refused below.
+		{"wireguard-go bind", "interface: {bind: wireguard-go}\npeers: {idle_after: 10m}\n", false},
+		{"wireguard-go bind, explicit false", "interface: {bind: wireguard-go}\npeers: {lazy: false}\n", false},
+		{"meshd bind", "interface: {bind: meshd}\n", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(base + c.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Peers.Lazy != c.want {
+				t.Errorf("peers.lazy = %v, want %v", cfg.Peers.Lazy, c.want)
+			}
+			again, err := Parse(cfg.Marshal())
+			if err != nil || again.Peers.Lazy != c.want {
+				t.Errorf("effective config reads back peers.lazy = %v (%v), want %v:\n%s", again.Peers.Lazy, err, c.want, cfg.Marshal())
+			}
+		})
+	}
+	if !Default().Peers.Lazy {
+		t.Error("Default().Peers.Lazy = false, want true")
+	}
+	_, err := Parse([]byte(base + "interface: {bind: wireguard-go}\npeers: {lazy: true}\n"))
+	if err == nil || !strings.Contains(err.Error(), `peers.lazy: bad value "true": lazy peers need interface.bind: meshd`) {
+		t.Errorf("lazy peers on wireguard-go's bind: got %v, want peers.lazy refused", err)
+	}
+}

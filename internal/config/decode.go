@@ -48,6 +48,9 @@ func Parse(data []byte) (Config, error) {
 		decodeInto(root.Content[0], reflect.ValueOf(&cfg).Elem(), "", &errs)
 	}
 	cfg.dnsDefaults()
+	if len(root.Content) > 0 {
+		cfg.peersDefaults(root.Content[0])
+	}
 	if len(errs) == 0 {
 		errs = append(errs, cfg.Validate()...)
 	}

@@ -173,6 +173,9 @@ func (c *Config) Validate() Errors {
 
 	errs = append(errs, c.validateDNS()...)
 	errs = append(errs, c.validateTrust()...)
+	if c.Peers.Lazy && c.Interface.Bind == "wireguard-go" {
+		bad("peers.lazy", c.Peers.Lazy, "lazy peers need interface.bind: meshd (wireguard-go's bind has no hook for the handshake initiations that bring an idle peer in); set peers.lazy: false")
+	}
 	if a := c.Peers.IdleAfter; a <= 3*time.Minute || a > 24*time.Hour {
 		bad("peers.idle_after", a, "must be over 3m (WireGuard's reject-after time, so no side keeps a session the other dropped) and at most 24h")
 	}

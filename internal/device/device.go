@@ -258,6 +258,19 @@ func (d *Device) HandshakeOnce(key wgtypes.Key) error {
 	return p.SendHandshakeInitiation(true)
 }
 
+// ExpireSessions stops sending on a peer's sessions and lifts the rate
+// limit on its next handshake initiation (WireGuard's 5 s): for a peer
+// that restarted, whose end of them is gone. What is sent next waits for
+// a new handshake instead of going out on keys nobody holds.
+func (d *Device) ExpireSessions(key wgtypes.Key) error {
+	p, err := d.peer("expire sessions", key)
+	if err != nil {
+		return err
+	}
+	p.ExpireCurrentKeypairs()
+	return nil
+}
+
 // DropQueued drops the packets queued for a peer until it has a session.
 // WireGuard answers a configuration change of a peer with queued packets by
 // restarting its 90 s of handshake retries; for a peer that never answers

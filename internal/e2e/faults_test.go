@@ -36,6 +36,8 @@ func TestBreakerHoldsMassRemoval(t *testing.T) {
 	watcher := ms[0]
 	waitFor(t, 20*time.Second, "6 peers up", func() error {
 		ps, _ := watcher.Peers()
+		pingUnlessUp(watcher, ps)
+		ps, _ = watcher.Peers()
 		up := 0
 		for _, p := range ps {
 			if p.State == "up" {

@@ -46,18 +46,27 @@ func wgPeers(t *testing.T, m *testbed.Meshd) int {
 	return len(strings.Fields(out))
 }
 
-// TestLazyPeers: with peers.lazy, hosts know each other (meshctl peers says
-// idle) but hold none in their WireGuard devices until traffic. The first
-// TCP connection, both sides idle to each other, goes through without a
-// SYN retransmission; the answering side was brought in by the initiation
-// alone; a third host's first ping is answered.
+// TestLazyPeers: lazy peers are the default (issue 17): hosts whose config
+// has no peers block say so in their status and know each other (meshctl
+// peers says idle) but hold none in their WireGuard devices until traffic.
+// The first TCP connection, both sides idle to each other, goes through
+// without a SYN retransmission; the answering side was brought in by the
+// initiation alone; a third host's first ping is answered.
 func TestLazyPeers(t *testing.T) {
 	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
 	var ms []*testbed.Meshd
 	for _, n := range []string{"vpc", "vpc", "classic"} {
-		ms = append(ms, startHost(t, tb, n, testbed.MeshdOptions{Groups: []string{n}, Extra: "peers:\n  lazy: true\n", LogLevel: "debug"}))
+		ms = append(ms, startHost(t, tb, n, testbed.MeshdOptions{Groups: []string{n}, LogLevel: "debug"}))
 	}
 	a, b, c := ms[0], ms[1], ms[2]
+	for _, m := range ms {
+		if cfg, err := os.ReadFile(m.Config); err != nil || strings.Contains(string(cfg), "peers:") {
+			t.Fatalf("%s's config has a peers block (or is unreadable: %v): this test is of the default", m.Host.Name, err)
+		}
+		if st, err := m.Status(); err != nil || st.Lazy == nil {
+			t.Fatalf("%s, no peers block in its config: status has no lazy object (%v): lazy peers are not the default", m.Host.Name, err)
+		}
+	}
 	waitFor(t, 20*time.Second, "every host to list the others idle", func() error {
 		for _, m := range ms {
 			ps, err := m.Peers()
@@ -576,4 +585,107 @@ func TestLazyPeersForgedInitiation(t *testing.T) {
 	if st, err := a.Status(); err != nil || st.Lazy.Identified == before.Identified {
 		t.Errorf("a identified no initiation from b: %v %+v", err, st.Lazy)
 	}
+}
+
+// TestLazyPeersOff: peers.lazy: false is the way back to every known peer
+// in the WireGuard device. Such hosts put each other in their devices
+// before any traffic, a joining host is in every device within a second,
+// and their status has no lazy object. A host with lazy peers (the
+// default) meshes with them both ways.
+func TestLazyPeersOff(t *testing.T) {
+	tb := testbed.NewForTest(t, testbed.Options{ZooKeeper: true})
+	off := func(network string) *testbed.Meshd {
+		return startHost(t, tb, network, testbed.MeshdOptions{Groups: []string{network}, Links: [][]string{{"vpc", "dc"}},
+			Extra: "peers:\n  lazy: false\n"})
+	}
+	var ms []*testbed.Meshd
+	for _, n := range []string{"vpc", "classic", "dc"} {
+		ms = append(ms, off(n))
+	}
+	inDevice := func(m *testbed.Meshd, keys ...string) error {
+		out, err := m.Host.Run(context.Background(), "wg", "show", m.Iface, "peers")
+		if err != nil {
+			return fmt.Errorf("wg show on %s: %v %s", m.Host.Name, err, out)
+		}
+		for _, k := range keys {
+			if !strings.Contains(out, k) {
+				return fmt.Errorf("%s's device lacks %s: has %d peers", m.Host.Name, k, len(strings.Fields(out)))
+			}
+		}
+		return nil
+	}
+	key := func(m *testbed.Meshd) string {
+		st, err := m.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.PublicKey
+	}
+	waitFor(t, 20*time.Second, "every device to hold every other host before any traffic", func() error {
+		for _, m := range ms {
+			var keys []string
+			for _, o := range ms {
+				if o != m {
+					keys = append(keys, key(o))
+				}
+			}
+			if err := inDevice(m, keys...); err != nil {
+				return err
+			}
+			ps, err := m.Peers()
+			if err != nil {
+				return err
+			}
+			for _, p := range ps {
+				if p.State == "idle" {
+					return fmt.Errorf("%s lists %s idle with lazy peers off", m.Host.Name, p.Name)
+				}
+			}
+		}
+		return nil
+	})
+	for _, m := range ms {
+		if st, err := m.Status(); err != nil || st.Lazy != nil {
+			t.Errorf("%s with peers.lazy: false: status lazy %+v (%v), want none", m.Host.Name, st.Lazy, err)
+		}
+	}
+	if out, err := meshctl(t, ms[0], "status"); err != nil || !strings.Contains(out, "off (peers.lazy: false)") {
+		t.Errorf("meshctl status with lazy peers off: %v\n%s", err, out)
+	}
+
+	// A joining host is in every device within a second.
+	start := time.Now()
+	n := off("vpc")
+	started := time.Since(start)
+	nk := key(n)
+	var slowest time.Duration
+	for _, m := range ms {
+		slowest = max(slowest, waitFor(t, 10*time.Second, m.Host.Name+"'s device to hold the new host", func() error { return inDevice(m, nk) }))
+	}
+	t.Logf("join convergence, lazy peers off: every device had the new host within %s of its admin socket answering (start took %s)", slowest, started)
+	if slowest > time.Second {
+		t.Errorf("join took %s to reach every device, want <= 1s", slowest)
+	}
+
+	// A lazy host (the default) and hosts that are not reach each other.
+	// The lazy one's first ping is answered. The others' devices take it
+	// in as its record appears and initiate at once, which can be before
+	// its socket is open; WireGuard retries 5 s later.
+	l := startHost(t, tb, "vpc", testbed.MeshdOptions{Groups: []string{"vpc"}, Links: [][]string{{"vpc", "dc"}}})
+	overlay := func(from, to *testbed.Meshd) string {
+		var p admin.Peer
+		waitFor(t, 10*time.Second, from.Host.Name+" to list "+to.Host.Name, func() (err error) {
+			p, err = peerOf(from, to.Host.Name)
+			return err
+		})
+		return p.OverlayIP
+	}
+	if out, err := l.Host.Run(context.Background(), "ping", "-c", "1", "-W", "2", overlay(l, ms[0])); err != nil {
+		t.Errorf("first ping from lazy %s to %s: %v\n%s", l.Host.Name, ms[0].Host.Name, err, out)
+	}
+	to := overlay(ms[1], l)
+	waitFor(t, 15*time.Second, ms[1].Host.Name+" (lazy peers off) reaches lazy "+l.Host.Name, func() error {
+		_, err := ms[1].Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", to)
+		return err
+	})
 }

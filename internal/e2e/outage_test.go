@@ -26,6 +26,8 @@ func TestRegistryOutage(t *testing.T) {
 			if err != nil || len(ps) != 2 {
 				return fmt.Errorf("%s: %d peers %v", m.Host.Name, len(ps), err)
 			}
+			pingUnlessUp(m, ps)
+			ps, _ = m.Peers()
 			for _, p := range ps {
 				if p.State != "up" {
 					return fmt.Errorf("%s -> %s %s", m.Host.Name, p.Name, p.State)
@@ -123,6 +125,8 @@ func TestRegistryOutage(t *testing.T) {
 				return fmt.Errorf("%s registry %s", m.Host.Name, st.Registry)
 			}
 			ps, _ := m.Peers()
+			pingUnlessUp(m, ps)
+			ps, _ = m.Peers()
 			for _, p := range ps {
 				if p.State != "up" {
 					return fmt.Errorf("%s -> %s %s", m.Host.Name, p.Name, p.State)

@@ -135,7 +135,7 @@ func run(o options, only string) ([]Measurement, error) {
 			return all, err
 		}
 	}
-	step("meshd as shipped: restart gap, then many peers")
+	step("meshd, lazy peers off: restart gap, then many peers")
 	ma, err := startMeshd(tb, a, o.bin, "enforce")
 	if err != nil {
 		return all, err

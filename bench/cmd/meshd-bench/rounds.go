@@ -66,8 +66,8 @@ func compareRounds(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir st
 
 // measureStep measures one configuration of a round: bare wireguard-go,
 // meshd with the firewall off on both hosts, or meshd enforcing on both
-// with n members in its sets. The 10 000-member one is meshd as shipped:
-// it gets the full data-plane measurement.
+// with n members in its sets, lazy peers off (the step lazy: on). The
+// 10 000-member one gets the full data-plane measurement.
 func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, step string) ([]Measurement, error) {
 	switch step {
 	case "bare":
@@ -75,7 +75,7 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 	case "nebula":
 		return nebulaRun(tb, a, b, o, logDir)
 	}
-	fw, extra := "enforce", ""
+	fw, extra := "enforce", eagerExtra
 	switch step {
 	case "off":
 		fw = "off"
@@ -127,11 +127,13 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 	return ms, err
 }
 
+// startMeshd starts meshd with lazy peers off: the restart gap and the
+// scale step measure a device that holds every known peer.
 func startMeshd(tb *testbed.Testbed, h *testbed.Host, bin, fw string) (*testbed.Meshd, error) {
-	return startMeshdWith(tb, h, bin, fw, "")
+	return startMeshdWith(tb, h, bin, fw, eagerExtra)
 }
 
-// startMeshdWith is startMeshd with extra config (YAML) appended.
+// startMeshdWith starts meshd with extra config (YAML) appended.
 func startMeshdWith(tb *testbed.Testbed, h *testbed.Host, bin, fw, extra string) (*testbed.Meshd, error) {
 	return tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name, Extra: extra})
 }

@@ -215,7 +215,7 @@ func createFile(path string) (*os.File, error) { return os.Create(path) }
 
 // lazySection reports lazy peers (issue 17): one meshd's cost with many
 // hosts registered and few active, and the data plane with lazy peers on
-// against meshd as shipped, in the same rounds.
+// against off, in the same rounds.
 func lazySection(b *strings.Builder, fs figures, ms []measurement) {
 	scale := ""
 	for _, m := range ms {
@@ -243,7 +243,7 @@ func lazySection(b *strings.Builder, fs figures, ms []measurement) {
 		fmt.Fprintf(b, "Target: 10 000 registered, 100 active: resident <= 64 MiB, CPU at rest <= 1%% of a core.\n\n")
 	}
 	if fs.get(lazy, "tcp_1_stream") != 0 {
-		fmt.Fprintf(b, "| ratio | TCP 1 stream | UDP 64 B |\n|---|---|---|\n| lazy peers on / meshd as shipped (same rounds) | %s | %s |\n\nTarget: >= 0.98x.\n\n",
+		fmt.Fprintf(b, "| ratio | TCP 1 stream | UDP 64 B |\n|---|---|---|\n| lazy peers on / off (same rounds) | %s | %s |\n\nTarget: >= 0.98x.\n\n",
 			fs.both(lazy, shipped, "tcp_1_stream"), fs.both(lazy, shipped, "udp_64b_rate"))
 	}
 }

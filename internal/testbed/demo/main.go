@@ -74,14 +74,19 @@ func up() error {
 		fmt.Printf("  %s in %-7s private %s public %s  meshd pid %d\n", h.Name, n, h.PrivateIP, h.PublicIP, m.Proc.PID())
 		hosts = append(hosts, m)
 	}
-	// Wait until the first host sees both others up.
+	// Wait until the vpc host sees both others up. Lazy peers are on by
+	// default: a known peer stays idle, out of the WireGuard device, until
+	// traffic, so it pings each one it lists that is not up yet.
+	v := hosts[1]
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		ps, _ := hosts[1].Peers()
+		ps, _ := v.Peers()
 		up := 0
 		for _, p := range ps {
 			if p.State == "up" {
 				up++
+			} else {
+				v.Host.Run(context.Background(), "ping", "-c", "1", "-W", "1", p.OverlayIP)
 			}
 		}
 		if up == 2 {
@@ -89,7 +94,6 @@ func up() error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	v := hosts[1]
 	fmt.Printf("\n$ meshctl --socket %s peers    # on %s (vpc)\n", v.Socket, v.Host.Name)
 	out, _ := exec.Command(filepath.Join(bin, "meshctl"), "--socket", v.Socket, "peers").CombinedOutput()
 	fmt.Print(string(out))
@@ -97,7 +101,7 @@ func up() error {
 	fmt.Printf(`
 The demo keeps running. Poke around:
   ip netns exec %[1]s ping -c 3 %[2]s                  # vpc host -> classic host over the overlay
-  ip netns exec %[1]s wg show %[3]s                        # the WireGuard interface
+  ip netns exec %[1]s wg show %[3]s                        # the WireGuard interface: peers with recent traffic (lazy peers)
   bin/meshctl --socket %[4]s status                   # trust: ca, strict; certificate, refusals
   bin/meshctl --socket %[4]s fleet                    # which hosts sign their records
   bin/meshctl --socket %[4]s peers -o json
