@@ -234,10 +234,12 @@ func TestMeshAcrossNetworks(t *testing.T) {
 	if slowest > time.Second {
 		t.Errorf("join took %s to reach every peer, want <= 1s", slowest)
 	}
-	if np, _ := peerOf(all[0], n.Host.Name); np.OverlayIP != "" {
-		if out, err := all[0].Host.Run(context.Background(), "ping", "-c", "1", "-W", "2", np.OverlayIP); err != nil {
-			t.Errorf("first ping from %s to the new host: %v\n%s", all[0].Host.Name, err, out)
-		}
+	np, err := peerOf(all[0], n.Host.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := all[0].Host.Run(context.Background(), "ping", "-c", "1", "-W", "2", np.OverlayIP); err != nil {
+		t.Errorf("first ping from %s to the new host: %v\n%s", all[0].Host.Name, err, out)
 	}
 
 	// Kill -9 and restart: same address and key; reachable again within 2s
