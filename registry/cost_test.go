@@ -352,3 +352,42 @@ func refusedFor(r *Registry, id, reason string) bool {
 	}
 	return false
 }
+
+// TestHoldRecordUntilPublish: with HoldRecord, Register leases the address
+// and publishes nothing, updates included, until Publish; then the latest
+// record goes out once. meshd holds it until its WireGuard socket is open.
+func TestHoldRecordUntilPublish(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	watcher := open(t, []string{zs.Addr()}, mesh, "")
+	w, err := Open(context.Background(), Options{Servers: []string{zs.Addr()}, Mesh: mesh, SessionTimeout: 4 * time.Second,
+		Pool: testPool, Quarantine: time.Hour, HoldRecord: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	h := hostFor("held", "vpc", 1)
+	ip, err := w.Register(context.Background(), h, 10*time.Second)
+	if err != nil || !ip.IsValid() {
+		t.Fatalf("register with the record held: %v %v, want a lease", ip, err)
+	}
+	h.PublicIP = netip.MustParseAddr("198.19.0.5")
+	w.UpdateSelf(h)
+	// The writer's own bucket listed after the lease: a record it had
+	// published would be there by now.
+	firstSynced(t, w, watcher)
+	c := rawConn(t, zs.Addr())
+	names, _, err := c.Children(w.bucketPath(BucketOf(h.InstanceID)))
+	if err != nil || len(names) != 0 {
+		t.Fatalf("bucket before Publish: %v (%v), want no record", names, err)
+	}
+	if n := len(watcher.Hosts()); n != 0 {
+		t.Fatalf("watcher holds %d hosts before Publish, want 0", n)
+	}
+	w.Publish()
+	expect(t, watcher, 5*time.Second, "added held")
+	hs := watcher.Hosts()
+	if len(hs) != 1 || hs[0].PublicIP != h.PublicIP || hs[0].OverlayIP != ip {
+		t.Fatalf("after Publish the watcher holds %+v, want held at %s with the update's endpoint", hs, ip)
+	}
+}

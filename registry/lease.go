@@ -322,6 +322,16 @@ func retryable(err error) bool {
 		errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
+// Publish lets a registry opened with HoldRecord publish this host's
+// record, now and from then on.
+func (r *Registry) Publish() {
+	r.held.Store(false)
+	select {
+	case r.registered <- struct{}{}:
+	default:
+	}
+}
+
 // UpdateSelf republishes this host's record (new key, new addresses).
 func (r *Registry) UpdateSelf(h Host) {
 	r.mu.Lock()
@@ -367,9 +377,9 @@ func (r *Registry) keepRegistered() {
 
 func (r *Registry) publishSelf() error {
 	r.mu.Lock()
-	if r.self == nil {
+	if r.self == nil || r.held.Load() {
 		r.mu.Unlock()
-		return nil
+		return nil // Publish pokes us
 	}
 	self, last := *r.self, r.selfPublished
 	r.mu.Unlock()

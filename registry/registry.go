@@ -38,6 +38,13 @@ type Options struct {
 	// Self is this host as known before it registers (id, network,
 	// underlay addresses): another record claiming its addresses is refused.
 	Self Host
+	// HoldRecord: Register leases the address but publishes the record
+	// only once Publish is called. meshd publishes when its WireGuard
+	// socket is open: peers answer a new record with a handshake, and an
+	// initiation sent before the socket is there is lost, which WireGuard
+	// answers by waiting 5 s before the next. A host that fails to start
+	// publishes nothing either.
+	HoldRecord bool
 }
 
 // State is the registry connection as operators see it.
@@ -120,6 +127,7 @@ type Registry struct {
 	selfLease      netip.Addr
 	dirty          bool
 	registered     chan struct{} // poked when the session (re)starts
+	held           atomic.Bool   // no record published until Publish (Options.HoldRecord)
 
 	badSeen map[string]bool
 	stats   Stats
@@ -165,6 +173,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
 		slots: make(chan struct{}, listSlots),
 	}
+	r.held.Store(o.HoldRecord)
 	r.trust.init()
 	for b := range r.names {
 		r.names[b] = map[string]string{}

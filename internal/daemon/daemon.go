@@ -113,6 +113,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, level *slog
 		Servers: cfg.ZooKeeper.Servers, Mesh: cfg.Mesh, SessionTimeout: cfg.ZooKeeper.SessionTimeout,
 		Pool: cfg.Overlay.CIDR, Quarantine: cfg.Tuning.Quarantine, DigestSecretFile: cfg.ZooKeeper.DigestSecretFile,
 		TLS: tlsCfg, StateDir: cfg.StateDir, Logger: log, Trust: &d.gate, MaxGroups: cfg.Registry.MaxGroups,
+		HoldRecord: true, // published in Run, once the device's socket is open
 		Self: registry.Host{InstanceID: cfg.Identity.InstanceID, Network: cfg.Identity.Network,
 			PrivateIP: cfg.Identity.PrivateIP, PublicIP: cfg.Identity.PublicIP,
 			PrivateIP6: cfg.Identity.PrivateIP6, PublicIP6: cfg.Identity.PublicIP6},
@@ -223,6 +224,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.ident != nil {
 		go d.ident.Run(ctx)
 	}
+	// The device's socket is open and the reconciler knows the fleet:
+	// peers that handshake on seeing this record reach it.
+	d.reg.Publish()
 	go trimMemory(ctx, trimCheck, d.log)
 	if d.cfg.Tuning.KeyRotation > 0 {
 		go d.rotateOnSchedule(ctx, d.cfg.Tuning.KeyRotation)
