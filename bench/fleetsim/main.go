@@ -247,7 +247,7 @@ type zkServers struct {
 }
 
 func startZK(ctx context.Context, c config) (*zkServers, error) {
-	o := zkserver.Options{Heap: c.heap}
+	o := zkserver.Options{Heap: c.heap, Fsync: true}
 	if c.ensemble > 0 {
 		e, err := zkserver.StartEnsemble(ctx, c.ensemble, o)
 		if err != nil {

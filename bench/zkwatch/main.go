@@ -46,7 +46,7 @@ func main() {
 	out := flag.String("json", "", "write results as JSON here")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	zs, err := zkserver.Start(context.Background(), zkserver.Options{})
+	zs, err := zkserver.Start(context.Background(), zkserver.Options{Fsync: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -42,6 +42,13 @@ type Options struct {
 	// Heap is the JVM's -Xmx; "" keeps 192m, enough for tests. A fleet
 	// of thousands of sessions, each with hundreds of watches, needs more.
 	Heap string
+	// Fsync makes the server sync its transaction log to disk before it
+	// answers a write, as ZooKeeper does in production; the benchmarks
+	// set it. Tests leave it off (forceSync=no): their data need survive
+	// a server restart, not a machine crash, and on a disk busy with a
+	// build's writes one fsync held a session's creation for over 20 s,
+	// failing a test whose meshd never got a lease (CI).
+	Fsync bool
 
 	// Members, for StartEnsemble only, places each server (see there).
 	Members []Member
@@ -118,6 +125,9 @@ func (s *Server) writeConfig() error {
 		"maxSessionTimeout=60000",
 		"snapCount=100000",
 		"autopurge.purgeInterval=0",
+	}
+	if !s.o.Fsync {
+		cfg = append(cfg, "forceSync=no")
 	}
 	if t := s.o.TLS; t != nil {
 		cfg = append(cfg,

@@ -134,7 +134,7 @@ func run(ctx context.Context, n, k int, c config) (res Result) {
 		res.LoadAvg = strings.TrimSpace(string(data))
 	}()
 	progress("n=%d observers=%d: starting %d voters and %d observers", n, k, c.voters, k)
-	e, err := zkserver.StartEnsemble(ctx, c.voters, zkserver.Options{Observers: k, Heap: c.heap})
+	e, err := zkserver.StartEnsemble(ctx, c.voters, zkserver.Options{Observers: k, Heap: c.heap, Fsync: true})
 	if err != nil {
 		res.Error = err.Error()
 		return res
