@@ -309,3 +309,74 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name, di
 	pem.Encode(f, &pem.Block{Type: "CERTIFICATE", Bytes: der})
 	return p
 }
+
+// TestRegisterWaitHoldsOnAMuteServer: a server that takes the connection
+// and never answers (a ZooKeeper stuck before creating the session) is
+// waited for no longer than Register's limit: with a lease in the snapshot
+// the host starts on it at once, without one it is told so. go-zookeeper's
+// requests take no deadline, so the wait used to last until the client
+// gave the connection up, ten receive timeouts later.
+func TestRegisterWaitHoldsOnAMuteServer(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	dir := t.TempDir()
+	h := hostFor("mute", "vpc", 31)
+	first := open(t, []string{zs.Addr()}, mesh, dir)
+	ip, err := first.Register(context.Background(), h, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close() // writes the snapshot, lease and all
+
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := mute.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mute.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	// A short session: the client gives a mute connection up after ten
+	// receive timeouts (2/3 of it each), 6.7 s here, and Close waits as
+	// long. Both waits below are well inside that.
+	for _, tc := range []struct {
+		dir   string
+		limit time.Duration
+	}{{dir, 3 * time.Second}, {t.TempDir(), 4 * time.Second}} {
+		r, err := Open(context.Background(), Options{Servers: []string{mute.Addr().String()}, Mesh: mesh,
+			SessionTimeout: time.Second, Pool: testPool, Quarantine: time.Hour, StateDir: tc.dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		start := time.Now()
+		got, err := r.Register(context.Background(), h, 2*time.Second)
+		took := time.Since(start)
+		if took > tc.limit {
+			t.Errorf("Register against a mute server took %s, want at most %s", took.Round(time.Millisecond), tc.limit)
+		}
+		if tc.dir == dir && (err != nil || got != ip) {
+			t.Errorf("with a lease in the snapshot: %v %v, want %s at once", got, err, ip)
+		}
+		if tc.dir != dir && (err == nil || !strings.Contains(err.Error(), "no lease in the snapshot")) {
+			t.Errorf("without a snapshot: %v %v, want an error saying there is no lease to start on", got, err)
+		}
+	}
+}

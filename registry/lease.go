@@ -265,7 +265,7 @@ func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) 
 	}
 	r.mu.Unlock()
 	lctx, cancel := context.WithTimeout(ctx, wait)
-	ip, err := r.leaseWhenConnected(lctx, self.InstanceID)
+	ip, err := r.leaseWithin(lctx, self.InstanceID)
 	cancel()
 	if err != nil {
 		r.mu.Lock()
@@ -293,6 +293,31 @@ func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) 
 	default:
 	}
 	return ip, nil
+}
+
+// leaseWithin is leaseWhenConnected bounded by ctx. go-zookeeper's
+// requests take no deadline: against a server that took the connection
+// and answers nothing (stuck before creating the session) one waits until
+// the client gives the connection up, ten receive timeouts later (over a
+// minute with meshd's session timeout), while the host could start on the
+// lease in its snapshot. The lease read left behind ends with the
+// connection; a lease it claims is the host's for life all the same.
+func (r *Registry) leaseWithin(ctx context.Context, id string) (netip.Addr, error) {
+	type leased struct {
+		ip  netip.Addr
+		err error
+	}
+	done := make(chan leased, 1)
+	go func() {
+		ip, err := r.leaseWhenConnected(ctx, id)
+		done <- leased{ip, err}
+	}()
+	select {
+	case l := <-done:
+		return l.ip, l.err
+	case <-ctx.Done():
+		return netip.Addr{}, ctx.Err()
+	}
 }
 
 // leaseWhenConnected retries Lease while the connection is down.
