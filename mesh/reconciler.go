@@ -333,9 +333,8 @@ func (r *Reconciler) upsert(h *registry.Host, now time.Time, delta *device.Delta
 // the device holds with it died with the old one. A peer with lazy peers
 // (the default) brings this host in only when it has something to send, so
 // what this host sent it on them was lost until WireGuard gave up on the
-// session (15 s). Expired, the next packet starts a handshake at once. Not
-// a handshake now: the record is published before the peer's socket is
-// open, and a lost initiation would hold the next one back for 5 s.
+// session (15 s). Expired, the next packet starts a handshake at once; a
+// peer with nothing to send costs no handshake.
 func restarted(old, h *registry.Host) bool {
 	return !old.StartTime.IsZero() && !old.StartTime.Equal(h.StartTime)
 }

@@ -69,7 +69,7 @@ func TestHostACL(t *testing.T) {
 	selfNode := func(r *Registry) string {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return r.selfNode
+		return r.selfPublished.node
 	}
 	waitUntil(t, "h2 sees h1", func() bool { _, ok := hostInView(r2, "h1"); return ok })
 	record := selfNode(r1)

@@ -288,10 +288,7 @@ func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) 
 	r.mu.Lock()
 	r.self, r.selfLease, r.dirty = &self, ip, true
 	r.mu.Unlock()
-	select {
-	case r.registered <- struct{}{}:
-	default:
-	}
+	r.pokePublish()
 	return ip, nil
 }
 
@@ -351,10 +348,7 @@ func retryable(err error) bool {
 // record, now and from then on.
 func (r *Registry) Publish() {
 	r.held.Store(false)
-	select {
-	case r.registered <- struct{}{}:
-	default:
-	}
+	r.pokePublish()
 }
 
 // UpdateSelf republishes this host's record (new key, new addresses).
@@ -363,10 +357,7 @@ func (r *Registry) UpdateSelf(h Host) {
 	h.OverlayIP, h.Schema = r.selfLease, Schema
 	r.self = &h
 	r.mu.Unlock()
-	select {
-	case r.registered <- struct{}{}:
-	default:
-	}
+	r.pokePublish()
 }
 
 // keepRegistered publishes the own record whenever the session starts or
@@ -485,8 +476,17 @@ type published struct {
 
 func (r *Registry) setPublished(node string, session int64, data []byte) {
 	r.mu.Lock()
-	r.selfNode, r.selfPublished = node, published{node, session, data}
+	r.selfPublished = published{node, session, data}
 	r.mu.Unlock()
+}
+
+// pokePublish asks keepRegistered to publish this host's record again; a
+// poke already waiting covers this one.
+func (r *Registry) pokePublish() {
+	select {
+	case r.registered <- struct{}{}:
+	default:
+	}
 }
 
 // replaceRecord creates the new record and deletes the old ones in one

@@ -122,8 +122,7 @@ type Registry struct {
 	lastSync       time.Time
 	disconnectedAt time.Time
 	self           *Host
-	selfNode       string
-	selfPublished  published // what this session last published, for the update fast path
+	selfPublished  published // own record node last made or found: updates replace it, Close deletes it
 	selfLease      netip.Addr
 	dirty          bool
 	registered     chan struct{} // poked when the session (re)starts
@@ -338,10 +337,7 @@ func (r *Registry) watchSession(events <-chan zk.Event) {
 		switch ev.State {
 		case zk.StateHasSession:
 			r.state, r.disconnectedAt = Connected, time.Time{}
-			select {
-			case r.registered <- struct{}{}:
-			default:
-			}
+			r.pokePublish()
 		case zk.StateDisconnected, zk.StateConnecting:
 			if r.state == Connected {
 				r.disconnectedAt = time.Now()
@@ -361,7 +357,7 @@ func (r *Registry) watchSession(events <-chan zk.Event) {
 // Close removes this host's record and ends the session.
 func (r *Registry) Close() error {
 	r.mu.Lock()
-	node := r.selfNode
+	node := r.selfPublished.node
 	r.mu.Unlock()
 	if node != "" && r.conn.State() == zk.StateHasSession {
 		r.conn.Delete(node, -1)

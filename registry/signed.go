@@ -359,10 +359,7 @@ func (r *Registry) Resign() {
 	r.mu.Lock()
 	r.trust.self.key, r.trust.self.data = "", nil
 	r.mu.Unlock()
-	select {
-	case r.registered <- struct{}{}:
-	default:
-	}
+	r.pokePublish()
 }
 
 // trustSnapshot is the trust state kept in the snapshot.

@@ -174,7 +174,7 @@ func TestForgedRecordsRefused(t *testing.T) {
 	if got.PublicKey != h1.PublicKey || got.Seq == 0 || got.CertSerial == "" || strings.Join(got.Groups, ",") != "web" {
 		t.Fatalf("h1 as seen: key %v seq %d cert %q groups %v (want the certificate's groups only)", got.PublicKey, got.Seq, got.CertSerial, got.Groups)
 	}
-	firstRecord, _, err := r1.conn.Get(r1.selfNode)
+	firstRecord, _, err := r1.conn.Get(r1.selfPublished.node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestDeletionIsNotDecommission(t *testing.T) {
 	}
 	defer zc.Close()
 	r1.mu.Lock()
-	node := r1.selfNode
+	node := r1.selfPublished.node
 	r1.mu.Unlock()
 	if err := zc.Delete(node, -1); err != nil {
 		t.Fatal(err)
