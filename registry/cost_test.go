@@ -215,12 +215,7 @@ func registeredOne(t *testing.T, id string) (zs *zkserver.Server, mesh string, w
 	zs = startZK(t)
 	mesh = meshName(t)
 	watcher = open(t, []string{zs.Addr()}, mesh, "")
-	r = open(t, []string{zs.Addr()}, mesh, "")
-	h = hostFor(id, "vpc", 1)
-	if _, err := r.Register(context.Background(), h, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, watcher, 5*time.Second, "added "+id)
+	r, h = registerAnother(t, zs, mesh, watcher, id, 1)
 	// Requests counted from here on are the test's: both first syncs
 	// (which create the empty buckets) are over.
 	firstSynced(t, watcher, r)
@@ -243,7 +238,7 @@ func firstSynced(t *testing.T, rs ...*Registry) {
 // decommissioned host's address on the quarantine that replaced it.
 func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
 	zs, mesh, watcher, w, h := registeredOne(t, "writer")
-	o := registerAnother(t, zs, mesh, watcher, "other")
+	_, o := registerAnother(t, zs, mesh, watcher, "other", 2)
 	if n := watcher.earlyLeases.Load(); n != 0 {
 		t.Fatalf("first joins judged %d records on an early lease read, want 0: nothing was known of them", n)
 	}
@@ -319,16 +314,17 @@ func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
 	}
 }
 
-// registerAnother registers another host, id, which watcher sees added.
-func registerAnother(t *testing.T, zs *zkserver.Server, mesh string, watcher *Registry, id string) Host {
+// registerAnother registers host id (underlay address number n) in its own
+// registry, which watcher sees added.
+func registerAnother(t *testing.T, zs *zkserver.Server, mesh string, watcher *Registry, id string, n int) (*Registry, Host) {
 	t.Helper()
 	r := open(t, []string{zs.Addr()}, mesh, "")
-	h := hostFor(id, "vpc", 2)
+	h := hostFor(id, "vpc", n)
 	if _, err := r.Register(context.Background(), h, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, watcher, 5*time.Second, "added "+id)
-	return h
+	return r, h
 }
 
 // otherIP is the overlay address r's view holds for id.
