@@ -131,9 +131,9 @@ func restartGaps(tb *testbed.Testbed, a *testbed.Host, m *testbed.Meshd, addr, l
 	return gaps, nil
 }
 
-// restartMeasurements are the median and the worst of the gaps, each with
-// every restart's figure.
-func restartMeasurements(gaps []time.Duration) []Measurement {
+// restartMeasurements are the median and the worst of the gaps of one
+// configuration, each with every restart's figure.
+func restartMeasurements(config string, gaps []time.Duration) []Measurement {
 	if len(gaps) == 0 {
 		return nil
 	}
@@ -148,8 +148,8 @@ func restartMeasurements(gaps []time.Duration) []Measurement {
 		median = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
 	}
 	return []Measurement{
-		{Config: "meshd restart", Metric: "median_pause", Value: median, Unit: "s", Runs: runs},
-		{Config: "meshd restart", Metric: "worst_pause", Value: sorted[len(sorted)-1], Unit: "s", Runs: runs},
+		{Config: config, Metric: "median_pause", Value: median, Unit: "s", Runs: runs},
+		{Config: config, Metric: "worst_pause", Value: sorted[len(sorted)-1], Unit: "s", Runs: runs},
 	}
 }
 

@@ -31,7 +31,7 @@ func TestLongestPause(t *testing.T) {
 }
 
 func TestRestartMeasurements(t *testing.T) {
-	ms := restartMeasurements([]time.Duration{300 * time.Millisecond, 100 * time.Millisecond, 1200 * time.Millisecond, 200 * time.Millisecond, 100 * time.Millisecond})
+	ms := restartMeasurements("meshd restart", []time.Duration{300 * time.Millisecond, 100 * time.Millisecond, 1200 * time.Millisecond, 200 * time.Millisecond, 100 * time.Millisecond})
 	if len(ms) != 2 || ms[0].Metric != "median_pause" || ms[0].Value != 0.2 || ms[1].Metric != "worst_pause" || ms[1].Value != 1.2 || len(ms[1].Runs) != 5 {
 		t.Errorf("restart measurements = %+v, want median 0.2 s and worst 1.2 s over 5 runs", ms)
 	}

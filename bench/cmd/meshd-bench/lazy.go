@@ -149,3 +149,31 @@ func waitFor(limit time.Duration, cond func() (bool, string)) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// lazyRestartGaps measures the restart gap with lazy peers on, meshd's
+// default, on both hosts: the restarted meshd starts with no peer in its
+// device, so the flow resumes only once the sender has seen its new start
+// time, dropped its session and handshaken again, and the restarted side
+// has named the initiator and brought it in.
+func lazyRestartGaps(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir string) ([]Measurement, error) {
+	ma, err := startMeshdWith(tb, a, o.bin, "enforce", lazyExtra)
+	if err != nil {
+		return nil, err
+	}
+	defer stopAndOpen(ma, o.bin)
+	mb, err := startMeshdWith(tb, b, o.bin, "enforce", lazyExtra)
+	if err != nil {
+		return nil, err
+	}
+	defer stopAndOpen(mb, o.bin)
+	bst, err := mb.Status()
+	if err != nil {
+		return nil, err
+	}
+	if err := a.WaitPing(bst.OverlayIP, 20*time.Second); err != nil {
+		return nil, err
+	}
+	gaps, err := restartGaps(tb, a, mb, bst.OverlayIP, logDir, o.restarts, o.quick)
+	fmt.Fprintf(os.Stderr, "restart pauses seen by the receiver, lazy peers on: %v\n", gaps)
+	return restartMeasurements("meshd restart, lazy peers", gaps), err
+}

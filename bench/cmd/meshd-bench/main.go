@@ -135,6 +135,12 @@ func run(o options, only string) ([]Measurement, error) {
 			return all, err
 		}
 	}
+	if only == "" || only == "dataplane" || only == "restart" {
+		step("meshd, lazy peers on (the default): restart gap")
+		if err := add(lazyRestartGaps(tb, a, b, o, logDir)); err != nil {
+			return all, err
+		}
+	}
 	step("meshd, lazy peers off: restart gap, then many peers")
 	ma, err := startMeshd(tb, a, o.bin, "enforce")
 	if err != nil {
@@ -152,7 +158,7 @@ func run(o options, only string) ([]Measurement, error) {
 			return all, err
 		}
 		gaps, err := restartGaps(tb, a, mb, bst.OverlayIP, logDir, o.restarts, o.quick)
-		all = append(all, restartMeasurements(gaps)...)
+		all = append(all, restartMeasurements("meshd restart", gaps)...)
 		if err != nil {
 			return all, err
 		}

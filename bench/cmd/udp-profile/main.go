@@ -34,14 +34,15 @@ func main() {
 	bind := flag.String("bind", "meshd", "interface.bind on both hosts: meshd or wireguard-go")
 	record := flag.Bool("perf", true, "record the profile (false: only the flood, for its rate)")
 	tcp := flag.Bool("tcp", false, "one full-size TCP stream instead of the 64-byte UDP flood")
+	lazy := flag.Bool("lazy", true, "peers.lazy on both hosts (false: every peer in the device, as meshd-bench's rounds run)")
 	flag.Parse()
-	if err := run(*fw, *out, *bin, *bind, *secs, *record, *tcp); err != nil {
+	if err := run(*fw, *out, *bin, *bind, *secs, *record, *tcp, *lazy); err != nil {
 		fmt.Fprintln(os.Stderr, "udp-profile:", err)
 		os.Exit(1)
 	}
 }
 
-func run(fw, out, bin, bind string, secs int, record, tcp bool) error {
+func run(fw, out, bin, bind string, secs int, record, tcp, lazy bool) error {
 	logDir, err := os.MkdirTemp("", "udp-profile-")
 	if err != nil {
 		return err
@@ -57,7 +58,11 @@ func run(fw, out, bin, bind string, secs int, record, tcp bool) error {
 		if err != nil {
 			return err
 		}
-		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name, Bind: bind})
+		extra := ""
+		if !lazy {
+			extra = "peers:\n  lazy: false\n"
+		}
+		m, err := tb.StartMeshd(h, testbed.MeshdOptions{Bin: bin, Firewall: fw, LogLevel: "warn", InstanceID: h.Name, Bind: bind, Extra: extra})
 		if err != nil {
 			return err
 		}
