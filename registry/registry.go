@@ -128,7 +128,11 @@ type Registry struct {
 	registered     chan struct{} // poked when the session (re)starts
 	held           atomic.Bool   // no record published until Publish (Options.HoldRecord)
 
-	badSeen map[string]bool
+	// badSeen: refusals already logged and counted, by the node's parent.
+	// A bucket's entries go with their nodes at its next listing: a
+	// ZooKeeper writer churning garbage nodes must not grow every host's
+	// memory for good.
+	badSeen map[string]map[badNode]bool
 	stats   Stats
 	dialErr atomic.Value // error: the last failed connection attempt
 	docs    docWatchers
@@ -169,7 +173,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		o: o, log: o.Logger.With("component", "registry"), root: "/meshd/" + o.Mesh,
 		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
 		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
-		badSeen: map[string]bool{}, registered: make(chan struct{}, 1),
+		badSeen: map[string]map[badNode]bool{}, registered: make(chan struct{}, 1),
 		slots: make(chan struct{}, listSlots),
 	}
 	r.held.Store(o.HoldRecord)

@@ -389,3 +389,52 @@ func TestOpenLargeSnapshot(t *testing.T) {
 		t.Fatalf("Open with a %d-host snapshot has not returned after 5s", n)
 	}
 }
+
+// TestRefusalsForgottenWithTheirNodes: what the registry keeps of refused
+// records lives as long as their nodes. A ZooKeeper writer churning fresh
+// garbage nodes would otherwise grow every host's memory for good.
+func TestRefusalsForgottenWithTheirNodes(t *testing.T) {
+	zs := startZK(t)
+	r := open(t, []string{zs.Addr()}, meshName(t), "")
+	c, _, err := zk.Connect([]string{zs.Addr()}, 5*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 200
+	var nodes []string
+	for i := range n {
+		id := fmt.Sprintf("junk%d", i)
+		b := r.bucketPath(BucketOf(id))
+		r.ensurePath(b)
+		p := path.Join(b, id+"#0000000001")
+		if _, err := c.Create(p, []byte("{{{"), 0, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, p)
+	}
+	remembered := func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		total := 0
+		for _, seen := range r.badSeen {
+			total += len(seen)
+		}
+		return total
+	}
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d decode refusals", n), func() bool { return r.Stats().BadRecordCounts()["decode"] == n })
+	if got := remembered(); got != n {
+		t.Fatalf("refusals remembered: %d, want %d", got, n)
+	}
+	for _, p := range nodes {
+		if err := c.Delete(p, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "no refusal remembered or listed once the nodes are deleted", func() bool { return remembered() == 0 && len(r.Refused()) == 0 })
+	// The same node made again is refused and counted again.
+	if _, err := c.Create(nodes[0], []byte("{{{"), 0, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the node made again counted again", func() bool { return r.Stats().BadRecordCounts()["decode"] == n+1 })
+}

@@ -228,6 +228,11 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		}
 	}
 	r.listedLocked(b, listed)
+	for k := range r.badSeen[r.bucketPath(b)] {
+		if !listed[k.name] {
+			delete(r.badSeen[r.bucketPath(b)], k) // a node made again is news again
+		}
+	}
 	for _, id := range gone {
 		vanished[id] = true
 		delete(r.names[b], id)
@@ -386,6 +391,9 @@ func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *e
 	return h, &leaseSeen{node: path.Base(nodePath), addr: h.OverlayIP, owner: st.EphemeralOwner}, nil
 }
 
+// badNode is one refused node, by name within its parent, and the reason.
+type badNode struct{ name, reason string }
+
 // skip logs a refused record once per node and reason, counts it, and
 // keeps it in the refusals by host (by node when it names none).
 func (r *Registry) skip(nodePath, id string, err error) {
@@ -394,10 +402,13 @@ func (r *Registry) skip(nodePath, id string, err error) {
 	if errors.As(err, &br) {
 		reason = br.Reason
 	}
-	key := nodePath + "|" + reason
+	dir, key := path.Dir(nodePath), badNode{path.Base(nodePath), reason}
 	r.mu.Lock()
-	seen := r.badSeen[key]
-	r.badSeen[key] = true
+	if r.badSeen[dir] == nil {
+		r.badSeen[dir] = map[badNode]bool{}
+	}
+	seen := r.badSeen[dir][key]
+	r.badSeen[dir][key] = true
 	host := id
 	if host == "" {
 		host = path.Base(nodePath)
