@@ -328,6 +328,39 @@ func TestRegisterWaitHoldsOnAMuteServer(t *testing.T) {
 	}
 	first.Close() // writes the snapshot, lease and all
 
+	mute := muteServer(t)
+	// A short session: the client gives a mute connection up after ten
+	// receive timeouts (2/3 of it each), 6.7 s here, and Close waits as
+	// long. Both waits below are well inside that.
+	for _, tc := range []struct {
+		dir   string
+		limit time.Duration
+	}{{dir, 3 * time.Second}, {t.TempDir(), 4 * time.Second}} {
+		r, err := Open(context.Background(), Options{Servers: []string{mute}, Mesh: mesh,
+			SessionTimeout: time.Second, Pool: testPool, Quarantine: time.Hour, StateDir: tc.dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		start := time.Now()
+		got, err := r.Register(context.Background(), h, 2*time.Second)
+		took := time.Since(start)
+		if took > tc.limit {
+			t.Errorf("Register against a mute server took %s, want at most %s", took.Round(time.Millisecond), tc.limit)
+		}
+		if tc.dir == dir && (err != nil || got != ip) {
+			t.Errorf("with a lease in the snapshot: %v %v, want %s at once", got, err, ip)
+		}
+		if tc.dir != dir && (err == nil || !strings.Contains(err.Error(), "no lease in the snapshot")) {
+			t.Errorf("without a snapshot: %v %v, want an error saying there is no lease to start on", got, err)
+		}
+	}
+}
+
+// muteServer listens on loopback, takes every connection and never reads
+// or answers: a ZooKeeper stuck before creating the session.
+func muteServer(t *testing.T) string {
+	t.Helper()
 	mute, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -353,30 +386,45 @@ func TestRegisterWaitHoldsOnAMuteServer(t *testing.T) {
 			c.Close()
 		}
 	})
-	// A short session: the client gives a mute connection up after ten
-	// receive timeouts (2/3 of it each), 6.7 s here, and Close waits as
-	// long. Both waits below are well inside that.
-	for _, tc := range []struct {
-		dir   string
-		limit time.Duration
-	}{{dir, 3 * time.Second}, {t.TempDir(), 4 * time.Second}} {
-		r, err := Open(context.Background(), Options{Servers: []string{mute.Addr().String()}, Mesh: mesh,
-			SessionTimeout: time.Second, Pool: testPool, Quarantine: time.Hour, StateDir: tc.dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		start := time.Now()
-		got, err := r.Register(context.Background(), h, 2*time.Second)
-		took := time.Since(start)
-		if took > tc.limit {
-			t.Errorf("Register against a mute server took %s, want at most %s", took.Round(time.Millisecond), tc.limit)
-		}
-		if tc.dir == dir && (err != nil || got != ip) {
-			t.Errorf("with a lease in the snapshot: %v %v, want %s at once", got, err, ip)
-		}
-		if tc.dir != dir && (err == nil || !strings.Contains(err.Error(), "no lease in the snapshot")) {
-			t.Errorf("without a snapshot: %v %v, want an error saying there is no lease to start on", got, err)
-		}
+	return mute.Addr().String()
+}
+
+// TestCloseHoldsOnAMuteServer: a stopping meshd does not wait for a server
+// that took the connection and answers nothing. go-zookeeper ends the
+// requests in flight only when it gives the connection up, ten receive
+// timeouts later (20 s with this 3 s session, 67 s with meshd's default),
+// and Close used to wait for them. The snapshot is still written.
+func TestCloseHoldsOnAMuteServer(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	dir := t.TempDir()
+	first := open(t, []string{zs.Addr()}, mesh, dir)
+	ip, err := first.Register(context.Background(), hostFor("stays", "vpc", 32), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := open(t, []string{zs.Addr()}, mesh, "")
+	if _, err := peer.Register(context.Background(), hostFor("peer", "vpc", 33), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "both hosts in the view", func() bool { return ids(first.Hosts()) == "peer stays" })
+	first.Close() // the snapshot: the peer (and itself, unless its delete came first) and the lease
+	r, err := Open(context.Background(), Options{Servers: []string{muteServer(t)}, Mesh: mesh,
+		SessionTimeout: 3 * time.Second, Pool: testPool, Quarantine: time.Hour, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r.Close()
+	if limit := 2*closeWait + 500*time.Millisecond; time.Since(start) > limit {
+		t.Errorf("Close against a mute server took %s, want at most %s", time.Since(start).Round(time.Millisecond), limit)
+	}
+	s, err := r.loadSnapshot()
+	var saved []*Host
+	for i := range s.Hosts {
+		saved = append(saved, &s.Hosts[i])
+	}
+	if got := ids(saved); err != nil || !strings.Contains(got, "peer") || s.Lease != ip {
+		t.Errorf("snapshot after Close: hosts %q, lease %s, %v; want the peer and lease %s", got, s.Lease, err, ip)
 	}
 }

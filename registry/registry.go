@@ -364,14 +364,44 @@ func (r *Registry) Close() error {
 	node := r.selfPublished.node
 	r.mu.Unlock()
 	if node != "" && r.conn.State() == zk.StateHasSession {
-		r.conn.Delete(node, -1)
+		// Peers see the leave at once, not at the session's expiry. A
+		// server gone mute answers only by the connection's receive
+		// timeout: the expiry will do then.
+		deleted := make(chan struct{})
+		go func() { r.conn.Delete(node, -1); close(deleted) }()
+		select {
+		case <-deleted:
+		case <-time.After(closeWait):
+			r.log.Warn("ZooKeeper does not answer; leaving the record to the session's expiry", "node", node, "waited", closeWait)
+		}
 	}
 	r.cancel()
-	r.conn.Close()
-	r.wg.Wait()
+	// go-zookeeper's Close waits up to three seconds for a server that
+	// does not take its close request, and the registry's goroutines end
+	// once their requests do: against a server that took the connection
+	// and answers nothing, only when go-zookeeper gives the connection
+	// up, ten receive timeouts later (67 s with the default session). A
+	// stopping meshd must not wait that long (systemd kills it at 20 s).
+	// The snapshot is written either way.
+	done := make(chan struct{})
+	go func() {
+		r.conn.Close()
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * closeWait):
+		r.log.Warn("ZooKeeper does not answer; closing without waiting for its requests", "waited", 2*closeWait)
+	}
 	r.saveSnapshot()
 	return nil
 }
+
+// closeWait bounds Close's waits on ZooKeeper: a second for the own
+// record's delete, two for the session's close and the requests in
+// flight.
+const closeWait = time.Second
 
 func (r *Registry) bucketPath(b int) string {
 	return path.Join(r.root, "hosts", fmt.Sprintf("%02x", b))

@@ -136,3 +136,45 @@ func TestRegistryOutage(t *testing.T) {
 		return nil
 	})
 }
+
+// TestStopWhileZooKeeperFrozen: ZooKeeper freezes (its process stopped:
+// the kernel accepts connections, nothing answers), and meshd is restarted
+// meanwhile, as an operator chasing the outage would. It comes back from
+// its snapshot with the host's address, and it still stops at once on
+// SIGTERM, well inside the unit's TimeoutStopSec of 20 s, although the
+// requests its registry made at start never get an answer: go-zookeeper
+// gives such a connection up only after ten receive timeouts (67 s), and
+// meshd used to wait that long, to be killed by systemd at 20 s.
+func TestStopWhileZooKeeperFrozen(t *testing.T) {
+	f := newFleet(t, "vpc")
+	m := f.hosts["h1"]
+	before, err := m.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.tb.FreezeZooKeeper()
+	t.Cleanup(f.tb.ThawZooKeeper)
+	for i, what := range []string{"the stop of a meshd connected when ZooKeeper froze", "the stop of a meshd started while ZooKeeper is frozen"} {
+		if i == 1 {
+			if err := m.Start(); err != nil {
+				t.Fatal(err)
+			}
+			st, err := m.Status()
+			if err != nil || st.OverlayIP != before.OverlayIP {
+				t.Fatalf("restarted while ZooKeeper is frozen: overlay %q (%v), want %s from the snapshot", st.OverlayIP, err, before.OverlayIP)
+			}
+		}
+		start := time.Now()
+		if !m.Proc.Stop(15 * time.Second) {
+			t.Fatalf("%s: meshd did not end within 15 s of SIGTERM and was killed\n%s", what, m.LogTail(20))
+		}
+		took := time.Since(start)
+		if err := m.Proc.Err(); err != nil {
+			t.Errorf("%s: exit %v\n%s", what, err, m.LogTail(20))
+		}
+		if took > 5*time.Second {
+			t.Errorf("%s took %s, want at most 5 s\n%s", what, took.Round(100*time.Millisecond), m.LogTail(30))
+		}
+		t.Logf("%s: %s", what, took.Round(100*time.Millisecond))
+	}
+}

@@ -560,6 +560,21 @@ func (tb *Testbed) StopZooKeeper() {
 	}
 }
 
+// FreezeZooKeeper stops ZooKeeper's process without ending it: it
+// accepts connections and answers nothing. ThawZooKeeper resumes it.
+func (tb *Testbed) FreezeZooKeeper() {
+	if tb.zk != nil {
+		tb.zk.Freeze()
+	}
+}
+
+// ThawZooKeeper resumes a frozen ZooKeeper.
+func (tb *Testbed) ThawZooKeeper() {
+	if tb.zk != nil {
+		tb.zk.Thaw()
+	}
+}
+
 func (tb *Testbed) trackPID(pid int) {
 	tb.mu.Lock()
 	tb.state.PIDs = append(tb.state.PIDs, pid)

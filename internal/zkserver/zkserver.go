@@ -283,6 +283,14 @@ func (s *Server) Halt() {
 	}
 }
 
+// Freeze stops the server's processes (SIGSTOP) without ending them: the
+// kernel still accepts connections on its port and nothing answers, as
+// with a server stuck in a pause. Thaw resumes it.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP, 0) }
+
+// Thaw resumes a frozen server.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT, 0) }
+
 // Stop halts the server and removes its temp dir if Start made one.
 func (s *Server) Stop() error {
 	s.Halt()
