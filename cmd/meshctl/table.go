@@ -69,7 +69,7 @@ func writeStatus(w io.Writer, s admin.Status) {
 		row("dns", dnsLine(*s.DNS))
 	}
 	if l := s.Lazy; l != nil {
-		row("lazy peers", fmt.Sprintf("%d in the device, %d idle (out after %s without traffic); %d packets held, %d sent on, %d dropped; initiations: %d identified, %d refused, %d throttled",
+		row("lazy peers", fmt.Sprintf("%d in the device, %d idle (out after %s without traffic); packets for idle peers: held %d, sent on %d, dropped %d; initiations: identified %d, refused %d, throttled %d",
 			l.InDevice, l.Idle, l.IdleAfter, l.Held, l.Replayed, l.HeldDrops, l.Identified, l.Refused, l.Throttled))
 	} else {
 		// On by default: say so when a config turned them off.
