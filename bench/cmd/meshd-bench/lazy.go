@@ -156,21 +156,9 @@ func waitFor(limit time.Duration, cond func() (bool, string)) error {
 // time, dropped its session and handshaken again, and the restarted side
 // has named the initiator and brought it in.
 func lazyRestartGaps(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir string) ([]Measurement, error) {
-	ma, err := startMeshdWith(tb, a, o.bin, "enforce", lazyExtra)
+	mb, bst, stop, err := startPair(tb, a, b, o.bin, "enforce", lazyExtra)
+	defer stop()
 	if err != nil {
-		return nil, err
-	}
-	defer stopAndOpen(ma, o.bin)
-	mb, err := startMeshdWith(tb, b, o.bin, "enforce", lazyExtra)
-	if err != nil {
-		return nil, err
-	}
-	defer stopAndOpen(mb, o.bin)
-	bst, err := mb.Status()
-	if err != nil {
-		return nil, err
-	}
-	if err := a.WaitPing(bst.OverlayIP, 20*time.Second); err != nil {
 		return nil, err
 	}
 	gaps, err := restartGaps(tb, a, mb, bst.OverlayIP, logDir, o.restarts, o.quick)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshd/meshd/internal/admin"
 	"github.com/meshd/meshd/internal/testbed"
 )
 
@@ -82,21 +83,9 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 	case "lazy":
 		extra = lazyExtra
 	}
-	ma, err := startMeshdWith(tb, a, o.bin, fw, extra)
+	_, bst, stop, err := startPair(tb, a, b, o.bin, fw, extra)
+	defer stop()
 	if err != nil {
-		return nil, err
-	}
-	defer stopAndOpen(ma, o.bin)
-	mb, err := startMeshdWith(tb, b, o.bin, fw, extra)
-	if err != nil {
-		return nil, err
-	}
-	defer stopAndOpen(mb, o.bin)
-	bst, err := mb.Status()
-	if err != nil {
-		return nil, err
-	}
-	if err := a.WaitPing(bst.OverlayIP, 20*time.Second); err != nil {
 		return nil, err
 	}
 	if fw == "off" {
@@ -125,6 +114,30 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 		}
 	}
 	return ms, err
+}
+
+// startPair starts meshd on a and b, both with firewall mode fw and extra
+// config, and waits until a reaches b over the mesh. stop stops whichever
+// started and opens their hosts again; it is to be called in every case.
+func startPair(tb *testbed.Testbed, a, b *testbed.Host, bin, fw, extra string) (mb *testbed.Meshd, bst admin.Status, stop func(), err error) {
+	var started []*testbed.Meshd
+	stop = func() {
+		for _, m := range slices.Backward(started) {
+			stopAndOpen(m, bin)
+		}
+	}
+	for _, h := range []*testbed.Host{a, b} {
+		m, err := startMeshdWith(tb, h, bin, fw, extra)
+		if err != nil {
+			return nil, bst, stop, err
+		}
+		started = append(started, m)
+	}
+	mb = started[1]
+	if bst, err = mb.Status(); err != nil {
+		return mb, bst, stop, err
+	}
+	return mb, bst, stop, a.WaitPing(bst.OverlayIP, 20*time.Second)
 }
 
 // startMeshd starts meshd with lazy peers off: the restart gap and the
