@@ -367,11 +367,7 @@ func (r *Registry) Close() error {
 		// Peers see the leave at once, not at the session's expiry. A
 		// server gone mute answers only by the connection's receive
 		// timeout: the expiry will do then.
-		deleted := make(chan struct{})
-		go func() { r.conn.Delete(node, -1); close(deleted) }()
-		select {
-		case <-deleted:
-		case <-time.After(closeWait):
+		if !finishesWithin(closeWait, func() { r.conn.Delete(node, -1) }) {
 			r.log.Warn("ZooKeeper does not answer; leaving the record to the session's expiry", "node", node, "waited", closeWait)
 		}
 	}
@@ -383,15 +379,7 @@ func (r *Registry) Close() error {
 	// up, ten receive timeouts later (67 s with the default session). A
 	// stopping meshd must not wait that long (systemd kills it at 20 s).
 	// The snapshot is written either way.
-	done := make(chan struct{})
-	go func() {
-		r.conn.Close()
-		r.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(2 * closeWait):
+	if !finishesWithin(2*closeWait, func() { r.conn.Close(); r.wg.Wait() }) {
 		r.log.Warn("ZooKeeper does not answer; closing without waiting for its requests", "waited", 2*closeWait)
 	}
 	r.saveSnapshot()
@@ -402,6 +390,23 @@ func (r *Registry) Close() error {
 // record's delete, two for the session's close and the requests in
 // flight.
 const closeWait = time.Second
+
+// finishesWithin runs f and reports whether it returned within d. When it
+// did not, f goes on in the background: the waits it bounds are
+// go-zookeeper's, which end with the connection.
+func finishesWithin(d time.Duration, f func()) bool {
+	done := make(chan struct{})
+	go func() {
+		f()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
 
 func (r *Registry) bucketPath(b int) string {
 	return path.Join(r.root, "hosts", fmt.Sprintf("%02x", b))
