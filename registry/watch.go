@@ -228,9 +228,10 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		}
 	}
 	r.listedLocked(b, listed)
-	for k := range r.badSeen[r.bucketPath(b)] {
+	refusedHere := r.badSeen[r.bucketPath(b)]
+	for k := range refusedHere {
 		if !listed[k.name] {
-			delete(r.badSeen[r.bucketPath(b)], k) // a node made again is news again
+			delete(refusedHere, k) // a node made again is news again
 		}
 	}
 	for _, id := range gone {
