@@ -39,7 +39,7 @@ func (c *fleetCmd) runEC2(g *globals, f admin.Fleet) error {
 	for _, h := range f.Hosts {
 		hosts = append(hosts, ec2.RegistryHost{InstanceID: h.Name, Network: h.Network, OverlayIP: h.OverlayIP, Version: h.Version, InMesh: h.State == "in-mesh"})
 	}
-	r, err := ec2.Inventory(ctx, client, hosts)
+	r, err := ec2.Inventory(ctx, ec2.DescribeInstancesFunc(client.DescribeInstances), hosts)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func (d *Daemon) startTagger(ctx context.Context) {
 		d.log.Error("EC2 tags disabled: no AWS configuration", "err", err)
 		return
 	}
-	d.tagger = ec2.NewTagger(awsec2.NewFromConfig(awsCfg), d.self.InstanceID, d.log)
+	d.tagger = ec2.NewTagger(ec2.CreateTagsFunc(awsec2.NewFromConfig(awsCfg).CreateTags), d.self.InstanceID, d.log)
 	go d.tagger.Run(ctx)
 	d.tagger.Set(map[string]string{
 		ec2.TagOverlayIP: d.self.OverlayIP.String(),
