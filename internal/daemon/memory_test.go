@@ -5,44 +5,45 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"testing"
 	"time"
 )
 
-func heapFree() (free, live uint64) {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64(), s[1].Value.Uint64()
-}
-
 var sink [][]byte
 
-// A burst's garbage is handed back: after 64 MiB allocated and dropped, the
-// heap's free pages held fall below trimMin once the trimmer has looked.
+// waitTrimmed runs the trimmer, looking every 20 ms, until the heap's slack
+// is below trimMin; it fails the test after 10 s.
+func waitTrimmed(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go trimMemory(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler))
+	samples := slackSamples()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		slack, live := heapSlack(samples)
+		if slack < trimMin {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s still %d MiB of slack resident (live %d MiB)", slack>>20, live>>20)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A burst's garbage is handed back: after 64 MiB allocated, dropped and
+// collected, the heap's free pages are returned once the trimmer has looked.
 func TestTrimMemoryReturnsABurstsGarbage(t *testing.T) {
 	for range 64 {
 		sink = append(sink, make([]byte, 1<<20))
 	}
 	sink = nil
 	runtime.GC()
-	if free, live := heapFree(); free <= trimMin {
-		t.Fatalf("setup: %d MiB free, %d MiB live: nothing to trim", free>>20, live>>20)
+	if slack, live := heapSlack(slackSamples()); slack < 16<<20 {
+		t.Fatalf("setup: %d MiB slack, %d MiB live: nothing to trim", slack>>20, live>>20)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go trimMemory(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		free, live := heapFree()
-		if free < trimMin {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 10s still %d MiB free held (live %d MiB)", free>>20, live>>20)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitTrimmed(t)
 }
 
 // Garbage the runtime has not collected yet is slack too: with collections
@@ -55,22 +56,8 @@ func TestTrimMemoryCollectsGarbageAtRest(t *testing.T) {
 		sink = append(sink, make([]byte, 1<<20))
 	}
 	sink = nil
-	samples := slackSamples()
-	if slack, live := heapSlack(samples); slack < 16<<20 {
+	if slack, live := heapSlack(slackSamples()); slack < 16<<20 {
 		t.Fatalf("setup: %d MiB slack, %d MiB live: the garbage is not counted", slack>>20, live>>20)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go trimMemory(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		slack, live := heapSlack(samples)
-		if slack < trimMin {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 10s still %d MiB of slack resident (live %d MiB)", slack>>20, live>>20)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitTrimmed(t)
 }
