@@ -25,7 +25,7 @@ import (
 //     resident at any moment, so the same host read 61 or 70 MiB depending
 //     on when it was sampled (bench/PROFILES.md, "Lazy peers").
 //
-// memoryTrimmer collects and hands back the slack, garbage and free pages
+// trimMemory collects and hands back the slack, garbage and free pages
 // both, once it exceeds trimMin, at most once a trimEvery. A collection of
 // a 10 000-host meshd's heap costs a few milliseconds of CPU; at most two a
 // minute stay far inside the 1% of a core that a host at rest may use.

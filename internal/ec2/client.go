@@ -13,7 +13,7 @@ import (
 // to an interface. For *awsec2.Client that means all of EC2's operations
 // and their serializers: 19.5 MB of meshd's 32.7 MB of code. It made meshd
 // a 50 MB binary where 20 MB does, and the pages of it that a running
-// meshd touches are resident (bench/PROFILES.md, "The binary's size").
+// meshd touches are resident (bench/PROFILES.md, "Lazy peers: one meshd").
 // A method value only keeps the one operation it names.
 
 // CreateTagsFunc is a CreateTagsAPI made from a function, such as
