@@ -13,30 +13,47 @@ import (
 	"github.com/meshd/meshd/bench/internal/fleet"
 )
 
-// rawFanout is the baseline: n plain sessions, each with a child
+// rawSide is the baseline: n plain sessions, each with a child
 // watch on one node; per change one create under it, and the time until
 // every session got the watch, listed the node once (re-arming the watch)
 // and read the new child once. No registry, no buckets, no lease read.
+//
+// Its sessions stay open while the fleet opens and its changes alternate
+// with ours (run in main.go), so that both sides are timed against the
+// same server - the fleet's sessions and watches in it - and the same
+// client process, heap and load: a ratio of two phases minutes apart
+// measured the machine's drift as much as the registry.
+type rawSide struct {
+	n       int
+	parent  string
+	cfg     config
+	writer  *zk.Conn
+	watch   *fleet.RawWatchers
+	record  []byte
+	target  atomic.Pointer[change]
+	win     *windows
+	created int
+}
+
 // rawWarmup is how many untimed changes come first.
 const rawWarmup = 5
 
-func rawFanout(ctx context.Context, addrs []string, parent string, n int, c config, z *zkProc) (Fanout, error) {
+func openRaw(ctx context.Context, addrs []string, parent string, n int, c config, z *zkProc) (*rawSide, error) {
 	w, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false))
 	if err != nil {
-		return Fanout{}, err
+		return nil, err
 	}
-	defer w.Close()
 	if _, err := w.Create(parent, nil, 0, zk.WorldACL(zk.PermAll)); err != nil {
-		return Fanout{}, fmt.Errorf("create %s: %w", parent, err)
+		w.Close()
+		return nil, fmt.Errorf("create %s: %w", parent, err)
 	}
+	r := &rawSide{n: n, parent: parent, cfg: c, writer: w}
 	// A child as large as a host record: the read moves what ours does.
-	record, _ := json.Marshal(fleet.Host(n))
-
-	var target atomic.Pointer[change]
+	r.record, _ = json.Marshal(fleet.Host(n))
 	var requests, payload atomic.Int64
-	rw, err := fleet.WatchRaw(ctx, n, c.parallel, c.session, func(int) []string { return addrs }, parent,
+	r.watch, err = fleet.WatchRaw(ctx, n, c.parallel, c.session, func(int) []string { return addrs }, parent,
 		func() (string, func([]string, []byte)) {
-			ch := target.Load()
+			ch := r.target.Load()
 			return ch.node, func(children []string, data []byte) {
 				requests.Add(2) // the listing and the read
 				for _, name := range children {
@@ -47,36 +64,54 @@ func rawFanout(ctx context.Context, addrs []string, parent string, n int, c conf
 			}
 		})
 	if err != nil {
-		return Fanout{}, err
+		w.Close()
+		return nil, err
 	}
-	defer rw.Close()
-	win := &windows{zk: z, counters: func() (int64, int64) { return requests.Load(), payload.Load() }}
+	r.win = &windows{zk: z, counters: func() (int64, int64) { return requests.Load(), payload.Load() }}
 	// The first changes after ZooKeeper starts wait for its JIT: they warm
 	// it up, untimed, as the fleet's setup does for ours.
-	for i := -rawWarmup; i < c.changes; i++ {
-		ch := newChange(n)
-		ch.node = fmt.Sprintf("%s/c%05d", parent, i+rawWarmup)
-		ch.id = ch.node
-		time.Sleep(settle)
-		win.begin()
-		ch.start = time.Now()
-		target.Store(ch)
-		if _, err := w.Create(ch.node, record, 0, zk.WorldACL(zk.PermAll)); err != nil {
-			return win.fanout(), fmt.Errorf("create %s: %w", ch.node, err)
-		}
-		werr := ch.wait(ctx, c.changeTimeout)
-		select {
-		case err := <-rw.Errs():
-			werr = errors.Join(werr, err)
-		default:
-		}
-		if werr != nil {
-			return win.fanout(), werr
-		}
-		time.Sleep(settle)
-		if i >= 0 {
-			win.end(ch)
+	for range rawWarmup {
+		if _, err := r.change(ctx, false); err != nil {
+			r.close()
+			return nil, err
 		}
 	}
-	return win.fanout(), nil
+	return r, nil
+}
+
+// change times one create until all n sessions have it; timed false
+// leaves it out of the figures.
+func (r *rawSide) change(ctx context.Context, timed bool) (*change, error) {
+	ch := newChange(r.n)
+	ch.node = fmt.Sprintf("%s/c%05d", r.parent, r.created)
+	ch.id = ch.node
+	r.created++
+	time.Sleep(settle)
+	r.win.begin()
+	ch.start = time.Now()
+	r.target.Store(ch)
+	if _, err := r.writer.Create(ch.node, r.record, 0, zk.WorldACL(zk.PermAll)); err != nil {
+		return ch, fmt.Errorf("create %s: %w", ch.node, err)
+	}
+	werr := ch.wait(ctx, r.cfg.changeTimeout)
+	select {
+	case err := <-r.watch.Errs():
+		werr = errors.Join(werr, err)
+	default:
+	}
+	if werr != nil {
+		return ch, werr
+	}
+	time.Sleep(settle)
+	if timed {
+		r.win.end(ch)
+	}
+	return ch, nil
+}
+
+func (r *rawSide) fanout() Fanout { return r.win.fanout() }
+
+func (r *rawSide) close() {
+	r.watch.Close()
+	r.writer.Close()
 }

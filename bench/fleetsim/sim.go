@@ -194,58 +194,66 @@ func (s *sim) inStep(ctx context.Context, ws func() []*watcher, want int, what s
 	}
 }
 
-// churn times cfg.changes changes made by the writer, one more host
-// (index n): it joins, changes its endpoint, leaves, and again. Before
-// each join it has opened and read the fleet, as a starting meshd would,
-// so that the timed window holds the change alone.
-func (s *sim) churn(ctx context.Context) (Fanout, error) {
-	n := len(s.hosts)
-	w := &windows{zk: s.zk, counters: func() (int64, int64) {
-		regs := make([]*registry.Registry, n)
-		for i, h := range s.hosts {
-			regs[i] = h.reg
-		}
-		return fleet.Totals(regs)
-	}}
-	var host registry.Host
-	for c := 0; c < s.cfg.changes; c++ {
-		if c%3 == 0 {
-			if err := s.openWriter(ctx, n); err != nil {
-				return w.fanout(), err
-			}
-			host = s.writer.host
-		}
-		ch := newChange(n)
-		ch.id = host.InstanceID
-		time.Sleep(settle)
-		w.begin()
-		var err error
-		switch c % 3 {
-		case 0:
-			ch.kind = registry.Added
-			err = s.timed(ch, func() error { _, err := s.writer.reg.Register(ctx, host, 30*time.Second); return err })
-		case 1:
-			// A new public endpoint each time, in the testbed's range.
-			host.PublicIP = netip.AddrFrom4([4]byte{198, 19, byte(1 + c/250), byte(1 + c%250)})
-			ch.kind, ch.publicIP = registry.Updated, host.PublicIP
-			err = s.timed(ch, func() error { s.writer.reg.UpdateSelf(host); return nil })
-		case 2:
-			ch.kind = registry.Removed
-			err = s.timed(ch, func() error { s.writer.close(); s.writer = nil; return nil })
-		}
-		if err == nil {
-			err = ch.wait(ctx, s.cfg.changeTimeout)
-		}
-		s.target.Store(nil)
-		if err != nil {
-			return w.fanout(), fmt.Errorf("change %d: %w", c, err)
-		}
-		time.Sleep(settle)
-		w.end(ch)
-		progress("change %d (%v): all %d in %.1f ms", c, ch.kind, n, fleet.Ms(ch.took))
-	}
-	return w.fanout(), nil
+// churn is the writer's side of the timed changes: one more host (index
+// n) joins, changes its endpoint, leaves, and again. Before each join it
+// has opened and read the fleet, as a starting meshd would, so that the
+// timed window holds the change alone.
+type churn struct {
+	s    *sim
+	win  *windows
+	host registry.Host
 }
+
+func (s *sim) churn() *churn {
+	n := len(s.hosts)
+	regs := make([]*registry.Registry, n)
+	for i, h := range s.hosts {
+		regs[i] = h.reg
+	}
+	return &churn{s: s, win: &windows{zk: s.zk, counters: func() (int64, int64) { return fleet.Totals(regs) }}}
+}
+
+// change makes and times change c: a join, an endpoint change or a leave
+// as c counts up.
+func (k *churn) change(ctx context.Context, c int) (*change, error) {
+	s, n := k.s, len(k.s.hosts)
+	if c%3 == 0 {
+		if err := s.openWriter(ctx, n); err != nil {
+			return nil, err
+		}
+		k.host = s.writer.host
+	}
+	ch := newChange(n)
+	ch.id = k.host.InstanceID
+	time.Sleep(settle)
+	k.win.begin()
+	var err error
+	switch c % 3 {
+	case 0:
+		ch.kind = registry.Added
+		err = s.timed(ch, func() error { _, err := s.writer.reg.Register(ctx, k.host, 30*time.Second); return err })
+	case 1:
+		// A new public endpoint each time, in the testbed's range.
+		k.host.PublicIP = netip.AddrFrom4([4]byte{198, 19, byte(1 + c/250), byte(1 + c%250)})
+		ch.kind, ch.publicIP = registry.Updated, k.host.PublicIP
+		err = s.timed(ch, func() error { s.writer.reg.UpdateSelf(k.host); return nil })
+	case 2:
+		ch.kind = registry.Removed
+		err = s.timed(ch, func() error { s.writer.close(); s.writer = nil; return nil })
+	}
+	if err == nil {
+		err = ch.wait(ctx, s.cfg.changeTimeout)
+	}
+	s.target.Store(nil)
+	if err != nil {
+		return ch, fmt.Errorf("change %d: %w", c, err)
+	}
+	time.Sleep(settle)
+	k.win.end(ch)
+	return ch, nil
+}
+
+func (k *churn) fanout() Fanout { return k.win.fanout() }
 
 // timed makes ch the change looked for, then makes it.
 func (s *sim) timed(ch *change, do func() error) error {

@@ -60,13 +60,16 @@ type windows struct {
 	req, by  int64
 	used     fleet.Usage
 	last     fleet.Usage
+	sim      time.Duration // this process's CPU: the clients'
 
 	u0     fleet.Usage
+	s0     time.Duration
 	r0, b0 int64
 }
 
 func (w *windows) begin() {
 	w.u0 = w.zk.usage()
+	w.s0 = selfCPU()
 	w.r0, w.b0 = w.counters()
 }
 
@@ -80,6 +83,7 @@ func (w *windows) end(c *change) {
 	w.req, w.by = w.req+r-w.r0, w.by+b-w.b0
 	w.used.CPU += d.CPU
 	w.used.IO += d.IO
+	w.sim += selfCPU() - w.s0
 	w.last = u
 }
 
@@ -99,5 +103,11 @@ func (w *windows) fanout() Fanout {
 		FirstP50ms: fleet.Ms(fleet.Quantile(w.first, 0.5)), SpreadP99ms: fleet.Ms(fleet.Quantile(spread, 0.99)),
 		P50ms: fleet.Ms(fleet.Quantile(w.lat, 0.5)), P99ms: fleet.Ms(fleet.Quantile(w.lat, 0.99)), MaxMs: fleet.Ms(fleet.Quantile(w.lat, 1)),
 		RequestsPerChange: per(w.req), PayloadBytesPerChange: per(w.by),
-		ZKIOBytesPerChange: per(w.used.IO), ZKCPUmsPerChange: fleet.Ms(w.used.CPU) / float64(n), ZKRSSMiB: fleet.MiB(w.last.RSS)}
+		ZKIOBytesPerChange: per(w.used.IO), ZKCPUmsPerChange: fleet.Ms(w.used.CPU) / float64(n), SimCPUmsPerChange: fleet.Ms(w.sim) / float64(n), ZKRSSMiB: fleet.MiB(w.last.RSS)}
+}
+
+// selfCPU is this process's CPU time so far (zero if unreadable).
+func selfCPU() time.Duration {
+	u, _ := fleet.ReadUsage(0)
+	return u.CPU
 }
