@@ -54,6 +54,9 @@ func openRaw(ctx context.Context, addrs []string, parent string, n int, c config
 	r.watch, err = fleet.WatchRaw(ctx, n, c.parallel, c.session, func(int) []string { return addrs }, parent,
 		func() (string, func([]string, []byte)) {
 			ch := r.target.Load()
+			if ch == nil {
+				return "", nil
+			}
 			return ch.node, func(children []string, data []byte) {
 				requests.Add(2) // the listing and the read
 				for _, name := range children {
@@ -105,6 +108,13 @@ func (r *rawSide) change(ctx context.Context, timed bool) (*change, error) {
 	time.Sleep(settle)
 	if timed {
 		r.win.end(ch)
+	}
+	// The node goes again, untimed, so that every change's listing holds
+	// one name, as the raw fan-out does: left, the 100th change's
+	// listing held 100 and the raw side slowed as the run went on.
+	r.target.Store(nil)
+	if err := r.writer.Delete(ch.node, -1); err != nil {
+		return ch, fmt.Errorf("delete %s: %w", ch.node, err)
 	}
 	return ch, nil
 }

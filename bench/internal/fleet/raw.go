@@ -28,7 +28,9 @@ type RawWatchers struct {
 }
 
 // RawChange is what a session reads after its watch fires: the node, and
-// what to call with the listing and the node's data once it has them.
+// what to call with the listing and the node's data once it has them. An
+// empty node is no change to report (the benchmark removing its last
+// child): the session only lists, which sets its watch again.
 type RawChange func() (node string, read func(children []string, data []byte))
 
 // WatchRaw opens the n sessions, session i to addrs(i), at most parallel
@@ -70,6 +72,10 @@ func WatchRaw(ctx context.Context, n, parallel int, session time.Duration, addrs
 					return
 				}
 				node, read := change()
+				if node == "" {
+					ev = next // an untimed clean-up: the listing re-armed the watch
+					continue
+				}
 				data, _, err := conn.Get(node)
 				if err != nil {
 					w.errs <- fmt.Errorf("session %d: read %s: %w", i, node, err)
