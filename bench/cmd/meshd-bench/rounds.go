@@ -29,6 +29,9 @@ type options struct {
 	nebula                string // directory with nebula and nebula-cert, "" = no Nebula
 	restarts              int    // meshd restarts the restart gap is measured over
 	steps                 string // comma-separated steps of the rounds, "" = all
+	// lossFree adds the loss-free 64-byte rate to the firewall off and
+	// enforce-10000 steps (lossfree.go).
+	lossFree bool
 }
 
 // compareRounds runs the comparisons the targets are judged on — meshd
@@ -89,7 +92,11 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 		return nil, err
 	}
 	if fw == "off" {
-		return tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, "meshd firewall off")
+		ms, err := tcpAndUDP(tb, a, b, bst.OverlayIP, o.secs, logDir, "meshd firewall off")
+		if err != nil || !o.lossFree {
+			return ms, err
+		}
+		return withLossFree(tb, a, b, bst.OverlayIP, ms, logDir)
 	}
 	n, _ := strconv.Atoi(step)
 	if step == "lazy" {
@@ -113,7 +120,26 @@ func measureStep(tb *testbed.Testbed, a, b *testbed.Host, o options, logDir, ste
 			ms = append(ms, m)
 		}
 	}
-	return ms, err
+	if err != nil || !o.lossFree {
+		return ms, err
+	}
+	return withLossFree(tb, a, b, bst.OverlayIP, ms, logDir)
+}
+
+// withLossFree adds the loss-free 64-byte rate of the configuration whose
+// flood rate ms holds (the firewall table's row) to ms.
+func withLossFree(tb *testbed.Testbed, a, b *testbed.Host, addr string, ms []Measurement, logDir string) ([]Measurement, error) {
+	var flood Measurement
+	for _, m := range ms {
+		if m.Metric == "udp_64b_rate" && (m.Config == "meshd firewall off" || m.Config == "meshd enforce 10000 members") {
+			flood = m
+		}
+	}
+	m, err := lossFreeRate(tb, a, b, addr, flood.Value, logDir, flood.Config)
+	if err != nil {
+		return ms, err
+	}
+	return append(ms, m), nil
 }
 
 // startPair starts meshd on a and b, both with firewall mode fw and extra

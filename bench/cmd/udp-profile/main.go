@@ -34,15 +34,16 @@ func main() {
 	bind := flag.String("bind", "meshd", "interface.bind on both hosts: meshd or wireguard-go")
 	record := flag.Bool("perf", true, "record the profile (false: only the flood, for its rate)")
 	tcp := flag.Bool("tcp", false, "one full-size TCP stream instead of the 64-byte UDP flood")
+	rate := flag.String("rate", "0", "iperf3 -b for the UDP flood: bits/s of 64-byte payload offered, as 20M (0: as fast as iperf3 sends; 64 bytes at 1 Mbit/s are 1953 packets/s)")
 	lazy := flag.Bool("lazy", true, "peers.lazy on both hosts (false: every peer in the device, as meshd-bench's rounds run)")
 	flag.Parse()
-	if err := run(*fw, *out, *bin, *bind, *secs, *record, *tcp, *lazy); err != nil {
+	if err := run(*fw, *out, *bin, *bind, *secs, *record, *tcp, *lazy, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "udp-profile:", err)
 		os.Exit(1)
 	}
 }
 
-func run(fw, out, bin, bind string, secs int, record, tcp, lazy bool) error {
+func run(fw, out, bin, bind string, secs int, record, tcp, lazy bool, rate string) error {
 	logDir, err := os.MkdirTemp("", "udp-profile-")
 	if err != nil {
 		return err
@@ -96,7 +97,7 @@ func run(fw, out, bin, bind string, secs int, record, tcp, lazy bool) error {
 	}
 	args := []string{"-c", st.OverlayIP, "-t", fmt.Sprint(secs + 2)}
 	if !tcp {
-		args = append(args, "-u", "-l", "64", "-b", "0")
+		args = append(args, "-u", "-l", "64", "-b", rate)
 	}
 	flood := a.Command(context.Background(), "iperf3", args...)
 	flood.Stdout = os.Stdout
