@@ -106,6 +106,13 @@ type config struct {
 	churnProfile string
 }
 
+// Labels on every goroutine of one side, so that -churn-profile can be
+// read by side: go tool pprof -tagfocus side=ours (or raw).
+var (
+	sideOurs = pprof.Labels("side", "ours")
+	sideRaw  = pprof.Labels("side", "raw")
+)
+
 func main() {
 	ns := flag.String("n", "1000", "fleet sizes (watching hosts), comma separated")
 	out := flag.String("json", "", "write results as JSON here")

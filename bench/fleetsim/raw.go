@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"sync/atomic"
 	"time"
 
@@ -51,21 +52,7 @@ func openRaw(ctx context.Context, addrs []string, parent string, n int, c config
 	// A child as large as a host record: the read moves what ours does.
 	r.record, _ = json.Marshal(fleet.Host(n))
 	var requests, payload atomic.Int64
-	r.watch, err = fleet.WatchRaw(ctx, n, c.parallel, c.session, func(int) []string { return addrs }, parent,
-		func() (string, func([]string, []byte)) {
-			ch := r.target.Load()
-			if ch == nil {
-				return "", nil
-			}
-			return ch.node, func(children []string, data []byte) {
-				requests.Add(2) // the listing and the read
-				for _, name := range children {
-					payload.Add(int64(len(name)))
-				}
-				payload.Add(int64(len(data)))
-				ch.seen()
-			}
-		})
+	pprof.Do(ctx, sideRaw, func(ctx context.Context) { r.watch, err = r.open(ctx, addrs, &requests, &payload) })
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -80,6 +67,26 @@ func openRaw(ctx context.Context, addrs []string, parent string, n int, c config
 		}
 	}
 	return r, nil
+}
+
+// open starts the n raw sessions; each reports its listing and read into
+// requests and payload.
+func (r *rawSide) open(ctx context.Context, addrs []string, requests, payload *atomic.Int64) (*fleet.RawWatchers, error) {
+	return fleet.WatchRaw(ctx, r.n, r.cfg.parallel, r.cfg.session, func(int) []string { return addrs }, r.parent,
+		func() (string, func([]string, []byte)) {
+			ch := r.target.Load()
+			if ch == nil {
+				return "", nil
+			}
+			return ch.node, func(children []string, data []byte) {
+				requests.Add(2) // the listing and the read
+				for _, name := range children {
+					payload.Add(int64(len(name)))
+				}
+				payload.Add(int64(len(data)))
+				ch.seen()
+			}
+		})
 }
 
 // change times one create until all n sessions have it; timed false

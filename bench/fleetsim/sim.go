@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,13 +54,19 @@ func (s *sim) options(h registry.Host) registry.Options {
 // as meshd's reconciler would, with the timed change looked for in them.
 func (s *sim) start(ctx context.Context, i int, timed bool) (*watcher, error) {
 	h := fleet.Host(i)
-	reg, err := registry.Open(ctx, s.options(h))
-	if err != nil {
-		return nil, err
-	}
-	w := &watcher{reg: reg, host: h, stop: make(chan struct{}), done: make(chan struct{})}
-	go w.follow(s, timed)
-	return w, nil
+	var w *watcher
+	var err error
+	// Every goroutine started here (the session's, the buckets', the
+	// follower) carries the label, so the churn profile splits by side.
+	pprof.Do(ctx, sideOurs, func(ctx context.Context) {
+		var reg *registry.Registry
+		if reg, err = registry.Open(ctx, s.options(h)); err != nil {
+			return
+		}
+		w = &watcher{reg: reg, host: h, stop: make(chan struct{}), done: make(chan struct{})}
+		go w.follow(s, timed)
+	})
+	return w, err
 }
 
 func (w *watcher) follow(s *sim, timed bool) {
