@@ -122,7 +122,8 @@ func TestDeletedParentsAreMadeAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	expect(t, watcher, 5*time.Second, "removed first")
+	// Its owner node went too: without trust, that is a decommission.
+	expect(t, watcher, 5*time.Second, "removed first", "decommissioned first")
 	// A new lease in the same session, and the record again.
 	if _, err := r.Register(context.Background(), hostFor("second", "vpc", 2), 10*time.Second); err != nil {
 		t.Fatalf("register after the parents were deleted: %v", err)

@@ -79,7 +79,9 @@ type Event struct {
 	Kind EventKind
 	Host *Host
 	// Decommissioned is set on a removal whose lease is gone too: the host
-	// was retired for good, not merely disconnected.
+	// was retired for good, not merely disconnected. A watch delivers it
+	// as a second Removed of the host, after the plain one: finding out
+	// takes a read that the removal does not wait for.
 	Decommissioned bool
 }
 
@@ -99,6 +101,9 @@ type Registry struct {
 	mu    sync.Mutex
 	view  *view                      // the accepted view and its candidates
 	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
+	// bucketPaths are the buckets' node paths, built once: every event of
+	// every watch names its bucket several times.
+	bucketPaths [Buckets]string
 	// resync pokes a bucket's watch to list again (a read it owes failed).
 	resync [Buckets]chan struct{}
 	slots  chan struct{} // listings in flight (listSlots)
@@ -182,6 +187,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		r.names[b] = map[string]string{}
 		r.resync[b] = make(chan struct{}, 1)
 		r.leases[b] = map[string]leaseSeen{}
+		r.bucketPaths[b] = path.Join(r.root, "hosts", fmt.Sprintf("%02x", b))
 	}
 	var auth []byte
 	if o.DigestSecretFile != "" {
@@ -408,9 +414,7 @@ func finishesWithin(d time.Duration, f func()) bool {
 	}
 }
 
-func (r *Registry) bucketPath(b int) string {
-	return path.Join(r.root, "hosts", fmt.Sprintf("%02x", b))
-}
+func (r *Registry) bucketPath(b int) string { return r.bucketPaths[b] }
 
 // BucketOf is the hash bucket of an instance id's record.
 func BucketOf(id string) int {

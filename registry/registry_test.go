@@ -90,6 +90,9 @@ func expect(t *testing.T, r *Registry, limit time.Duration, want ...string) {
 		select {
 		case ev := <-r.Events():
 			k := ev.Kind.String() + " " + ev.Host.InstanceID
+			if ev.Decommissioned {
+				k = "decommissioned " + ev.Host.InstanceID
+			}
 			if !left[k] {
 				t.Fatalf("unexpected event %q (waiting for %v)", k, left)
 			}

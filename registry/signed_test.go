@@ -97,6 +97,9 @@ type attacker struct {
 
 func (a *attacker) write(id string, data []byte) string {
 	a.t.Helper()
+	// The observer makes its buckets as its first sync lists them: write
+	// into one only once it is there, as an attacker of a running fleet would.
+	waitFor(a.t, 10*time.Second, "the observer's first sync", func() bool { return a.r.listed.Load() == Buckets })
 	b := a.r.bucketPath(BucketOf(id))
 	p, err := a.c.Create(path.Join(b, id+"#"), data, zk.FlagSequence, zk.WorldACL(zk.PermAll))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // listSlots bounds the bucket listings (each with the reads it leads to)
@@ -240,40 +241,52 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		delete(r.refused, id)
 		events = append(events, r.putLocked(id, nil, "", now)...)
 	}
-	r.mu.Unlock()
-	for i, ev := range events {
-		if ev.Kind == Removed && vanished[ev.Host.InstanceID] {
-			// One read per removal: a retired host has no owner node left.
-			r.stats.Requests.Add(1)
-			owned, _, err := r.conn.Exists(r.ownerPath(ev.Host.InstanceID))
-			// With trust, a deletion alone is a vanish: only a host
-			// that is really retired gives its address back.
-			if err == nil && !owned {
-				r.mu.Lock()
-				r.forgetLocked(ev.Host.InstanceID) // its address is no guess any more
-				r.mu.Unlock()
-			}
-			decommissioned := err == nil && !owned && r.retired(*ev.Host)
-			if decommissioned {
-				r.release(*ev.Host)
-			}
-			events[i].Decommissioned = decommissioned
-		}
-	}
-	r.mu.Lock()
 	r.lastSync = time.Now()
 	if len(events) > 0 {
 		r.dirty = true
 	}
 	r.mu.Unlock()
+	if !r.send(events) {
+		return complete
+	}
+	// A removal is delivered before this owner check, which only a
+	// decommission needs: waiting for it made every leave cost each watcher
+	// a round trip more than the listing before its host heard of it.
+	var retired []Event
+	for _, ev := range events {
+		if ev.Kind != Removed || !vanished[ev.Host.InstanceID] {
+			continue
+		}
+		// One read per removal: a retired host has no owner node left.
+		r.stats.Requests.Add(1)
+		owned, _, err := r.conn.Exists(r.ownerPath(ev.Host.InstanceID))
+		if err != nil || owned {
+			continue
+		}
+		// With trust, a deletion alone is a vanish: only a host that is
+		// really retired gives its address back.
+		r.mu.Lock()
+		r.forgetLocked(ev.Host.InstanceID) // its address is no guess any more
+		r.mu.Unlock()
+		if r.retired(*ev.Host) {
+			r.release(*ev.Host)
+			retired = append(retired, Event{Kind: Removed, Host: ev.Host, Decommissioned: true})
+		}
+	}
+	r.send(retired)
+	return complete
+}
+
+// send delivers events in order; false once the registry is closing.
+func (r *Registry) send(events []Event) bool {
 	for _, ev := range events {
 		select {
 		case r.events <- ev:
 		case <-r.ctx.Done():
-			return complete
+			return false
 		}
 	}
-	return complete
+	return true
 }
 
 // putLocked makes h id's candidate record (nil: gone) and turns what
@@ -427,8 +440,23 @@ func (r *Registry) skip(nodePath, id string, err error) {
 	r.log.Warn("skipping bad host record", "path", nodePath, "host", id, "reason", reason, "err", err)
 }
 
+// sameRecord says whether two records say the same, field by field: it
+// runs for every update every watcher takes, where marshalling both to
+// compare them cost two encodings of each record.
 func sameRecord(a, b Host) bool {
-	ja, _ := a.MarshalJSON()
-	jb, _ := b.MarshalJSON()
-	return string(ja) == string(jb)
+	schema := func(h Host) int { return cmp.Or(h.Schema, Schema) } // written as Schema when unset
+	return schema(a) == schema(b) && a.InstanceID == b.InstanceID && a.OverlayIP == b.OverlayIP &&
+		a.PublicKey == b.PublicKey && sameNextKey(a.NextPublicKey, b.NextPublicKey) &&
+		a.Network == b.Network && a.PrivateIP == b.PrivateIP && a.PublicIP == b.PublicIP &&
+		a.ListenPort == b.ListenPort && slices.Equal(a.Groups, b.Groups) && a.Version == b.Version &&
+		a.StartTime.Equal(b.StartTime) && a.PrivateIP6 == b.PrivateIP6 && a.PublicIP6 == b.PublicIP6 &&
+		a.Seq == b.Seq && a.CertSerial == b.CertSerial && sameSigned(a.signed, b.signed)
+}
+
+func sameNextKey(a, b *wgtypes.Key) bool {
+	return a == b || (a != nil && b != nil && *a == *b)
+}
+
+func sameSigned(a, b *signedJSON) bool {
+	return a == b || (a != nil && b != nil && a.Record == b.Record && a.Sig == b.Sig && slices.Equal(a.Chain, b.Chain))
 }
