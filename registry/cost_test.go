@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/meshd/meshd/internal/trust"
 	"github.com/meshd/meshd/internal/zkserver"
 )
 
@@ -136,22 +137,75 @@ func TestDeletedParentsAreMadeAgain(t *testing.T) {
 // record's lease was read when the host joined, and the change is one
 // firing of the bucket's watch. It used to cost a listing, the record and
 // its lease, and often a second listing for the old record's deletion.
+// A leave costs the listing and, without trust, the owner check that
+// tells a decommission; the host's return, a listing, its record and its
+// lease.
 func TestWatcherRequestsPerChange(t *testing.T) {
-	_, _, watcher, w, h := registeredOne(t, "writer")
-	for i := 1; i <= 3; i++ {
-		before := watcher.Stats().Requests.Load()
-		h.PublicIP = netip.AddrFrom4([4]byte{198, 19, 0, byte(i)})
-		w.UpdateSelf(h)
-		expect(t, watcher, 5*time.Second, "updated writer")
-		// The bucket's watch is done with this change once it has the
-		// next one: the writer's removal (a listing and the owner check).
-		if i == 3 {
-			w.Close()
-			expect(t, watcher, 5*time.Second, "removed writer")
-			if n := watcher.Stats().Requests.Load() - before; n != 2+2 {
-				t.Errorf("an endpoint change and a removal cost the watcher %d requests, want 2+2", n)
-			}
+	zs, mesh, watcher, w, h := registeredOne(t, "writer")
+	rejoin := func() *Registry {
+		r := open(t, []string{zs.Addr()}, mesh, "")
+		if _, err := r.Register(context.Background(), h, 10*time.Second); err != nil {
+			t.Fatal(err)
 		}
+		return r
+	}
+	checkRequestsPerChange(t, watcher, w, &h, rejoin, [3]int64{2, 2, 3})
+}
+
+// TestTrustedLeaveCostsOneListing: with trust, a leave costs each watcher
+// its listing alone, as raw ZooKeeper's fan-out of a deletion would: only
+// a revoked certificate retires a signed host, so there is nothing for an
+// owner check to decide.
+func TestTrustedLeaveCostsOneListing(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	fca := newFleetCA(t)
+	pool, _ := trust.NewPool(fca.ca.PEM)
+	wt := fca.host(t, pool, "writer", trust.Template{})
+	watcher := openTrusted(t, []string{zs.Addr()}, mesh, "", fca.host(t, pool, "obs", trust.Template{}))
+	h := hostFor("writer", "vpc", 1)
+	register := func() *Registry {
+		r := openTrusted(t, []string{zs.Addr()}, mesh, "", wt)
+		if _, err := r.Register(context.Background(), h, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	w := register()
+	expect(t, watcher, 5*time.Second, "added writer")
+	firstSynced(t, watcher, w)
+	checkRequestsPerChange(t, watcher, w, &h, register, [3]int64{2, 1, 3})
+}
+
+// checkRequestsPerChange counts the watcher's requests for three changes
+// of the host h that w registered - an endpoint change, w's leave, and the
+// host's return through rejoin - against want. A leave's owner check comes
+// after its event, so the leave is counted once it reached want (or
+// failed to, in time); anything more it made lands in the return's count,
+// which the return's event closes: the bucket's watch loop finishes one
+// change before it lists the bucket for the next.
+func checkRequestsPerChange(t *testing.T, watcher, w *Registry, h *Host, rejoin func() *Registry, want [3]int64) {
+	t.Helper()
+	count := watcher.Stats().Requests.Load
+	var n [3]int64
+	start := count()
+	h.PublicIP = netip.AddrFrom4([4]byte{198, 19, 0, 1})
+	w.UpdateSelf(*h)
+	expect(t, watcher, 5*time.Second, "updated "+h.InstanceID)
+	n[0] = count() - start
+	w.Close()
+	expect(t, watcher, 5*time.Second, "removed "+h.InstanceID)
+	deadline := time.Now().Add(5 * time.Second)
+	for count()-start-n[0] < want[1] && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	left := count()
+	n[1] = left - start - n[0]
+	rejoin()
+	expect(t, watcher, 5*time.Second, "added "+h.InstanceID)
+	n[2] = count() - left
+	if n != want {
+		t.Errorf("an endpoint change, a leave and a return cost the watcher %v requests, want %v", n, want)
 	}
 }
 

@@ -254,7 +254,11 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 	// a round trip more than the listing before its host heard of it.
 	var retired []Event
 	for _, ev := range events {
-		if ev.Kind != Removed || !vanished[ev.Host.InstanceID] {
+		if ev.Kind != Removed || !vanished[ev.Host.InstanceID] || !r.retired(*ev.Host) {
+			// With trust, only a revoked certificate retires a host, so the
+			// owner check could not: it would only forget the host's
+			// address guess, and a wrong guess costs one read when the id
+			// comes back. A leave then costs each watcher its listing alone.
 			continue
 		}
 		// One read per removal: a retired host has no owner node left.
@@ -263,15 +267,11 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		if err != nil || owned {
 			continue
 		}
-		// With trust, a deletion alone is a vanish: only a host that is
-		// really retired gives its address back.
 		r.mu.Lock()
 		r.forgetLocked(ev.Host.InstanceID) // its address is no guess any more
 		r.mu.Unlock()
-		if r.retired(*ev.Host) {
-			r.release(*ev.Host)
-			retired = append(retired, Event{Kind: Removed, Host: ev.Host, Decommissioned: true})
-		}
+		r.release(*ev.Host)
+		retired = append(retired, Event{Kind: Removed, Host: ev.Host, Decommissioned: true})
 	}
 	r.send(retired)
 	return complete
