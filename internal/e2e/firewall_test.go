@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -700,5 +701,22 @@ func TestFirewallForwardedTraffic(t *testing.T) {
 	}
 	if !tcpOpen(ctr, rogue.PrivateIP.String(), 9000) {
 		t.Error("the container's own outbound connection is blocked")
+	}
+	// The container's SYN-ACK to web left db through the mesh interface,
+	// forwarded: the MSS clamp saw it there. Forwarded handshakes are the
+	// ones that need it (a container's MTU is not the mesh's); a local
+	// socket takes its MSS from the mesh interface's MTU.
+	out, err := db.Host.Run(context.Background(), "iptables", "-t", "mangle", "-L", "MESHD-MSS", "-n", "-v", "-x")
+	if err != nil {
+		t.Fatalf("iptables -L MESHD-MSS: %v\n%s", err, out)
+	}
+	clamped := -1
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "TCPMSS" {
+			clamped, _ = strconv.Atoi(f[0])
+		}
+	}
+	if clamped < 1 {
+		t.Errorf("the MSS clamp saw %d forwarded handshakes into the mesh, want at least web's:\n%s", clamped, out)
 	}
 }
