@@ -16,6 +16,11 @@
 # The native ruleset covers what this flow meets (the WireGuard port
 # untracked and allowlisted, established flows, the overlay from members,
 # anti-spoof, underlay default deny); it is an experiment, not a backend.
+#
+# meshd's rules come back with iptables-restore, which makes every built-in
+# chain of a table a hooked base chain, though meshd hooks only the chains
+# it uses; the base chains meshd did not make are deleted again after each
+# restore (trim), or "meshd's rules" would cost more than meshd's do.
 set -euo pipefail
 rate=${1:-15M}
 bin=${BIN:-bin}
@@ -58,17 +63,28 @@ NFT
 pid=$!
 for _ in $(seq 1 300); do pgrep -P "$pid" >/dev/null && pgrep -f "iperf3 -c" >/dev/null && break; sleep 0.1; done
 nss=$(ip netns list | awk '{print $1}' | grep -E -- '-h[12]$')
+# basechains: "family table chain" of each hooked chain in ns.
+basechains() {
+	ip netns exec "$1" nft list chains | awk '$1=="table"{f=$2; t=$3} $1=="chain"{c=$2} /hook/{print f, t, c}'
+}
 for ns in $nss; do
 	ip netns exec "$ns" iptables-save > "/tmp/nft-rotate-$ns.v4"
 	ip netns exec "$ns" ip6tables-save > "/tmp/nft-rotate-$ns.v6"
+	basechains "$ns" > "/tmp/nft-rotate-$ns.base"
 done
+trim() { # ns: delete the base chains the restore made and meshd had not
+	basechains "$1" | awk 'NR==FNR{made[$0]=1; next} !made[$0]' "/tmp/nft-rotate-$1.base" - | while read -r f t c; do
+		ip netns exec "$1" nft delete chain "$f" "$t" "$c"
+	done
+}
 to() {
 	for ns in $nss; do
 		case $1 in
 		native) native "$ns" ;;
 		none) ip netns exec "$ns" nft delete table inet meshx ;;
 		ipt) ip netns exec "$ns" iptables-restore < "/tmp/nft-rotate-$ns.v4"
-			ip netns exec "$ns" ip6tables-restore < "/tmp/nft-rotate-$ns.v6" ;;
+			ip netns exec "$ns" ip6tables-restore < "/tmp/nft-rotate-$ns.v6"
+			trim "$ns" ;;
 		esac
 	done
 }
