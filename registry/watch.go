@@ -254,7 +254,10 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 	// a round trip more than the listing before its host heard of it.
 	var retired []Event
 	for _, ev := range events {
-		if ev.Kind != Removed || !vanished[ev.Host.InstanceID] || !r.retired(*ev.Host) {
+		if ev.Kind != Removed || !vanished[ev.Host.InstanceID] {
+			continue
+		}
+		if !r.retired(*ev.Host) {
 			// With trust, only a revoked certificate retires a host, so the
 			// owner check could not: it would only forget the host's
 			// address guess, and a wrong guess costs one read when the id
