@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"path"
 	"strconv"
@@ -138,8 +139,9 @@ func TestDeletedParentsAreMadeAgain(t *testing.T) {
 // firing of the bucket's watch. It used to cost a listing, the record and
 // its lease, and often a second listing for the old record's deletion.
 // A leave costs the listing and, without trust, the owner check that
-// tells a decommission; the host's return, a listing, its record and its
-// lease.
+// tells a decommission; the host's return (a new session), a listing and
+// its record: its lease was read at its join, and no decommission has
+// come since (decommissions.go).
 func TestWatcherRequestsPerChange(t *testing.T) {
 	zs, mesh, watcher, w, h := registeredOne(t, "writer")
 	rejoin := func() *Registry {
@@ -149,7 +151,7 @@ func TestWatcherRequestsPerChange(t *testing.T) {
 		}
 		return r
 	}
-	checkRequestsPerChange(t, watcher, w, &h, rejoin, [3]int64{2, 2, 3})
+	checkRequestsPerChange(t, watcher, w, &h, rejoin, [3]int64{2, 2, 2})
 }
 
 // TestTrustedLeaveCostsOneListing: with trust, a leave costs each watcher
@@ -174,7 +176,7 @@ func TestTrustedLeaveCostsOneListing(t *testing.T) {
 	w := register()
 	expect(t, watcher, 5*time.Second, "added writer")
 	firstSynced(t, watcher, w)
-	checkRequestsPerChange(t, watcher, w, &h, register, [3]int64{2, 1, 3})
+	checkRequestsPerChange(t, watcher, w, &h, register, [3]int64{2, 1, 2})
 }
 
 // checkRequestsPerChange counts the watcher's requests for three changes
@@ -286,11 +288,13 @@ func firstSynced(t *testing.T, rs ...*Registry) {
 }
 
 // TestRejoinReadsLeaseBesideRecord: a host that comes back (a new session,
-// its lease kept) costs a watcher a listing, its record and its lease, with
-// the lease read beside the record's: one round of requests less. The
-// guess only chooses which lease to read early: a record claiming another
-// address is judged on that address's lease, and one claiming a
-// decommissioned host's address on the quarantine that replaced it.
+// its lease kept) costs a watcher a listing and its record while no
+// decommission has come since its lease was read; after one, a listing,
+// its record and its lease, with the lease read beside the record's: one
+// round of requests less. The guess only chooses which lease to read
+// early: a record claiming another address is judged on that address's
+// lease, and one claiming a decommissioned host's address on the
+// quarantine that replaced it.
 func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
 	zs, mesh, watcher, w, h := registeredOne(t, "writer")
 	_, o := registerAnother(t, zs, mesh, watcher, "other", 2)
@@ -300,8 +304,38 @@ func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
 	w.Close()
 	expect(t, watcher, 5*time.Second, "removed writer")
 
-	// The restart.
+	// A restart, nothing decommissioned since the join.
 	before := watcher.Stats().Requests.Load()
+	w1 := open(t, []string{zs.Addr()}, mesh, "")
+	if _, err := w1.Register(context.Background(), h, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, watcher, 5*time.Second, "added writer")
+	if n := watcher.Stats().Requests.Load() - before; n != 2 {
+		t.Errorf("the restart cost the watcher %d requests, want 2 (listing, record)", n)
+	}
+	if n := watcher.earlyLeases.Load(); n != 0 {
+		t.Errorf("the restart was judged on %d early lease reads, want 0", n)
+	}
+	w1.Close()
+	expect(t, watcher, 5*time.Second, "removed writer")
+
+	// The counter moves (a decommission somewhere, here written by hand):
+	// the lease read at the join counts no more.
+	c := rawConn(t, zs.Addr())
+	gen := armedEpoch(t, watcher, 0)
+	if _, err := c.Set(watcher.decommissionsPath(), []byte("elsewhere"), -1); errors.Is(err, zk.ErrNoNode) {
+		_, err = c.Create(watcher.decommissionsPath(), nil, 0, zk.WorldACL(zk.PermAll))
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	armedEpoch(t, watcher, gen)
+
+	// The restart.
+	before = watcher.Stats().Requests.Load()
 	w2 := open(t, []string{zs.Addr()}, mesh, "")
 	ip, err := w2.Register(context.Background(), h, 10*time.Second)
 	if err != nil {
@@ -318,14 +352,13 @@ func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
 	expect(t, watcher, 5*time.Second, "removed writer")
 
 	// A record for writer, written by hand, claiming other's address: the
-	// early read of writer's own lease is no use; other's lease is read
-	// and refuses it.
+	// lease read for writer's own address covers no other; other's lease
+	// is read and refuses it.
 	forged := h
 	forged.OverlayIP, forged.Schema = otherIP(t, watcher, o.InstanceID), Schema
 	if forged.OverlayIP == ip {
 		t.Fatal("two hosts hold one address")
 	}
-	c := rawConn(t, zs.Addr())
 	data, err := json.Marshal(forged)
 	if err != nil {
 		t.Fatal(err)
@@ -343,9 +376,10 @@ func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Decommissioned: its address is quarantined. The watcher may still
-	// guess it (it saw no removal: the host was gone already), and the
-	// lease it reads, early or not, refuses the record.
+	// Decommissioned: its address is quarantined. The watcher saw no
+	// removal (the host was gone already) and so still holds the lease it
+	// read at the restart, but the decommission moved the counter: it reads
+	// the lease again, early or not, which refuses the record.
 	if err := watcher.Decommission(context.Background(), h.InstanceID); err != nil {
 		t.Fatal(err)
 	}
@@ -367,6 +401,20 @@ func TestRejoinReadsLeaseBesideRecord(t *testing.T) {
 	if len(watcher.Hosts()) != 1 {
 		t.Errorf("watcher holds %d hosts, want only other", len(watcher.Hosts()))
 	}
+}
+
+// armedEpoch waits until r's decommission watch is armed in a generation
+// after gen, and returns that generation.
+func armedEpoch(t *testing.T, r *Registry, gen uint64) uint64 {
+	t.Helper()
+	var now uint64
+	waitFor(t, 5*time.Second, "the decommission watch armed", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		now = r.epochLocked()
+		return now > gen
+	})
+	return now
 }
 
 // registerAnother registers host id (underlay address number n) in its own
@@ -440,5 +488,38 @@ func TestHoldRecordUntilPublish(t *testing.T) {
 	hs := watcher.Hosts()
 	if len(hs) != 1 || hs[0].PublicIP != h.PublicIP || hs[0].OverlayIP != ip {
 		t.Fatalf("after Publish the watcher holds %+v, want held at %s with the update's endpoint", hs, ip)
+	}
+}
+
+// TestLeaseSeenCovers: a lease read covers a later record of its id that
+// claims the same address when the record is of the same session, or when
+// no decommission has come since the read (its generation is current);
+// never a record claiming another address, and never by a generation of 0
+// (read while the decommission watch was not armed).
+func TestLeaseSeenCovers(t *testing.T) {
+	x, y := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2")
+	for _, c := range []struct {
+		name  string
+		seen  *leaseSeen
+		addr  netip.Addr
+		owner int64
+		epoch uint64
+		want  bool
+	}{
+		{"nothing read", nil, x, 7, 1, false},
+		{"same session", &leaseSeen{node: "a#1", addr: x, owner: 7}, x, 7, 0, true},
+		{"same session, other address", &leaseSeen{node: "a#1", addr: x, owner: 7}, y, 7, 0, false},
+		{"other session", &leaseSeen{node: "a#1", addr: x, owner: 7}, x, 8, 0, false},
+		{"session of a node no longer listed", &leaseSeen{addr: x, owner: 7}, x, 7, 0, false},
+		{"not ephemeral", &leaseSeen{node: "a#1", addr: x}, x, 0, 0, false},
+		{"no decommission since", &leaseSeen{addr: x, gen: 3}, x, 8, 3, true},
+		{"no decommission since, other address", &leaseSeen{addr: x, gen: 3}, y, 8, 3, false},
+		{"a decommission since", &leaseSeen{addr: x, gen: 3}, x, 8, 4, false},
+		{"watch fired, not armed again", &leaseSeen{addr: x, gen: 3}, x, 8, 0, false},
+		{"read while not armed", &leaseSeen{addr: x}, x, 8, 0, false},
+	} {
+		if got := c.seen.covers(c.addr, c.owner, c.epoch); got != c.want {
+			t.Errorf("%s: covers = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -11,6 +11,8 @@
 //	leases/<overlay-ip>             persistent, data: owner instance id, or
 //	                                "~quarantined:<unix>" after decommission
 //	owners/<instance-id>            persistent, data: its overlay ip
+//	decommissions                   persistent, data: the last host whose
+//	                                lease ended; its version counts them
 //	policy, links                   persistent JSON documents
 //
 // Leases. A lease and its owner node are created together in one multi, so
@@ -29,10 +31,11 @@
 // far from the ~100M where ZooKeeper suffers) instead of the O(N^2) of a
 // data watch on every record. A change costs each host two or three
 // requests whatever the fleet size: a listing of one bucket (about N/256
-// names) and a read of the changed record, plus, for a host it has not
-// seen in this session, one of its lease (leaseseen.go; beside the record's
-// read when the host's address is known, as after a restart); a removal, the
-// listing and a look at the host's owner node. Measured with
+// names) and a read of the changed record, plus, for a host whose lease
+// it has not read since the fleet's last decommission, one of its lease
+// (leaseseen.go, decommissions.go; beside the record's read when the host's
+// address is known); a removal, the listing and, without trust, a look at
+// the host's owner node. Measured with
 // bench/zkwatch (bench/RESULTS.md): 302 bytes per change per host at 100
 // hosts, 919 at 5000 with 256 buckets, against 325 and 2534 with 64; so 256.
 // With ephemeral records a host that dies vanishes without anyone's help.

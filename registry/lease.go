@@ -142,9 +142,14 @@ func (r *Registry) claim(id string, ip netip.Addr) (netip.Addr, error) {
 		&zk.CreateRequest{Path: r.ownerPath(id), Data: []byte(ip.String()), Acl: acl},
 	}
 	// A quarantined address whose time is over is taken over in the same
-	// multi, guarded by the quarantine node's version.
+	// multi, guarded by the quarantine node's version, and counted as a
+	// decommission is (decommissions.go): the address changes hands.
 	if ver, over := r.quarantineVersion(ip); over {
-		ops = append([]any{&zk.DeleteRequest{Path: r.leasePath(ip), Version: ver}}, ops...)
+		count, err := r.countDecommission(id)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("lease %s for %s: %w", ip, id, err)
+		}
+		ops = append([]any{count, &zk.DeleteRequest{Path: r.leasePath(ip), Version: ver}}, ops...)
 	}
 	r.stats.Requests.Add(1)
 	res, err := r.conn.Multi(ops...)
@@ -215,10 +220,17 @@ func (r *Registry) Decommission(ctx context.Context, id string) error {
 	// The lease is replaced, not rewritten: it may be the host's own node
 	// (per-host ACL), which no other host may setData; deleting and
 	// creating are the parent's to allow. The marker belongs to no host.
+	// The decommission counter moves in the same multi: every watcher's
+	// lease reads made before it count no more (decommissions.go).
+	count, err := r.countDecommission(id)
+	if err != nil {
+		return fmt.Errorf("decommission %s: %w", id, err)
+	}
 	ops := []any{
 		&zk.DeleteRequest{Path: r.leasePath(ip), Version: lst.Version},
 		&zk.CreateRequest{Path: r.leasePath(ip), Data: mark, Acl: r.acl},
 		&zk.DeleteRequest{Path: r.ownerPath(id), Version: ost.Version},
+		count,
 	}
 	b := r.bucketPath(BucketOf(id))
 	children, _, err := r.conn.Children(b)

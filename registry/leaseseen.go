@@ -22,15 +22,23 @@ import "net/netip"
 //   - S claims the address R did (a host that leased again after a
 //     decommission has its new lease read).
 //
-// Anything else - a join, a restart (a new session), a record written by
-// hand or by a meshd older than that check - reads the lease.
+// or, whatever the session, when
 //
-// That read need not wait for the record's. A host that comes back (a
-// restart, the commonest join) almost always claims the address it had,
-// so the watcher reads the lease of the address it last saw for the id at
-// the same time as the record, and uses it when the record claims that
-// address: one round of N requests less for every join of a known host.
-// Reading the lease before the record proves as much as after it. Both
+//   - the decommission counter has not moved since the lease read
+//     (decommissions.go): no lease has left its host, so the host still
+//     holds the lease that was read;
+//   - S claims the address that lease gives.
+//
+// That second rule is what spares a restart (a new session, the
+// commonest join) the lease read. Anything else - a first join, a restart
+// after a decommission anywhere in the fleet, a record claiming another
+// address - reads the lease.
+//
+// That read need not wait for the record's. A host that comes back almost
+// always claims the address it had, so the watcher reads the lease of the
+// address it last saw for the id at the same time as the record, and uses
+// it when the record claims that address: one round of N requests less
+// for every such join of a known host. Reading the lease before the record proves as much as after it. Both
 // reads follow the listing that held the record R, in one session, so
 // both see the state at or after it. R was created before that listing
 // while its host held a lease (the owner check), and still exists when it
@@ -49,12 +57,27 @@ type leaseSeen struct {
 	node  string // the record node's name; empty once no listing holds it
 	addr  netip.Addr
 	owner int64 // the record's ephemeral owner: its host's session
+	// gen is the decommission watch's generation the read counts for
+	// (decommissions.go), 0 for none. While it is the current one, no
+	// lease has left its host since the read, so the read covers any
+	// later record of the id that claims addr, in whatever session.
+	gen uint64
+}
+
+// covers says whether the read covers a record of its id that claims addr,
+// in session owner, with the decommission watch at generation epoch.
+func (s *leaseSeen) covers(addr netip.Addr, owner int64, epoch uint64) bool {
+	if s == nil || s.addr != addr {
+		return false
+	}
+	sameSession := s.node != "" && owner != 0 && owner == s.owner
+	return sameSession || (s.gen != 0 && s.gen == epoch)
 }
 
 // leaseForLocked is the lease read that may cover id's next record, or nil.
 // Called with r.mu held.
-func (r *Registry) leaseForLocked(b int, id string) *leaseSeen {
-	if seen, ok := r.leases[b][id]; ok && seen.node != "" {
+func (r *Registry) leaseForLocked(b int, id string, epoch uint64) *leaseSeen {
+	if seen, ok := r.leases[b][id]; ok && (seen.node != "" || (seen.gen != 0 && seen.gen == epoch)) {
 		return &seen
 	}
 	return nil
@@ -68,12 +91,13 @@ func (r *Registry) guessLocked(b int, id string) (netip.Addr, bool) {
 }
 
 // listedLocked keeps, of the lease reads of record nodes a listing no
-// longer holds, only the address: it covers nothing, it is a guess.
-// Called with r.mu held.
+// longer holds, the address and the generation: it covers by the session
+// no more, only while no decommission has come since; otherwise it is a
+// guess. Called with r.mu held.
 func (r *Registry) listedLocked(b int, children map[string]bool) {
 	for id, s := range r.leases[b] {
 		if s.node != "" && !children[s.node] {
-			r.leases[b][id] = leaseSeen{addr: s.addr}
+			r.leases[b][id] = leaseSeen{addr: s.addr, gen: s.gen}
 		}
 	}
 }

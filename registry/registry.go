@@ -118,6 +118,10 @@ type Registry struct {
 	// Per bucket: the leases read for records its last listing held
 	// (leaseseen.go), by id.
 	leases [Buckets]map[string]leaseSeen
+	// epoch is the decommission watch (decommissions.go); epochTried is
+	// closed once it has been tried, which the first listings wait for.
+	epoch      leaseEpoch
+	epochTried chan struct{}
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).
@@ -179,7 +183,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		acl: zk.WorldACL(zk.PermAll), events: make(chan Event, 4096),
 		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
 		badSeen: map[string]map[badNode]bool{}, registered: make(chan struct{}, 1),
-		slots: make(chan struct{}, listSlots),
+		slots: make(chan struct{}, listSlots), epochTried: make(chan struct{}),
 	}
 	r.held.Store(o.HoldRecord)
 	r.trust.init()
@@ -252,10 +256,11 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		r.selfLease = snap.Lease
 	}
 	r.docs.seed(snap.Docs)
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go r.watchSession(sessionEvents)
 	go r.keepRegistered()
 	go r.saveLoop()
+	go r.watchDecommissions()
 	for b := 0; b < Buckets; b++ {
 		r.wg.Add(1)
 		go r.watchBucket(b)

@@ -216,10 +216,23 @@ func TestPoolExhaustionAndQuarantine(t *testing.T) {
 	if _, err := r.Lease(context.Background(), "h6"); !errors.Is(err, ErrPoolFull) {
 		t.Errorf("quarantined address handed out: %v", err)
 	}
+	// Each time an address leaves its host, the decommission counter
+	// moves, naming the host: every watcher's lease reads count no more.
+	counted := func(want string, version int32) {
+		t.Helper()
+		data, st, err := r.conn.Get(r.decommissionsPath())
+		if err != nil {
+			t.Errorf("read the decommission counter: %v", err)
+		} else if string(data) != want || st.Version != version {
+			t.Errorf("decommission counter holds %q at version %d, want %q at %d", data, st.Version, want, version)
+		}
+	}
+	counted("h0", 1)
 	r.o.Quarantine = 0 // quarantine over
 	if ip, err := r.Lease(context.Background(), "h6"); err != nil {
 		t.Errorf("after quarantine: %v %v", ip, err)
 	}
+	counted("h6", 2) // the takeover of h0's address
 	if err := r.Decommission(context.Background(), "nobody"); err == nil || !contains(err.Error(), "nobody") {
 		t.Errorf("decommission of unknown host: %v", err)
 	}

@@ -33,6 +33,11 @@ func (r *Registry) watchBucket(b int) {
 	p := r.bucketPath(b)
 	backoff := 100 * time.Millisecond
 	listedOnce := false
+	select {
+	case <-r.epochTried:
+	case <-r.ctx.Done():
+		return
+	}
 	for r.ctx.Err() == nil {
 		select {
 		case r.slots <- struct{}{}:
@@ -46,12 +51,9 @@ func (r *Registry) watchBucket(b int) {
 				return
 			}
 			r.log.Debug("list bucket", "bucket", p, "err", err)
-			select {
-			case <-r.ctx.Done():
+			if !r.backOff(&backoff) {
 				return
-			case <-time.After(jitter(backoff)):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
@@ -116,6 +118,18 @@ func transient(err error) bool {
 	return retryable(err) || errors.Is(err, zk.ErrSessionMoved)
 }
 
+// backOff waits out a jittered backoff, then doubles it up to 5 s; false
+// once the registry is closing.
+func (r *Registry) backOff(backoff *time.Duration) bool {
+	select {
+	case <-r.ctx.Done():
+		return false
+	case <-time.After(jitter(*backoff)):
+	}
+	*backoff = min(2**backoff, 5*time.Second)
+	return true
+}
+
 // jitter is d/2 plus up to d/2 at random: N hosts that lost the same
 // server do not come back in step.
 func jitter(d time.Duration) time.Duration {
@@ -151,10 +165,13 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 	var changed, gone []string
 	covers := map[string]*leaseSeen{}
 	guesses := map[string]netip.Addr{}
+	// The generation the lease reads below count for: taken after the
+	// listing's reply, so a decommission before it is seen (decommissions.go).
+	epoch := r.epochLocked()
 	for id, name := range latest {
 		if r.names[b][id] != name {
 			changed = append(changed, id)
-			if seen := r.leaseForLocked(b, id); seen != nil {
+			if seen := r.leaseForLocked(b, id, epoch); seen != nil {
 				covers[id] = seen
 			} else if addr, ok := r.guessLocked(b, id); ok {
 				guesses[id] = addr
@@ -179,7 +196,7 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		if addr, ok := guesses[id]; ok {
 			early = r.readLeaseEarly(addr)
 		}
-		h, seen, err := r.readRecordSeen(nodePath, id, covers[id], early)
+		h, seen, err := r.readRecordSeen(nodePath, id, covers[id], early, epoch)
 		if errors.Is(err, zk.ErrNoNode) {
 			continue // replaced meanwhile; its successor fires the watch
 		}
@@ -194,7 +211,7 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			// listed the names before this one was put: read it again, as
 			// trust is now, rather than leave it unverified in the view.
 			r.mu.Unlock()
-			if h, seen, err = r.readRecordSeen(nodePath, id, nil, nil); errors.Is(err, zk.ErrNoNode) {
+			if h, seen, err = r.readRecordSeen(nodePath, id, nil, nil, 0); errors.Is(err, zk.ErrNoNode) {
 				continue
 			} else if transient(err) {
 				complete = false
@@ -204,6 +221,9 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 		}
 		r.names[b][id] = name
 		if seen != nil {
+			if seen.gen != r.epochLocked() {
+				seen.gen = 0 // a decommission came meanwhile: the read may be older
+			}
 			r.leases[b][id] = *seen
 		}
 		if err != nil {
@@ -354,14 +374,15 @@ func prevSeq(name string) string {
 // address is the one its lease gives it: a record must not claim another
 // host's address.
 func (r *Registry) readRecord(nodePath, id string) (Host, error) {
-	h, _, err := r.readRecordSeen(nodePath, id, nil, nil)
+	h, _, err := r.readRecordSeen(nodePath, id, nil, nil, 0)
 	return h, err
 }
 
 // readRecordSeen is readRecord with the lease read skipped where seen, a
 // read for this id's previous record, covers this one (leaseseen.go); it
-// returns the lease read that covers this record.
-func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *earlyLease) (Host, *leaseSeen, error) {
+// returns the lease read that covers this record. epoch is the
+// decommission watch's generation, taken before any read here was sent.
+func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *earlyLease, epoch uint64) (Host, *leaseSeen, error) {
 	r.stats.Requests.Add(1)
 	data, st, err := r.conn.Get(nodePath)
 	if err != nil {
@@ -381,8 +402,14 @@ func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *e
 	if h.InstanceID != id {
 		return Host{}, nil, bad("instance_id", "record for %q stored under %q", h.InstanceID, id)
 	}
-	covered := seen != nil && seen.addr == h.OverlayIP && st.EphemeralOwner != 0 && st.EphemeralOwner == seen.owner
-	if !covered {
+	covered := seen.covers(h.OverlayIP, st.EphemeralOwner, epoch)
+	gen := epoch // a lease read here counts for the generation before it
+	if covered {
+		gen = 0
+		if seen.gen == epoch {
+			gen = epoch
+		}
+	} else {
 		var owner []byte
 		if early != nil && early.addr == h.OverlayIP {
 			<-early.done
@@ -405,7 +432,7 @@ func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *e
 	if err := r.admit(h); err != nil {
 		return Host{}, nil, err
 	}
-	return h, &leaseSeen{node: path.Base(nodePath), addr: h.OverlayIP, owner: st.EphemeralOwner}, nil
+	return h, &leaseSeen{node: path.Base(nodePath), addr: h.OverlayIP, owner: st.EphemeralOwner, gen: gen}, nil
 }
 
 // badNode is one refused node, by name within its parent, and the reason.
