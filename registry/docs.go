@@ -119,7 +119,7 @@ func (r *Registry) watchDoc(name string) {
 		r.docs.mu.Unlock()
 		if !known || string(prev) != string(data) {
 			r.mu.Lock()
-			r.dirty = true // the snapshot keeps the documents too
+			r.snapshotBehind() // the snapshot keeps the documents too
 			r.mu.Unlock()
 			for _, fn := range subs {
 				fn(data)

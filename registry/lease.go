@@ -298,7 +298,8 @@ func (r *Registry) Register(ctx context.Context, self Host, wait time.Duration) 
 	}
 	self.OverlayIP, self.Schema = ip, Schema
 	r.mu.Lock()
-	r.self, r.selfLease, r.dirty = &self, ip, true
+	r.self, r.selfLease = &self, ip
+	r.snapshotBehind()
 	r.mu.Unlock()
 	r.pokePublish()
 	return ip, nil

@@ -122,6 +122,8 @@ type Registry struct {
 	// closed once it has been tried, which the first listings wait for.
 	epoch      leaseEpoch
 	epochTried chan struct{}
+	session    sessionQueue  // the session's state changes, for watchSession
+	changed    chan struct{} // one deep: the view changed since the last snapshot (saveLoop)
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).
@@ -133,7 +135,6 @@ type Registry struct {
 	self           *Host
 	selfPublished  published // own record node last made or found: updates replace it, Close deletes it
 	selfLease      netip.Addr
-	dirty          bool
 	registered     chan struct{} // poked when the session (re)starts
 	held           atomic.Bool   // no record published until Publish (Options.HoldRecord)
 
@@ -184,6 +185,8 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		view: newView(), refused: map[string]Refusal{}, state: Disconnected,
 		badSeen: map[string]map[badNode]bool{}, registered: make(chan struct{}, 1),
 		slots: make(chan struct{}, listSlots), epochTried: make(chan struct{}),
+		session: sessionQueue{poke: make(chan struct{}, 1)},
+		changed: make(chan struct{}, 1),
 	}
 	r.held.Store(o.HoldRecord)
 	r.trust.init()
@@ -218,8 +221,9 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		dialer = tlsDialer(o.TLS)
 	}
 	dialer = r.recordDialErrors(dialer)
-	conn, sessionEvents, err := zk.Connect(o.Servers, o.SessionTimeout,
-		zk.WithLogger(zkLogger{r.log}), zk.WithLogInfo(false), zk.WithDialer(dialer))
+	conn, _, err := zk.Connect(o.Servers, o.SessionTimeout,
+		zk.WithLogger(zkLogger{r.log}), zk.WithLogInfo(false), zk.WithDialer(dialer),
+		zk.WithEventCallback(r.session.add))
 	if err != nil {
 		return nil, fmt.Errorf("registry: connect %v: %w", o.Servers, err)
 	}
@@ -257,7 +261,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	}
 	r.docs.seed(snap.Docs)
 	r.wg.Add(4)
-	go r.watchSession(sessionEvents)
+	go r.watchSession()
 	go r.keepRegistered()
 	go r.saveLoop()
 	go r.watchDecommissions()
@@ -342,31 +346,74 @@ func (r *Registry) State() (State, time.Time) {
 func (r *Registry) Stats() *Stats { return &r.stats }
 
 // watchSession follows the client's session state.
-func (r *Registry) watchSession(events <-chan zk.Event) {
+func (r *Registry) watchSession() {
 	defer r.wg.Done()
-	for ev := range events {
-		if ev.Type != zk.EventSession {
-			continue
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.session.poke:
 		}
-		r.mu.Lock()
-		switch ev.State {
-		case zk.StateHasSession:
-			r.state, r.disconnectedAt = Connected, time.Time{}
-			r.pokePublish()
-		case zk.StateDisconnected, zk.StateConnecting:
-			if r.state == Connected {
-				r.disconnectedAt = time.Now()
-			}
-			r.state = Disconnected
-		case zk.StateExpired:
-			r.state = Expired
-		case zk.StateAuthFailed:
-			r.log.Error("ZooKeeper authentication failed: check zookeeper.digest_secret_file")
+		for _, ev := range r.session.take() {
+			r.sessionChanged(ev)
 		}
-		st := r.state
-		r.mu.Unlock()
-		r.log.Info("registry session", "state", st, "zk_state", ev.State.String(), "server", ev.Server)
 	}
+}
+
+// sessionQueue holds the session's state changes for watchSession, in
+// order, none dropped. go-zookeeper also puts every watch event on the
+// channel Connect returns (six deep, the rest dropped): read there, each
+// of a registry's watch events woke watchSession for nothing, and a burst
+// of them could crowd out a state change. add runs as the client's event
+// callback, in its own loops, so it keeps only the session's and never
+// blocks.
+type sessionQueue struct {
+	mu     sync.Mutex
+	events []zk.Event
+	poke   chan struct{} // one deep: there are events to take
+}
+
+func (q *sessionQueue) add(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	q.mu.Lock()
+	q.events = append(q.events, ev)
+	q.mu.Unlock()
+	select {
+	case q.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (q *sessionQueue) take() []zk.Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	evs := q.events
+	q.events = nil
+	return evs
+}
+
+// sessionChanged follows one state change of the session.
+func (r *Registry) sessionChanged(ev zk.Event) {
+	r.mu.Lock()
+	switch ev.State {
+	case zk.StateHasSession:
+		r.state, r.disconnectedAt = Connected, time.Time{}
+		r.pokePublish()
+	case zk.StateDisconnected, zk.StateConnecting:
+		if r.state == Connected {
+			r.disconnectedAt = time.Now()
+		}
+		r.state = Disconnected
+	case zk.StateExpired:
+		r.state = Expired
+	case zk.StateAuthFailed:
+		r.log.Error("ZooKeeper authentication failed: check zookeeper.digest_secret_file")
+	}
+	st := r.state
+	r.mu.Unlock()
+	r.log.Info("registry session", "state", st, "zk_state", ev.State.String(), "server", ev.Server)
 }
 
 // Close removes this host's record and ends the session.

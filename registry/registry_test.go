@@ -454,3 +454,38 @@ func TestRefusalsForgottenWithTheirNodes(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the node made again counted again", func() bool { return r.Stats().BadRecordCounts()["decode"] == n+1 })
 }
+
+// TestSessionQueueKeepsEveryStateChange: go-zookeeper calls the registry
+// with every event; a burst of watch events neither wakes watchSession
+// nor crowds out a state change, and state changes come in order.
+func TestSessionQueueKeepsEveryStateChange(t *testing.T) {
+	q := sessionQueue{poke: make(chan struct{}, 1)}
+	for i := 0; i < 1000; i++ {
+		q.add(zk.Event{Type: zk.EventNodeChildrenChanged, Path: fmt.Sprintf("/b/%d", i)})
+	}
+	select {
+	case <-q.poke:
+		t.Fatal("watch events poked watchSession")
+	default:
+	}
+	states := []zk.State{zk.StateDisconnected, zk.StateConnecting, zk.StateExpired, zk.StateConnecting, zk.StateHasSession}
+	for i, st := range states {
+		q.add(zk.Event{Type: zk.EventSession, State: st})
+		q.add(zk.Event{Type: zk.EventNodeDataChanged, Path: fmt.Sprintf("/d/%d", i)})
+	}
+	select {
+	case <-q.poke:
+	default:
+		t.Fatal("state changes did not poke watchSession")
+	}
+	var got []zk.State
+	for _, ev := range q.take() {
+		got = append(got, ev.State)
+	}
+	if !slices.Equal(got, states) {
+		t.Errorf("took %v, want %v", got, states)
+	}
+	if evs := q.take(); len(evs) != 0 {
+		t.Errorf("took %d events again", len(evs))
+	}
+}

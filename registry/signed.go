@@ -321,7 +321,8 @@ func (r *Registry) selfRecord(self Host) ([]byte, error) {
 		return nil, err
 	}
 	r.mu.Lock()
-	r.trust.self.key, r.trust.self.data, r.trust.self.seq, r.dirty = string(plain), data, self.Seq, true
+	r.trust.self.key, r.trust.self.data, r.trust.self.seq = string(plain), data, self.Seq
+	r.snapshotBehind()
 	r.mu.Unlock()
 	return data, nil
 }
@@ -415,7 +416,7 @@ func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 		r.putLocked(id, nil, "", time.Now())
 	}
 	if len(gone) > 0 {
-		r.dirty = true
+		r.snapshotBehind()
 	}
 	r.mu.Unlock()
 	var ids []string

@@ -70,26 +70,34 @@ func (r *Registry) loadSnapshot() (snapshot, error) {
 	return s, nil
 }
 
-// saveLoop writes the snapshot at most once a second while the view changes.
+// saveLoop writes the snapshot at most once a second while the view
+// changes, and sleeps while it does not: a host at rest, and a simulator
+// of a thousand, wakes for nothing.
 func (r *Registry) saveLoop() {
 	defer r.wg.Done()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
-		case <-t.C:
-			r.mu.Lock()
-			dirty := r.dirty
-			r.dirty = false
-			r.mu.Unlock()
-			if dirty {
-				if err := r.saveSnapshot(); err != nil {
-					r.log.Error("save snapshot", "err", err)
-				}
-			}
+		case <-r.changed:
 		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-time.After(time.Second): // the changes of that second, in one write
+		}
+		if err := r.saveSnapshot(); err != nil {
+			r.log.Error("save snapshot", "err", err)
+		}
+	}
+}
+
+// snapshotBehind says the view (or this host's lease, record or the
+// documents) changed since the snapshot: saveLoop writes it within a second.
+func (r *Registry) snapshotBehind() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
 	}
 }
 

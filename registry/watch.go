@@ -263,7 +263,7 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 	}
 	r.lastSync = time.Now()
 	if len(events) > 0 {
-		r.dirty = true
+		r.snapshotBehind()
 	}
 	r.mu.Unlock()
 	if !r.send(events) {
