@@ -95,6 +95,9 @@ func (r *Registry) saveLoop() {
 // snapshotBehind says the view (or this host's lease, record or the
 // documents) changed since the snapshot: saveLoop writes it within a second.
 func (r *Registry) snapshotBehind() {
+	if r.o.StateDir == "" {
+		return // no snapshot to keep: saveLoop need not wake
+	}
 	select {
 	case r.changed <- struct{}{}:
 	default:
