@@ -284,6 +284,15 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			// comes back. A leave then costs each watcher its listing alone.
 			continue
 		}
+		if epoch != 0 {
+			// The decommission counter had not moved when the listing was
+			// answered, and a decommission moves it in the transaction that
+			// deletes the records (decommissions.go): this removal is a
+			// leave, and costs each watcher its listing alone, with trust
+			// or without. (A host decommissioned after it left is not told
+			// apart here, as it was not by the owner check either.)
+			continue
+		}
 		// One read per removal: a retired host has no owner node left.
 		r.stats.Requests.Add(1)
 		owned, _, err := r.conn.Exists(r.ownerPath(ev.Host.InstanceID))
