@@ -8,7 +8,7 @@ STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
 # running test binaries one package at a time keeps their timing honest.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 20m
 
-.PHONY: all build test test-unit lint demo demo-down faults bench bench-quick bench-restart clean
+.PHONY: all build test test-unit lint demo demo-down faults bench bench-quick bench-restart bench-control-plane clean
 
 all: build
 
@@ -90,6 +90,15 @@ bench-restart: build
 	$(GO) build -o bench/out/meshd-bench ./bench/cmd/meshd-bench
 	bench/out/meshd-bench -only restart -bin bin -json bench/out/restart.json
 	$(GO) run ./bench/cmd/report -dataplane bench/out/restart.json -merge bench/results.json -command "make bench-restart"
+
+# The control plane alone (a few minutes): zkwatch's figures replace the
+# control-plane section of bench/RESULTS.md and bench/results.json, the rest
+# keeps its make bench run.
+bench-control-plane: build
+	@mkdir -p bench/out
+	$(GO) run ./bench/zkwatch -n 100,1000,5000 -watchers 10 -changes 150 -json bench/out/zkwatch.json
+	echo '[]' > bench/out/no-dataplane.json
+	$(GO) run ./bench/cmd/report -dataplane bench/out/no-dataplane.json -zkwatch bench/out/zkwatch.json -merge bench/results.json -control-plane -command "make bench-control-plane"
 
 # A smoke test of the suite (CI): short runs, figures to bench/out only.
 bench-quick: build

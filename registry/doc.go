@@ -34,8 +34,9 @@
 // names) and a read of the changed record, plus, for a host whose lease
 // it has not read since the fleet's last decommission, one of its lease
 // (leaseseen.go, decommissions.go; beside the record's read when the host's
-// address is known); a removal, the listing and, without trust, a look at
-// the host's owner node. Measured with
+// address is known); a removal, the listing alone, or with a look at the
+// host's owner node when the decommission counter moved (a decommission
+// rather than a leave). Measured with
 // bench/zkwatch (bench/RESULTS.md): 302 bytes per change per host at 100
 // hosts, 919 at 5000 with 256 buckets, against 325 and 2534 with 64; so 256.
 // With ephemeral records a host that dies vanishes without anyone's help.

@@ -30,6 +30,9 @@ type results struct {
 	Command      string        `json:"command"`
 	Dataplane    []measurement `json:"dataplane"`
 	ControlPlane []watchResult `json:"control_plane"`
+	// ControlPlaneBy is the command and date of the control-plane figures
+	// when they are not the header's (make bench-control-plane).
+	ControlPlaneBy string `json:"control_plane_by,omitempty"`
 }
 
 // merge replaces in base every configuration that fresh measured, stamping
@@ -69,9 +72,11 @@ func main() {
 	cmd := flag.String("command", "make bench", "the command that produced the figures")
 	outDir := flag.String("out", "bench", "where RESULTS.md, results.json and throughput.png go")
 	mergeInto := flag.String("merge", "", "a results.json whose figures the -dataplane ones replace, per configuration; the rest, the zkwatch figures and the header's command and date stay")
+	controlPlane := flag.Bool("control-plane", false, "with -merge: the control-plane figures too are replaced, by -zkwatch's, stamped with -command")
 	flag.Parse()
 	var ms []measurement
 	var ws []watchResult
+	var cpBy string // who made the control-plane figures, when not the header's command
 	if err := load(*dp, &ms); err != nil {
 		fail(err)
 	}
@@ -83,7 +88,13 @@ func main() {
 			fail(err)
 		}
 		ms = merge(old.Dataplane, ms, *cmd, date)
-		ws, headCmd, headDate = old.ControlPlane, old.Command, old.Date
+		ws, headCmd, headDate, cpBy = old.ControlPlane, old.Command, old.Date, old.ControlPlaneBy
+		if *controlPlane {
+			if err := load(*zw, &ws); err != nil {
+				fail(err)
+			}
+			cpBy = fmt.Sprintf("`%s` (%s)", *cmd, date)
+		}
 	} else if err := load(*zw, &ws); err != nil {
 		fail(err)
 	}
@@ -163,7 +174,7 @@ func main() {
 		fmt.Fprintf(&b, "What the memory is (heap profile, `meshd-bench -only scale -profile DIR`):\nwireguard-go's own per-peer state — two queues of 1 024 slots, two goroutines,\ntimers, about 40 KiB a peer — and, just after the join, one 64 KiB packet buffer\nper peer that has a keepalive queued until its first handshake. The heap counts\nthose buffers whole, the kernel backs only the pages written, so just after the\njoin resident size is the lower figure; it stays high after the heap shrinks\nbecause Go returns freed memory to the system lazily. At rest the CPU is meshd's once-a-second read of the device's peer\nstatistics; the join CPU is WireGuard's handshake retries. Before meshd rested\npeers that answer on no path (and dropped their keepalive), the retries never\nstopped: 16%% of a core and about 100 MiB heap per 1 000 such peers at rest.\n\n")
 	}
 	lazySection(&b, fs, ms)
-	fmt.Fprintf(&b, "## Control plane at scale\n\nN hosts registered in a real ZooKeeper the way meshd writes them, W real\nregistry clients watching; the changes cycle through an endpoint change (a\nnew immutable record node, the old deleted), a leave and a join. Convergence: from the write until every\nwatcher has the event. Cost: ZooKeeper requests and payload bytes each\nwatcher spent per change.\n\n| hosts | watchers | changes | p50 | p99 | requests / change / host | bytes / change / host | watches / host |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "## Control plane at scale\n\nN hosts registered in a real ZooKeeper the way meshd writes them, W real\nregistry clients watching; the changes cycle through an endpoint change (a\nnew immutable record node, the old deleted), a leave and a join. Convergence: from the write until every\nwatcher has the event. Cost: ZooKeeper requests and payload bytes each\nwatcher spent per change.\n\n%s| hosts | watchers | changes | p50 | p99 | requests / change / host | bytes / change / host | watches / host |\n|---|---|---|---|---|---|---|---|\n", cpByLine(cpBy))
 	for _, w := range ws {
 		fmt.Fprintf(&b, "| %d | %d | %d | %.1f ms | %.1f ms | %.1f | %.0f | %d |\n", w.Hosts, w.Watchers, w.Changes, w.P50ms, w.P99ms, w.RequestsPerChange, w.BytesPerChange, w.WatchesPerHost)
 	}
@@ -177,7 +188,7 @@ func main() {
 	if err := os.WriteFile(*outDir+"/RESULTS.md", []byte(b.String()), 0o644); err != nil {
 		fail(err)
 	}
-	all := results{Date: headDate, Command: headCmd, Dataplane: ms, ControlPlane: ws}
+	all := results{Date: headDate, Command: headCmd, Dataplane: ms, ControlPlane: ws, ControlPlaneBy: cpBy}
 	data, _ := json.MarshalIndent(all, "", "  ")
 	if err := os.WriteFile(*outDir+"/results.json", data, 0o644); err != nil {
 		fail(err)
@@ -254,4 +265,13 @@ func lazySection(b *strings.Builder, fs figures, ms []measurement) {
 		fmt.Fprintf(b, "| ratio | TCP 1 stream | UDP 64 B |\n|---|---|---|\n| lazy peers on / off (same rounds) | %s | %s |\n\nTarget: >= 0.98x.\n\n",
 			fs.both(lazy, shipped, "tcp_1_stream"), fs.both(lazy, shipped, "udp_64b_rate"))
 	}
+}
+
+// cpByLine names the command behind the control-plane figures when it is
+// not the header's.
+func cpByLine(by string) string {
+	if by == "" {
+		return ""
+	}
+	return "These figures: " + by + ".\n\n"
 }
