@@ -524,3 +524,36 @@ func TestLeaseSeenCovers(t *testing.T) {
 		}
 	}
 }
+
+// TestDecommissionToldFromLeave: a decommission reaches a watcher as a
+// removal and then a decommission, whether it is the fleet's first (it
+// makes the counter node, which fires every watcher's watch just before
+// the decommission's own transaction) or a later one; a leave is a removal
+// alone, and costs the watcher its listing alone.
+func TestDecommissionToldFromLeave(t *testing.T) {
+	zs := startZK(t)
+	mesh := meshName(t)
+	watcher := open(t, []string{zs.Addr()}, mesh, "")
+	var rs []*Registry
+	for i, id := range []string{"leaver", "first", "second"} {
+		r, _ := registerAnother(t, zs, mesh, watcher, id, i+1)
+		rs = append(rs, r)
+	}
+	firstSynced(t, watcher)
+	admin := open(t, []string{zs.Addr()}, mesh, "")
+
+	before := watcher.Stats().Requests.Load()
+	rs[0].Close()
+	expect(t, watcher, 5*time.Second, "removed leaver")
+	expectQuiet(t, watcher, 300*time.Millisecond)
+	if n := watcher.Stats().Requests.Load() - before; n != 1 {
+		t.Errorf("a leave cost the watcher %d requests, want 1 (the listing)", n)
+	}
+
+	for _, id := range []string{"first", "second"} {
+		if err := admin.Decommission(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, watcher, 5*time.Second, "removed "+id, "decommissioned "+id)
+	}
+}

@@ -73,6 +73,12 @@ func (r *Registry) watchDecommissions() {
 	for r.ctx.Err() == nil {
 		r.stats.Requests.Add(1)
 		_, _, ch, err := r.conn.ExistsW(r.decommissionsPath())
+		if err == nil {
+			r.mu.Lock()
+			r.epoch.gen++
+			r.epoch.watch = ch
+			r.mu.Unlock()
+		}
 		if !tried {
 			tried = true
 			close(r.epochTried)
@@ -85,10 +91,6 @@ func (r *Registry) watchDecommissions() {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		r.mu.Lock()
-		r.epoch.gen++
-		r.epoch.watch = ch
-		r.mu.Unlock()
 		select {
 		case <-r.ctx.Done():
 			return

@@ -120,7 +120,10 @@ type Registry struct {
 	leases [Buckets]map[string]leaseSeen
 	// epoch is the decommission watch (decommissions.go); epochTried is
 	// closed once it has been tried, which the first listings wait for.
-	epoch      leaseEpoch
+	epoch leaseEpoch
+	// listedIn is, per bucket, the decommission watch's generation its
+	// last listing was answered in, or 0 (syncBucket).
+	listedIn   [Buckets]uint64
 	epochTried chan struct{}
 	session    sessionQueue  // the session's state changes, for watchSession
 	changed    chan struct{} // one deep: the view changed since the last snapshot (saveLoop)

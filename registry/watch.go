@@ -95,6 +95,12 @@ func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete 
 		r.listingMax.Store(n) // a high-water mark for tests; races only lose a tie
 	}
 	defer r.listing.Add(-1)
+	// The decommission watch's generation before the listing is sent: if
+	// it is still current when the reply is in, the server answered the
+	// listing inside that generation (decommissions.go).
+	r.mu.Lock()
+	before := r.epochLocked()
+	r.mu.Unlock()
 	r.stats.Requests.Add(1)
 	children, _, ch, err := r.conn.ChildrenW(p)
 	if errors.Is(err, zk.ErrNoNode) {
@@ -109,7 +115,7 @@ func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete 
 	for _, c := range children {
 		r.stats.BytesIn.Add(int64(len(c)))
 	}
-	return ch, r.syncBucket(b, children), nil
+	return ch, r.syncBucket(b, children, before), nil
 }
 
 // transient says a request failed with the connection or the session, not
@@ -149,7 +155,7 @@ func splitName(name string) (id, seq string, ok bool) {
 // changed are read and checked; ids no longer listed are removed. It
 // reports false when a read failed with the connection: those records are
 // left as they were, to be read at the next listing.
-func (r *Registry) syncBucket(b int, children []string) bool {
+func (r *Registry) syncBucket(b int, children []string, before uint64) bool {
 	latest := map[string]string{} // id -> newest record node name
 	for _, c := range children {
 		id, seq, ok := splitName(c)
@@ -168,6 +174,18 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 	// The generation the lease reads below count for: taken after the
 	// listing's reply, so a decommission before it is seen (decommissions.go).
 	epoch := r.epochLocked()
+	// A removal is a leave, not a decommission, when both this listing and
+	// the one before it, which still held the host, were answered inside
+	// the current generation: the record went between them, after the
+	// watch was armed, and a decommission would have fired it. A watch
+	// armed again after a decommission knows nothing of what came before:
+	// then the owner check tells.
+	inside := before != 0 && before == epoch
+	leavesKnown := inside && r.listedIn[b] == epoch
+	r.listedIn[b] = 0
+	if inside {
+		r.listedIn[b] = epoch
+	}
 	for id, name := range latest {
 		if r.names[b][id] != name {
 			changed = append(changed, id)
@@ -284,11 +302,11 @@ func (r *Registry) syncBucket(b int, children []string) bool {
 			// comes back. A leave then costs each watcher its listing alone.
 			continue
 		}
-		if epoch != 0 {
-			// The decommission counter had not moved when the listing was
-			// answered, and a decommission moves it in the transaction that
-			// deletes the records (decommissions.go): this removal is a
-			// leave, and costs each watcher its listing alone, with trust
+		if leavesKnown {
+			// The decommission counter did not move between the listing
+			// that held the host and this one, and a decommission moves it
+			// in the transaction that deletes the records: this removal is
+			// a leave, and costs each watcher its listing alone, with trust
 			// or without. (A host decommissioned after it left is not told
 			// apart here, as it was not by the owner check either.)
 			continue
