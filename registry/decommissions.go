@@ -26,8 +26,13 @@ import (
 // closes a fired watch's channel in its receive loop before it passes on
 // anything later: so when a listing's reply is in, a decommission that
 // came before it has already closed the channel, and epochLocked sees it
-// whether or not the watch loop has run since. After a session expiry the
-// watch fires (not watching), and the next arming starts afresh.
+// whether or not the watch loop has run since. A generation knows only
+// what came after its arming: a lease read counts only when made after
+// it, and a removal is taken for a leave only between two listings both
+// answered inside it (syncBucket) - the fleet's first decommission makes
+// the counter node, which fires every watch just before its own multi.
+// After a session expiry the watch fires (not watching), and the next
+// arming starts afresh.
 //
 // Who can move a lease without the counter: a ZooKeeper writer deleting
 // and re-creating lease nodes by hand. That writer can already give any
