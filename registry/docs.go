@@ -118,9 +118,7 @@ func (r *Registry) watchDoc(name string) {
 		subs := append([]func([]byte){}, r.docs.subs[name]...)
 		r.docs.mu.Unlock()
 		if !known || string(prev) != string(data) {
-			r.mu.Lock()
 			r.snapshotBehind() // the snapshot keeps the documents too
-			r.mu.Unlock()
 			for _, fn := range subs {
 				fn(data)
 			}

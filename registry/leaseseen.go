@@ -37,20 +37,20 @@ import "net/netip"
 // That read need not wait for the record's. A host that comes back almost
 // always claims the address it had, so the watcher reads the lease of the
 // address it last saw for the id at the same time as the record, and uses
-// it when the record claims that address: one round of N requests less
-// for every such join of a known host. Reading the lease before the record proves as much as after it. Both
-// reads follow the listing that held the record R, in one session, so
-// both see the state at or after it. R was created before that listing
-// while its host held a lease (the owner check), and still exists when it
-// is read. A decommission of the host in between would have deleted R in
-// the same transaction that took the lease: so the lease the host held
-// when R was made is the one read, whichever read went first. The one
-// exception is a record created between a decommission's listing and its
-// transaction, which survives it; a watcher that read both nodes just
-// before the decommission accepts that record today, so the early read
-// adds no outcome the sequential one could not have. A wrong guess (the
-// record claims another address) costs one read, and the lease the record
-// does claim is read after it as before.
+// it when the record claims that address: one round of N requests less for
+// every such join of a known host. Reading the lease before the record
+// proves as much as after it. Both reads follow the listing that held the
+// record R, in one session, so both see the state at or after it. R was
+// created before that listing while its host held a lease (the owner
+// check), and still exists when it is read. A decommission of the host in
+// between would have deleted R in the same transaction that took the
+// lease: so the lease the host held when R was made is the one read,
+// whichever read went first. The one exception is a record created between
+// a decommission's listing and its transaction, which survives it; a
+// watcher that read both nodes just before the decommission accepts that
+// record today, so the early read adds no outcome the sequential one could
+// not have. A wrong guess (the record claims another address) costs one
+// read, and the lease the record does claim is read after it as before.
 
 // leaseSeen is a lease read for one record node.
 type leaseSeen struct {
@@ -71,13 +71,17 @@ func (s *leaseSeen) covers(addr netip.Addr, owner int64, epoch uint64) bool {
 		return false
 	}
 	sameSession := s.node != "" && owner != 0 && owner == s.owner
-	return sameSession || (s.gen != 0 && s.gen == epoch)
+	return sameSession || s.current(epoch)
 }
+
+// current says whether the read counts in generation epoch: no
+// decommission has come since it was made.
+func (s *leaseSeen) current(epoch uint64) bool { return s.gen != 0 && s.gen == epoch }
 
 // leaseForLocked is the lease read that may cover id's next record, or nil.
 // Called with r.mu held.
 func (r *Registry) leaseForLocked(b int, id string, epoch uint64) *leaseSeen {
-	if seen, ok := r.leases[b][id]; ok && (seen.node != "" || (seen.gen != 0 && seen.gen == epoch)) {
+	if seen, ok := r.leases[b][id]; ok && (seen.node != "" || seen.current(epoch)) {
 		return &seen
 	}
 	return nil

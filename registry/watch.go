@@ -239,10 +239,7 @@ func (r *Registry) syncBucket(b int, children []string, before uint64) bool {
 		}
 		r.names[b][id] = name
 		if seen != nil {
-			if seen.gen != r.epochLocked() {
-				seen.gen = 0 // a decommission came meanwhile: the read may be older
-			}
-			r.leases[b][id] = *seen
+			r.leases[b][id] = *seen // its generation is checked where it is used
 		}
 		if err != nil {
 			r.mu.Unlock()
@@ -431,12 +428,10 @@ func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *e
 	}
 	covered := seen.covers(h.OverlayIP, st.EphemeralOwner, epoch)
 	gen := epoch // a lease read here counts for the generation before it
-	if covered {
-		gen = 0
-		if seen.gen == epoch {
-			gen = epoch
-		}
-	} else {
+	if covered && !seen.current(epoch) {
+		gen = 0 // covered by the session alone
+	}
+	if !covered {
 		var owner []byte
 		if early != nil && early.addr == h.OverlayIP {
 			<-early.done
