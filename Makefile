@@ -97,8 +97,7 @@ bench-restart: build
 bench-control-plane: build
 	@mkdir -p bench/out
 	$(GO) run ./bench/zkwatch -n 100,1000,5000 -watchers 10 -changes 150 -json bench/out/zkwatch.json
-	echo '[]' > bench/out/no-dataplane.json
-	$(GO) run ./bench/cmd/report -dataplane bench/out/no-dataplane.json -zkwatch bench/out/zkwatch.json -merge bench/results.json -control-plane -command "make bench-control-plane"
+	$(GO) run ./bench/cmd/report -dataplane '' -zkwatch bench/out/zkwatch.json -merge bench/results.json -control-plane -command "make bench-control-plane"
 
 # A smoke test of the suite (CI): short runs, figures to bench/out only.
 bench-quick: build

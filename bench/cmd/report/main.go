@@ -67,7 +67,7 @@ type watchResult struct {
 }
 
 func main() {
-	dp := flag.String("dataplane", "bench/out/dataplane.json", "meshd-bench output")
+	dp := flag.String("dataplane", "bench/out/dataplane.json", "meshd-bench output (empty with -merge: no fresh data-plane figures)")
 	zw := flag.String("zkwatch", "bench/out/zkwatch.json", "zkwatch output")
 	cmd := flag.String("command", "make bench", "the command that produced the figures")
 	outDir := flag.String("out", "bench", "where RESULTS.md, results.json and throughput.png go")
@@ -77,8 +77,10 @@ func main() {
 	var ms []measurement
 	var ws []watchResult
 	var cpBy string // who made the control-plane figures, when not the header's command
-	if err := load(*dp, &ms); err != nil {
-		fail(err)
+	if *dp != "" || *mergeInto == "" {
+		if err := load(*dp, &ms); err != nil {
+			fail(err)
+		}
 	}
 	date := time.Now().UTC().Format("2006-01-02")
 	headCmd, headDate := *cmd, date
