@@ -129,7 +129,9 @@ func TestHostACL(t *testing.T) {
 		t.Errorf("h1 after a restart rewrites its own lease: %v", err)
 	}
 
-	// An operator decommissions h1 through h2's meshd.
+	// An operator revokes h1's certificate and decommissions h1 through
+	// h2's meshd.
+	pool.SetRevoked([]string{h1t.signer.Identity().Serial})
 	if err := r2.Decommission(context.Background(), "h1"); err != nil {
 		t.Fatalf("decommission h1 through h2: %v", err)
 	}

@@ -200,6 +200,12 @@ func (r *Registry) quarantineOver(ip netip.Addr) bool {
 // record: the host is gone for good, and its address is not handed out
 // again until the quarantine is over.
 func (r *Registry) Decommission(ctx context.Context, id string) error {
+	if serial := r.unrevokedSerial(id); serial != "" {
+		// Nothing is written: a decommission alone would quarantine the
+		// address while every peer keeps it bound to the signed host, and
+		// the host that leases it next would be refused everywhere.
+		return fmt.Errorf("decommission %s: its certificate %s is not revoked, and with trust on its peers keep a signed host and its address until it is: add %s to the revocation list (meshctl revoke), then decommission", id, serial, serial)
+	}
 	r.stats.Requests.Add(1)
 	data, ost, err := r.conn.Get(r.ownerPath(id))
 	if errors.Is(err, zk.ErrNoNode) {

@@ -91,6 +91,10 @@ type signedJSON struct {
 type seqMark struct {
 	Seq uint64 `json:"seq"`
 	Sum string `json:"sum"` // hex SHA-256 of the signed bytes
+	// Serial is the certificate that signed it: once that is revoked, the
+	// address the record bound is free again (DropRevoked), whether the
+	// host is still in the view or left it long ago.
+	Serial string `json:"serial,omitempty"`
 }
 
 // trustState is what the registry remembers between records.
@@ -231,7 +235,7 @@ func (r *Registry) admit(h Host) error {
 		return bad(ReasonAddress, "%s claims %s, which belongs to %s", h.InstanceID, h.OverlayIP, owner)
 	}
 	if h.signed != nil {
-		ts.seqs[h.InstanceID] = seqMark{Seq: h.Seq, Sum: sum}
+		ts.seqs[h.InstanceID] = seqMark{Seq: h.Seq, Sum: sum, Serial: h.CertSerial}
 		if prev, ok := ts.addrOf[h.InstanceID]; ok && prev != h.OverlayIP {
 			delete(ts.addrs, prev) // its lease moved: only a decommission does that
 		}
@@ -251,6 +255,23 @@ func (r *Registry) retired(h Host) bool {
 		return true
 	}
 	return h.CertSerial != "" && r.o.Trust.Revoked(h.CertSerial)
+}
+
+// unrevokedSerial is the certificate of id's last signed record when trust
+// is on, the record binds an address here, and the certificate is not
+// revoked; "" otherwise. Only revocation retires a signed host (retired),
+// so that is what a decommission of one waits for.
+func (r *Registry) unrevokedSerial(id string) string {
+	if !r.trustOn() {
+		return ""
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	serial := r.trust.seqs[id].Serial
+	if _, bound := r.trust.addrOf[id]; !bound || serial == "" || r.o.Trust.Revoked(serial) {
+		return ""
+	}
+	return serial
 }
 
 // release unbinds a decommissioned host's address; its sequence is kept.
@@ -404,6 +425,7 @@ func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 	r.mu.Lock()
 	var gone []*Host
 	var ids0 []string
+	released := false
 	for id, h := range r.view.hosts {
 		if h.CertSerial != "" && revoked(h.CertSerial) {
 			gone = append(gone, h)
@@ -415,7 +437,20 @@ func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 	for _, id := range ids0 {
 		r.putLocked(id, nil, "", time.Now())
 	}
-	if len(gone) > 0 {
+	// A revoked certificate holds no address: whatever it bound is free for
+	// the host that leases it after the quarantine, in the view or not (a
+	// host that left before it was revoked, or decommissioned first).
+	for id, m := range r.trust.seqs {
+		if m.Serial == "" || !revoked(m.Serial) {
+			continue
+		}
+		if ip, ok := r.trust.addrOf[id]; ok {
+			delete(r.trust.addrs, ip)
+			delete(r.trust.addrOf, id)
+			released = true
+		}
+	}
+	if len(gone) > 0 || released {
 		r.snapshotBehind()
 	}
 	r.mu.Unlock()

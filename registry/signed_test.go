@@ -351,3 +351,77 @@ func TestDeletionIsNotDecommission(t *testing.T) {
 	p := (&attacker{t: t, c: zc, r: ro}).write("h2", signed(t, h2, uint64(time.Now().UnixMicro()), h2t))
 	waitRefused(t, ro, ReasonAddress, p)
 }
+
+// TestRevokedThenDecommissionedFreesAddress: the operator's way to retire
+// a signed host (revoke its certificate, then decommission it) frees its
+// address on every watcher, so the host that leases the address after the
+// quarantine is believed, not refused as a thief; a decommission before
+// the revocation is refused. Also for a host that left (its address still
+// bound to it) before it was revoked.
+func TestRevokedThenDecommissionedFreesAddress(t *testing.T) {
+	for _, leftFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "live", true: "left first"}[leftFirst], func(t *testing.T) {
+			zs := startZK(t)
+			mesh := meshName(t)
+			fca := newFleetCA(t)
+			pool, _ := trust.NewPool(fca.ca.PEM)
+			h1t := fca.host(t, pool, "h1", trust.Template{})
+			r1 := openTrusted(t, []string{zs.Addr()}, mesh, "", h1t)
+			h2t := fca.host(t, pool, "h2", trust.Template{})
+			ro := openTrusted(t, []string{zs.Addr()}, mesh, "", fca.host(t, pool, "obs", trust.Template{}))
+			ip1, err := r1.Register(context.Background(), hostFor("h1", "vpc", 1), 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			expect(t, ro, 5*time.Second, "added h1")
+			if leftFirst {
+				r1.Close()
+				expect(t, ro, 10*time.Second, "removed h1")
+			}
+			// Decommissioned first, the signed host would keep its address
+			// on every peer: refused, naming the certificate, nothing written.
+			serial := h1t.signer.Identity().Serial
+			if err := ro.Decommission(context.Background(), "h1"); err == nil || !strings.Contains(err.Error(), serial) || !strings.Contains(err.Error(), "meshctl revoke") {
+				t.Fatalf("decommission of a signed host before its revocation: %v", err)
+			}
+			if owner, _, err := ro.conn.Get(ro.ownerPath("h1")); err != nil || string(owner) != ip1.String() {
+				t.Fatalf("owner node after the refused decommission: %q %v", owner, err)
+			}
+			pool.SetRevoked([]string{serial})
+			dropped := make(chan []string, 1)
+			go func() { dropped <- ro.DropRevoked(pool.Revoked) }()
+			want := []string{"h1"}
+			if leftFirst {
+				want = nil // not in the view: only its address binding goes
+			} else {
+				expect(t, ro, 5*time.Second, "decommissioned h1")
+			}
+			if gone := <-dropped; !slices.Equal(gone, want) {
+				t.Fatalf("dropped %v, want %v", gone, want)
+			}
+			if err := ro.Decommission(context.Background(), "h1"); err != nil {
+				t.Fatal(err)
+			}
+			zc, _, err := zk.Connect([]string{zs.Addr()}, 5*time.Second, zk.WithLogInfo(false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer zc.Close()
+			// The quarantine is over (by hand: the test's is an hour) and
+			// h2 leases the address, as claim does.
+			if _, err := zc.Multi(
+				&zk.SetDataRequest{Path: ro.leasePath(ip1), Data: []byte("h2"), Version: -1},
+				&zk.CreateRequest{Path: ro.ownerPath("h2"), Data: []byte(ip1.String()), Acl: zk.WorldACL(zk.PermAll)},
+			); err != nil {
+				t.Fatal(err)
+			}
+			h2 := hostFor("h2", "vpc", 2)
+			h2.OverlayIP = ip1
+			(&attacker{t: t, c: zc, r: ro}).write("h2", signed(t, h2, uint64(time.Now().UnixMicro()), h2t))
+			waitFor(t, 5*time.Second, "h2 believed at h1's old address", func() bool {
+				h, ok := hostInView(ro, "h2")
+				return ok && h.OverlayIP == ip1
+			})
+		})
+	}
+}

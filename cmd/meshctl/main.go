@@ -31,7 +31,7 @@ type cli struct {
 	Fleet        fleetCmd        `cmd:"" help:"Every host holding a lease: network, overlay address, version, in the mesh or not; counts per network and version.\n\nExamples:\n  meshctl fleet\n  meshctl fleet -o json | jq .summary"`
 	Completion   completionCmd   `cmd:"" help:"Print a shell completion script.\n\nExample:\n  meshctl completion bash > /usr/share/bash-completion/completions/meshctl"`
 	Links        linksCmd        `cmd:"" help:"The fleet-wide direct-connect links (private paths between networks)."`
-	Decommission decommissionCmd `cmd:"" help:"Retire a host for good: its address goes into quarantine, its record is removed.\n\nExample:\n  meshctl decommission i-0abc123 --yes"`
+	Decommission decommissionCmd `cmd:"" help:"Retire a host for good: its address goes into quarantine, its record is removed. Switch the host off first: a live host's record goes, but it keeps its session until it stops. With trust on, only a revoked certificate retires a signed host: revoke it first (meshctl revoke), or the decommission is refused.\n\nExample:\n  meshctl decommission i-0abc123 --yes"`
 	Key          keyCmd          `cmd:"" help:"This host's WireGuard key."`
 	Breaker      breakerCmd      `cmd:"" help:"The mass-removal breaker."`
 	Policy       policyCmd       `cmd:"" help:"The fleet-wide group ingress policy."`

@@ -339,6 +339,11 @@ func TestTrustSignedDocuments(t *testing.T) {
 		}
 		return nil
 	})
+	// A decommission before the revocation is refused, naming what to
+	// revoke: until then h1 would keep h2 and its address.
+	if out, err := meshctl(t, h1, "decommission", "h2", "--yes"); err == nil || !strings.Contains(out, st2.Cert.Serial) || !strings.Contains(out, "meshctl revoke") {
+		t.Fatalf("decommission of h2 before its revocation: %v\n%s", err, out)
+	}
 	// Revoking h2's certificate removes it from h1 at once.
 	if out, err := meshctl(t, h1, append([]string{"revoke", st2.Cert.Serial}, sign...)...); err != nil {
 		t.Fatalf("revoke: %v\n%s", err, out)
@@ -351,6 +356,10 @@ func TestTrustSignedDocuments(t *testing.T) {
 	})
 	if reaches(h2, st1.OverlayIP) {
 		t.Error("revoked h2 still reaches h1")
+	}
+	// Revoked, it can be decommissioned.
+	if out, err := meshctl(t, h1, "decommission", "h2", "--yes"); err != nil || !strings.Contains(out, "h2 decommissioned") {
+		t.Errorf("decommission of revoked h2: %v\n%s", err, out)
 	}
 }
 
