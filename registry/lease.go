@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/meshd/meshd/internal/name"
 )
 
 // randomTries bounds how many random addresses are tried before the pool is
@@ -200,6 +202,10 @@ func (r *Registry) quarantineOver(ip netip.Addr) bool {
 // record: the host is gone for good, and its address is not handed out
 // again until the quarantine is over.
 func (r *Registry) Decommission(ctx context.Context, id string) error {
+	if !name.Valid(id) {
+		// An id is a path element: "../x" would name another node.
+		return fmt.Errorf("decommission %q: not an instance id", id)
+	}
 	if serial := r.unrevokedSerial(id); serial != "" {
 		// Nothing is written: a decommission alone would quarantine the
 		// address while every peer keeps it bound to the signed host, and

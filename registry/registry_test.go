@@ -236,6 +236,13 @@ func TestPoolExhaustionAndQuarantine(t *testing.T) {
 	if err := r.Decommission(context.Background(), "nobody"); err == nil || !contains(err.Error(), "nobody") {
 		t.Errorf("decommission of unknown host: %v", err)
 	}
+	// An id is a path element: one that climbs out names nothing.
+	if err := r.Decommission(context.Background(), "../owners/h1"); err == nil || !contains(err.Error(), "not an instance id") {
+		t.Errorf("decommission of a path: %v", err)
+	}
+	if ok, _, _ := r.conn.Exists(r.ownerPath("h1")); !ok {
+		t.Error("h1's owner node went with a decommission of another id")
+	}
 }
 
 func contains(s, sub string) bool {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/meshd/meshd/internal/admin"
+	"github.com/meshd/meshd/internal/name"
 	"github.com/meshd/meshd/internal/policy"
 	"github.com/meshd/meshd/internal/version"
 )
@@ -179,7 +181,7 @@ type pingCmd struct {
 
 func (c *pingCmd) Run(g *globals) error {
 	var r admin.PingResult
-	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/ping/"+c.Peer+"?count="+fmt.Sprint(c.Count), &r); err != nil {
+	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/ping/"+url.PathEscape(c.Peer)+"?count="+fmt.Sprint(c.Count), &r); err != nil {
 		return err
 	}
 	for _, rep := range r.Replies {
@@ -203,7 +205,7 @@ type explainCmd struct {
 
 func (c *explainCmd) Run(g *globals) error {
 	var ex admin.Explanation
-	if err := admin.Dial(g.Socket).Get(context.Background(), "/v1/explain/"+c.Peer, &ex); err != nil {
+	if err := admin.Dial(g.Socket).Get(context.Background(), "/v1/explain/"+url.PathEscape(c.Peer), &ex); err != nil {
 		return err
 	}
 	if c.Output == "json" {
@@ -292,11 +294,14 @@ type decommissionCmd struct {
 }
 
 func (c *decommissionCmd) Run(g *globals) error {
+	if !name.Valid(c.ID) {
+		return fmt.Errorf("decommission %q: not an instance id (1-63 letters, digits, '.', '_' or '-', beginning with a letter or digit)", c.ID)
+	}
 	if !c.Yes {
 		return fmt.Errorf("decommission %s removes its lease and record for good; add --yes to confirm", c.ID)
 	}
 	var r map[string]string
-	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/decommission/"+c.ID, &r); err != nil {
+	if err := admin.Dial(g.Socket).Post(context.Background(), "/v1/decommission/"+url.PathEscape(c.ID), &r); err != nil {
 		return err
 	}
 	fmt.Printf("%s decommissioned: its address is quarantined and its record removed\n", c.ID)

@@ -104,6 +104,9 @@ func TestErrorsAndExitCodes(t *testing.T) {
 	if out, code := run("decommission", "h1", "--socket", "/nonexistent"); code != 1 || !strings.Contains(out, "--yes") {
 		t.Errorf("decommission without --yes: exit %d: %s", code, out)
 	}
+	if out, code := run("decommission", "../leases/x", "--yes", "--socket", "/nonexistent"); code != 1 || !strings.Contains(out, `"../leases/x": not an instance id`) {
+		t.Errorf("decommission of a bad id: exit %d: %s", code, out)
+	}
 	if out, code := run("links", "set", "vpc"); code != 1 || !strings.Contains(out, "NET:NET") {
 		t.Errorf("bad link: exit %d: %s", code, out)
 	}
