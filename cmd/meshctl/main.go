@@ -37,7 +37,7 @@ type cli struct {
 	Key          keyCmd          `cmd:"" help:"This host's WireGuard key."`
 	Breaker      breakerCmd      `cmd:"" help:"The mass-removal breaker."`
 	Policy       policyCmd       `cmd:"" help:"The fleet-wide group ingress policy."`
-	Revoke       revokeCmd       `cmd:"" help:"Replace the fleet's signed certificate revocation list: hosts with these certificates leave the mesh at once.\n\nExample:\n  meshctl revoke --sign-key alice.key --sign-cert alice.crt 5F3A09 1B2C"`
+	Revoke       revokeCmd       `cmd:"" help:"Replace the fleet's signed certificate revocation list: hosts with these certificates leave the mesh at once. The list is replaced whole, so name every serial to keep revoked; one left out is refused without --replace.\n\nExample:\n  meshctl revoke --sign-key alice.key --sign-cert alice.crt 5F3A09 1B2C"`
 	CA           caCmd           `cmd:"" name:"ca" help:"A fleet CA on files, for fleets without a PKI: init, sign host requests, make operator certificates."`
 	Version      versionCmd      `cmd:"" help:"Print meshctl's version."`
 }

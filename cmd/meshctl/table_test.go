@@ -107,6 +107,12 @@ func TestErrorsAndExitCodes(t *testing.T) {
 	if out, code := run("decommission", "../leases/x", "--yes", "--socket", "/nonexistent"); code != 1 || !strings.Contains(out, `"../leases/x": not an instance id`) {
 		t.Errorf("decommission of a bad id: exit %d: %s", code, out)
 	}
+	if out, code := run("revoke", "5F3A0G", "--socket", "/nonexistent"); code != 1 || !strings.Contains(out, `"5F3A0G" is not a certificate serial`) {
+		t.Errorf("revoke of a bad serial: exit %d: %s", code, out)
+	}
+	if out, code := run("revoke", "5F:3A:09", "--socket", "/nonexistent"); code != 1 || !strings.Contains(out, "revocation list is signed by an operator: give --sign-key") {
+		t.Errorf("unsigned revoke: exit %d: %s", code, out)
+	}
 	if out, code := run("links", "set", "vpc"); code != 1 || !strings.Contains(out, "NET:NET") {
 		t.Errorf("bad link: exit %d: %s", code, out)
 	}

@@ -357,6 +357,17 @@ func TestTrustSignedDocuments(t *testing.T) {
 	if reaches(h2, st1.OverlayIP) {
 		t.Error("revoked h2 still reaches h1")
 	}
+	// The list is replaced whole: one that leaves h2 out is refused
+	// without --replace, and h2 stays out.
+	if out, err := meshctl(t, h1, append([]string{"revoke", "1B2C"}, sign...)...); err == nil || !strings.Contains(out, st2.Cert.Serial) || !strings.Contains(out, "--replace") {
+		t.Errorf("a revocation list that drops h2: %v\n%s", err, out)
+	}
+	if out, err := meshctl(t, h1, append([]string{"revoke", "1B2C", st2.Cert.Serial}, sign...)...); err != nil {
+		t.Errorf("a revocation list that keeps h2: %v\n%s", err, out)
+	}
+	if p, err := peerOf(h1, "h2"); err == nil {
+		t.Errorf("h1 lists revoked h2 again (%s)", p.State)
+	}
 	// Revoked, it can be decommissioned.
 	if out, err := meshctl(t, h1, "decommission", "h2", "--yes"); err != nil || !strings.Contains(out, "h2 decommissioned") {
 		t.Errorf("decommission of revoked h2: %v\n%s", err, out)
