@@ -40,9 +40,13 @@ func (r *Registry) watchBucket(b int) {
 	}
 	for r.ctx.Err() == nil {
 		select {
-		case r.slots <- struct{}{}:
-		case <-r.ctx.Done():
-			return
+		case r.slots <- struct{}{}: // a free slot, the common case: no select below
+		default:
+			select {
+			case r.slots <- struct{}{}:
+			case <-r.ctx.Done():
+				return
+			}
 		}
 		ch, complete, err := r.listBucket(b, p)
 		<-r.slots
@@ -327,6 +331,14 @@ func (r *Registry) syncBucket(b int, children []string, before uint64) bool {
 // send delivers events in order; false once the registry is closing.
 func (r *Registry) send(events []Event) bool {
 	for _, ev := range events {
+		// A reader that waits takes it here, without the select below,
+		// which locks and queues on the context's channel too: every
+		// change of the fleet passes this way on every host.
+		select {
+		case r.events <- ev:
+			continue
+		default:
+		}
 		select {
 		case r.events <- ev:
 		case <-r.ctx.Done():
