@@ -70,6 +70,9 @@ type Timing struct {
 	Kind    string  `json:"kind"`
 	FirstMs float64 `json:"first_ms"`
 	AllMs   float64 `json:"all_ms"`
+	// Ours' joins and endpoint changes: until ZooKeeper stamped the
+	// writer's new record (ctime, whole milliseconds), the writer's part.
+	CommitMs float64 `json:"commit_ms,omitempty"`
 }
 
 // Result is one fleet size.
@@ -84,6 +87,8 @@ type Result struct {
 	Raw       Fanout  `json:"raw"`
 	Ours      Fanout  `json:"ours"`
 	RatioP99  float64 `json:"p99_ratio"` // ours / raw; the target is <= 1.25
+	// -raw-spin, in microseconds: raw is then a calibration, not the target's.
+	RawSpinUs float64 `json:"raw_spin_us,omitempty"`
 	// ZooKeeper restarted (-restart) or its leader killed (-ensemble).
 	Restart *RestartResult `json:"restart,omitempty"`
 }
@@ -104,6 +109,9 @@ type config struct {
 	// churnProfile: a CPU profile of the timed changes alone (the first sync of
 	// the fleet, far longer, would drown it in -cpuprofile).
 	churnProfile string
+	// rawSpin: CPU each raw watcher burns per change after its read, to
+	// measure what a watcher's CPU costs the fan-out on this machine.
+	rawSpin time.Duration
 }
 
 // Labels on every goroutine of one side, so that -churn-profile can be
@@ -126,6 +134,7 @@ func main() {
 	flag.DurationVar(&c.setupTimeout, "setup-timeout", 10*time.Minute, "give up on a fleet not open and in step by then")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile here")
 	flag.StringVar(&c.churnProfile, "churn-profile", "", "write a CPU profile of the timed changes alone, raw and ours (the last fleet size's), here; not with -cpuprofile")
+	flag.DurationVar(&c.rawSpin, "raw-spin", 0, "each raw watcher spins this long per change after its read (a calibration: what a watcher's CPU costs the fan-out here; 0 for the target's raw)")
 	flag.BoolVar(&c.restart, "restart", false, "after the churn, restart ZooKeeper (ensemble: kill its leader) and time until steady")
 	flag.IntVar(&c.ensemble, "ensemble", 0, "run against an ensemble of this many servers (0: one standalone server); implies -restart, which then kills the leader")
 	flag.DurationVar(&c.steadyTimeout, "steady-timeout", 3*time.Minute, "give up on a fleet not steady again this long after the restart or leader kill")
@@ -253,6 +262,7 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 	res.Raw, res.Ours = raw.fanout(), ours.fanout()
 	if res.Raw.P99ms > 0 && res.Ours.P99ms > 0 {
 		res.RatioP99 = res.Ours.P99ms / res.Raw.P99ms
+		res.RawSpinUs = float64(c.rawSpin.Microseconds())
 	}
 	if c.restart && res.Error == "" {
 		hwm = zk.usage().HWM
@@ -326,7 +336,9 @@ func printResult(r Result) {
 		fmt.Printf("%-6s %7d %9.1f %9.1f %9.1f %9.1f %10.1f %12.0f %14.0f %14.0f %11.1f %11.1f %9.0f\n", s.name, f.Changes, f.P50ms, f.P99ms, f.MaxMs,
 			f.FirstP50ms, f.SpreadP99ms, f.RequestsPerChange, f.PayloadBytesPerChange, f.ZKIOBytesPerChange, f.ZKCPUmsPerChange, f.SimCPUmsPerChange, f.ZKRSSMiB)
 	}
-	if r.RatioP99 > 0 {
+	if r.RatioP99 > 0 && r.RawSpinUs > 0 {
+		fmt.Printf("p99 ours / raw = %.2f, raw spinning %.0f us per change (a calibration, not the target's raw)\n", r.RatioP99, r.RawSpinUs)
+	} else if r.RatioP99 > 0 {
 		fmt.Printf("p99 ours / raw = %.2f (target <= 1.25)\n", r.RatioP99)
 	}
 	if x := r.Restart; x != nil && x.SteadyS == 0 {

@@ -79,6 +79,8 @@ func (r *rawSide) open(ctx context.Context, addrs []string, requests, payload *a
 				return "", nil
 			}
 			return ch.node, func(children []string, data []byte) {
+				for start := time.Now(); time.Since(start) < r.cfg.rawSpin; {
+				}
 				requests.Add(2) // the listing and the read
 				for _, name := range children {
 					payload.Add(int64(len(name)))

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 
 	"github.com/meshd/meshd/bench/internal/fleet"
 	"github.com/meshd/meshd/registry"
@@ -32,6 +36,7 @@ type sim struct {
 	writer *watcher
 
 	target atomic.Pointer[change] // the change being timed, if any
+	stamps *zk.Conn               // reads when a change's record was made (committed); the churn's alone
 }
 
 // watcher is one simulated host: its registry and what its view holds.
@@ -257,7 +262,44 @@ func (k *churn) change(ctx context.Context, c int) (*change, error) {
 	}
 	time.Sleep(settle)
 	k.win.end(ch)
+	if ch.kind != registry.Removed {
+		k.win.commit(s.committed(ch))
+	}
 	return ch, nil
+}
+
+// committed is how long after ch's start ZooKeeper stamped the writer's
+// record node (its ctime, to the millisecond): the writer's part of the
+// change - its lease reads and publish, and the server taking the write -
+// against the fan-out's after it. Read after the change's window, on a
+// session of its own; 0 if it cannot be read.
+func (s *sim) committed(ch *change) time.Duration {
+	if s.stamps == nil {
+		c, _, err := zk.Connect(s.addrs, 10*time.Second, zk.WithLogInfo(false))
+		if err != nil {
+			return 0
+		}
+		s.stamps = c
+	}
+	bucket := fmt.Sprintf("/meshd/%s/hosts/%02x", s.mesh, registry.BucketOf(ch.id))
+	names, _, err := s.stamps.Children(bucket)
+	if err != nil {
+		return 0
+	}
+	newest := ""
+	for _, n := range names {
+		if strings.HasPrefix(n, ch.id+"#") && n > newest {
+			newest = n
+		}
+	}
+	if newest == "" {
+		return 0
+	}
+	_, st, err := s.stamps.Get(path.Join(bucket, newest))
+	if err != nil {
+		return 0
+	}
+	return time.UnixMilli(st.Ctime).Sub(ch.start)
 }
 
 func (k *churn) fanout() Fanout { return k.win.fanout() }
@@ -287,6 +329,9 @@ func (s *sim) openWriter(ctx context.Context, n int) error {
 // close stops ZooKeeper, then the registries: with no server a Close
 // removes nothing, so the fleet's departure is no storm of changes.
 func (s *sim) close(stopZK func()) {
+	if s.stamps != nil {
+		s.stamps.Close()
+	}
 	stopZK()
 	all := append(s.hosts, s.writer)
 	fleet.Each(len(all), 256, func(i int) {

@@ -56,6 +56,7 @@ type windows struct {
 	counters func() (req, bytes int64) // summed over the N sessions
 	lat      []time.Duration
 	first    []time.Duration
+	commits  []time.Duration // the writer's part, where known (committed)
 	kinds    []string
 	req, by  int64
 	used     fleet.Usage
@@ -80,11 +81,19 @@ func (w *windows) end(c *change) {
 	w.lat = append(w.lat, c.took)
 	w.first = append(w.first, time.Duration(c.first.Load()))
 	w.kinds = append(w.kinds, c.kind.String())
+	w.commits = append(w.commits, 0)
 	w.req, w.by = w.req+r-w.r0, w.by+b-w.b0
 	w.used.CPU += d.CPU
 	w.used.IO += d.IO
 	w.sim += selfCPU() - w.s0
 	w.last = u
+}
+
+// commit records when the last change's record was made.
+func (w *windows) commit(d time.Duration) {
+	if n := len(w.commits); n > 0 {
+		w.commits[n-1] = d
+	}
 }
 
 func (w *windows) fanout() Fanout {
@@ -98,6 +107,9 @@ func (w *windows) fanout() Fanout {
 	for i := range w.lat {
 		spread[i] = w.lat[i] - w.first[i]
 		each[i] = Timing{Kind: w.kinds[i], FirstMs: fleet.Ms(w.first[i]), AllMs: fleet.Ms(w.lat[i])}
+		if i < len(w.commits) {
+			each[i].CommitMs = fleet.Ms(w.commits[i])
+		}
 	}
 	return Fanout{Changes: n, Each: each,
 		FirstP50ms: fleet.Ms(fleet.Quantile(w.first, 0.5)), SpreadP99ms: fleet.Ms(fleet.Quantile(spread, 0.99)),
