@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshd/meshd/internal/trust"
+	"github.com/meshd/meshd/internal/zkserver"
 )
 
 // hostTrust is the daemon's adapter, repeated here: the real trust
@@ -304,24 +306,42 @@ func TestPermissiveAcceptsUnsignedButNoDowngrade(t *testing.T) {
 	}
 }
 
+// signedPair is a trusted fleet: h1 registered and seen by an observer,
+// and h2's identity, not registered.
+type signedPair struct {
+	zs       *zkserver.Server
+	pool     *trust.Pool
+	h1t, h2t *hostTrust
+	r1, ro   *Registry
+	ip1      netip.Addr
+}
+
+func newSignedPair(t *testing.T) *signedPair {
+	t.Helper()
+	f := &signedPair{zs: startZK(t)}
+	mesh := meshName(t)
+	fca := newFleetCA(t)
+	f.pool, _ = trust.NewPool(fca.ca.PEM)
+	f.h1t = fca.host(t, f.pool, "h1", trust.Template{})
+	f.r1 = openTrusted(t, []string{f.zs.Addr()}, mesh, "", f.h1t)
+	f.h2t = fca.host(t, f.pool, "h2", trust.Template{})
+	f.ro = openTrusted(t, []string{f.zs.Addr()}, mesh, "", fca.host(t, f.pool, "obs", trust.Template{}))
+	var err error
+	if f.ip1, err = f.r1.Register(context.Background(), hostFor("h1", "vpc", 1), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, f.ro, 5*time.Second, "added h1")
+	return f
+}
+
 // TestDeletionIsNotDecommission: with trust, deleting a host's record and
 // owner node in ZooKeeper is a vanish, not a decommission: peers hold it
 // down, and its address stays bound, so a valid host certificate cannot
 // take the address next.
 func TestDeletionIsNotDecommission(t *testing.T) {
-	zs := startZK(t)
-	mesh := meshName(t)
-	fca := newFleetCA(t)
-	pool, _ := trust.NewPool(fca.ca.PEM)
-	r1 := openTrusted(t, []string{zs.Addr()}, mesh, "", fca.host(t, pool, "h1", trust.Template{}))
-	h2t := fca.host(t, pool, "h2", trust.Template{})
-	ro := openTrusted(t, []string{zs.Addr()}, mesh, "", fca.host(t, pool, "obs", trust.Template{}))
-	ip1, err := r1.Register(context.Background(), hostFor("h1", "vpc", 1), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expect(t, ro, 5*time.Second, "added h1")
-	zc, _, err := zk.Connect([]string{zs.Addr()}, 5*time.Second, zk.WithLogInfo(false))
+	f := newSignedPair(t)
+	r1, h2t, ro, ip1 := f.r1, f.h2t, f.ro, f.ip1
+	zc, _, err := zk.Connect([]string{f.zs.Addr()}, 5*time.Second, zk.WithLogInfo(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,19 +381,8 @@ func TestDeletionIsNotDecommission(t *testing.T) {
 func TestRevokedThenDecommissionedFreesAddress(t *testing.T) {
 	for _, leftFirst := range []bool{false, true} {
 		t.Run(map[bool]string{false: "live", true: "left first"}[leftFirst], func(t *testing.T) {
-			zs := startZK(t)
-			mesh := meshName(t)
-			fca := newFleetCA(t)
-			pool, _ := trust.NewPool(fca.ca.PEM)
-			h1t := fca.host(t, pool, "h1", trust.Template{})
-			r1 := openTrusted(t, []string{zs.Addr()}, mesh, "", h1t)
-			h2t := fca.host(t, pool, "h2", trust.Template{})
-			ro := openTrusted(t, []string{zs.Addr()}, mesh, "", fca.host(t, pool, "obs", trust.Template{}))
-			ip1, err := r1.Register(context.Background(), hostFor("h1", "vpc", 1), 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			expect(t, ro, 5*time.Second, "added h1")
+			f := newSignedPair(t)
+			pool, h1t, r1, h2t, ro, ip1 := f.pool, f.h1t, f.r1, f.h2t, f.ro, f.ip1
 			if leftFirst {
 				r1.Close()
 				expect(t, ro, 10*time.Second, "removed h1")
@@ -402,7 +411,7 @@ func TestRevokedThenDecommissionedFreesAddress(t *testing.T) {
 			if err := ro.Decommission(context.Background(), "h1"); err != nil {
 				t.Fatal(err)
 			}
-			zc, _, err := zk.Connect([]string{zs.Addr()}, 5*time.Second, zk.WithLogInfo(false))
+			zc, _, err := zk.Connect([]string{f.zs.Addr()}, 5*time.Second, zk.WithLogInfo(false))
 			if err != nil {
 				t.Fatal(err)
 			}
