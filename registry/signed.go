@@ -278,10 +278,17 @@ func (r *Registry) unrevokedSerial(id string) string {
 func (r *Registry) release(h Host) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.trust.addrs[h.OverlayIP] == h.InstanceID {
-		delete(r.trust.addrs, h.OverlayIP)
-		delete(r.trust.addrOf, h.InstanceID)
+	r.trust.unbind(h.InstanceID, h.OverlayIP)
+}
+
+// unbind frees ip if it is bound to id, and says whether it was.
+func (s *trustState) unbind(id string, ip netip.Addr) bool {
+	if s.addrs[ip] != id {
+		return false
 	}
+	delete(s.addrs, ip)
+	delete(s.addrOf, id)
+	return true
 }
 
 // noteRefusal keeps the latest refusals for operators.
@@ -444,9 +451,7 @@ func (r *Registry) DropRevoked(revoked func(serial string) bool) []string {
 		if m.Serial == "" || !revoked(m.Serial) {
 			continue
 		}
-		if ip, ok := r.trust.addrOf[id]; ok {
-			delete(r.trust.addrs, ip)
-			delete(r.trust.addrOf, id)
+		if ip, ok := r.trust.addrOf[id]; ok && r.trust.unbind(id, ip) {
 			released = true
 		}
 	}
