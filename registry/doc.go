@@ -45,4 +45,14 @@
 // code that handles a change also resyncs after a reconnect or a session
 // expiry: it emits exactly the adds, updates and removals that happened.
 // While ZooKeeper is unreachable nothing is listed and nothing is removed.
+//
+// The snapshot keeps, beside each host, the record node it was read from
+// and its bucket node's creation stamp (zxid and time). A start lists
+// every bucket and reads only the records whose newest node is another,
+// so a restart of every host of a fleet costs ZooKeeper each host's 256
+// listings rather than every record of the fleet on every host. The stamp
+// guards the names: sequence numbers start again in a bucket node made
+// again (or on another ensemble), so under another stamp every record of
+// the bucket is read again. The snapshot's records are still checked at
+// start, signatures included.
 package registry

@@ -101,6 +101,10 @@ type Registry struct {
 	mu    sync.Mutex
 	view  *view                      // the accepted view and its candidates
 	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
+	// stamps are, per bucket, the bucket node's creation stamp as of the
+	// last listing, or as the snapshot names were listed under: a name
+	// counts only under the same node (listBucket).
+	stamps [Buckets]bucketStamp
 	// bucketPaths are the buckets' node paths, built once: every event of
 	// every watch names its bucket several times.
 	bucketPaths [Buckets]string
@@ -246,17 +250,28 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	// The snapshot may be older than this host's bounds: checked again.
 	r.mu.Lock()
 	now := time.Now()
+	for b, bs := range snap.Buckets {
+		r.stamps[b] = bs.bucketStamp
+	}
 	for _, h := range snap.Hosts {
 		// Known, from no node yet: the first listing reads it again or,
 		// if it is gone, removes it (and ends a refusal).
-		r.names[BucketOf(h.InstanceID)][h.InstanceID] = ""
+		b := BucketOf(h.InstanceID)
+		r.names[b][h.InstanceID] = ""
 		if err := r.boundsLocked().check(h); err != nil {
 			r.mu.Unlock()
 			r.skip(r.snapshotPath()+":"+h.InstanceID, h.InstanceID, err)
 			r.mu.Lock()
 			continue
 		}
-		r.putLocked(h.InstanceID, &h, r.snapshotPath(), now)
+		node := r.snapshotPath()
+		if name := snap.nodeOf(b, h.InstanceID); name != "" {
+			// Known from that node: the first listing reads it only if
+			// the newest node is another (a restart of a whole fleet
+			// costs ZooKeeper its listings, not every record again).
+			r.names[b][h.InstanceID], node = name, path.Join(r.bucketPath(b), name)
+		}
+		r.putLocked(h.InstanceID, &h, node, now)
 	}
 	r.mu.Unlock()
 	if snap.Lease.IsValid() {

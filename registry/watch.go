@@ -106,16 +106,28 @@ func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete 
 	before := r.epochLocked()
 	r.mu.Unlock()
 	r.stats.Requests.Add(1)
-	children, _, ch, err := r.conn.ChildrenW(p)
+	children, stat, ch, err := r.conn.ChildrenW(p)
 	if errors.Is(err, zk.ErrNoNode) {
 		if err = r.ensurePath(p); err == nil {
 			r.stats.Requests.Add(1)
-			children, _, ch, err = r.conn.ChildrenW(p)
+			children, stat, ch, err = r.conn.ChildrenW(p)
 		}
 	}
 	if err != nil {
 		return nil, false, err
 	}
+	r.mu.Lock()
+	if st := stampOf(stat); st != r.stamps[b] {
+		// Another node than the names were listed under: the bucket was
+		// made again, or the snapshot is of another ensemble. Its
+		// sequence numbers started again, so a name may be reused by
+		// another record: every record is read again.
+		for id := range r.names[b] {
+			r.names[b][id] = ""
+		}
+		r.stamps[b] = st
+	}
+	r.mu.Unlock()
 	for _, c := range children {
 		r.stats.BytesIn.Add(int64(len(c)))
 	}
