@@ -361,6 +361,11 @@ func (r *Registry) State() (State, time.Time) {
 }
 
 // Stats returns the work counters.
+// Synced says every bucket has been listed completely (the records it
+// named read) at least once since Open: the view is ZooKeeper's, not
+// only the snapshot's.
+func (r *Registry) Synced() bool { return r.listed.Load() == Buckets }
+
 func (r *Registry) Stats() *Stats { return &r.stats }
 
 // watchSession follows the client's session state.
