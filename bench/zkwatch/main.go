@@ -17,7 +17,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -78,31 +77,10 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 	defer w.Close()
 	root := "/meshd/" + mesh
 	acl := zk.WorldACL(zk.PermAll)
-	for _, p := range []string{"/meshd", root, root + "/leases", root + "/owners", root + "/hosts"} {
-		w.Create(p, nil, 0, acl)
+	hosts, nodes, err := fleet.Populate(w, root, n)
+	if err != nil {
+		return Result{}, err
 	}
-	for b := 0; b < registry.Buckets; b++ {
-		w.Create(fmt.Sprintf("%s/hosts/%02x", root, b), nil, 0, acl)
-	}
-	nodes := make([]string, n)
-	hosts := make([]registry.Host, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			hosts[i] = fleet.Host(i)
-			id, ip := hosts[i].InstanceID, hosts[i].OverlayIP.String()
-			w.Create(root+"/leases/"+ip, []byte(id), 0, acl)
-			w.Create(root+"/owners/"+id, []byte(ip), 0, acl)
-			data, _ := json.Marshal(hosts[i])
-			nodes[i], _ = w.Create(path.Join(bucketPath(root, id), id+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
-		}()
-	}
-	wg.Wait()
 
 	var regs []*registry.Registry
 	for i := 0; i < nw; i++ {
@@ -135,7 +113,7 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 		case 0:
 			hosts[i].PublicIP = netip.AddrFrom4([4]byte{198, 19, byte(c >> 8), byte(c)})
 			data, _ := json.Marshal(hosts[i])
-			created, err := w.Create(path.Join(bucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+			created, err := w.Create(path.Join(fleet.BucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
 			if err != nil {
 				return Result{}, err
 			}
@@ -148,7 +126,7 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 			want = registry.Removed
 		case 2:
 			data, _ := json.Marshal(hosts[i])
-			created, err := w.Create(path.Join(bucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+			created, err := w.Create(path.Join(fleet.BucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
 			if err != nil {
 				return Result{}, err
 			}
@@ -173,8 +151,4 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 	return Result{Hosts: n, Watchers: nw, Changes: changes,
 		RequestsPerChange: float64(req1-req0) / per, BytesPerChange: float64(bytes1-bytes0) / per,
 		P50ms: fleet.Ms(fleet.Quantile(lat, 0.5)), P99ms: fleet.Ms(fleet.Quantile(lat, 0.99)), WatchesPerHost: registry.Buckets + 2}, nil
-}
-
-func bucketPath(root, id string) string {
-	return fmt.Sprintf("%s/hosts/%02x", root, registry.BucketOf(id))
 }

@@ -22,7 +22,6 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -76,7 +75,7 @@ func run(n, changed, rounds int, out string) error {
 	defer w.Close()
 	const mesh = "snap"
 	root := "/meshd/" + mesh
-	hosts, nodes, err := populate(w, root, n)
+	hosts, nodes, err := fleet.Populate(w, root, n)
 	if err != nil {
 		return err
 	}
@@ -121,7 +120,7 @@ func run(n, changed, rounds int, out string) error {
 		h := hosts[k]
 		h.PublicIP = netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
 		data, _ := json.Marshal(h)
-		if _, err := w.Create(path.Join(bucketPath(root, h.InstanceID), h.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll)); err != nil {
+		if _, err := w.Create(path.Join(fleet.BucketPath(root, h.InstanceID), h.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll)); err != nil {
 			return err
 		}
 		if err := w.Delete(nodes[k], -1); err != nil {
@@ -228,56 +227,4 @@ func waitSynced(r *registry.Registry, n int, moved map[string]netip.Addr, limit 
 		}
 	}
 	return nil
-}
-
-// populate registers n hosts as their meshd would have: lease, owner and
-// record (ephemeral, of session w), written directly for speed.
-func populate(w *zk.Conn, root string, n int) ([]registry.Host, []string, error) {
-	acl := zk.WorldACL(zk.PermAll)
-	for _, p := range []string{"/meshd", root, root + "/leases", root + "/owners", root + "/hosts"} {
-		if _, err := w.Create(p, nil, 0, acl); err != nil && err != zk.ErrNodeExists {
-			return nil, nil, err
-		}
-	}
-	for b := range registry.Buckets {
-		if _, err := w.Create(fmt.Sprintf("%s/hosts/%02x", root, b), nil, 0, acl); err != nil && err != zk.ErrNodeExists {
-			return nil, nil, err
-		}
-	}
-	hosts := make([]registry.Host, n)
-	nodes := make([]string, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			hosts[i] = fleet.Host(i)
-			id, ip := hosts[i].InstanceID, hosts[i].OverlayIP.String()
-			_, err1 := w.Create(root+"/leases/"+ip, []byte(id), 0, acl)
-			_, err2 := w.Create(root+"/owners/"+id, []byte(ip), 0, acl)
-			data, _ := json.Marshal(hosts[i])
-			var err3 error
-			nodes[i], err3 = w.Create(path.Join(bucketPath(root, id), id+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
-			for _, err := range []error{err1, err2, err3} {
-				if err != nil && errs[i] == nil {
-					errs[i] = fmt.Errorf("register %s: %w", id, err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	return hosts, nodes, nil
-}
-
-func bucketPath(root, id string) string {
-	return fmt.Sprintf("%s/hosts/%02x", root, registry.BucketOf(id))
 }
