@@ -116,22 +116,10 @@ func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete 
 	if err != nil {
 		return nil, false, err
 	}
-	r.mu.Lock()
-	if st := stampOf(stat); st != r.stamps[b] {
-		// Another node than the names were listed under: the bucket was
-		// made again, or the snapshot is of another ensemble. Its
-		// sequence numbers started again, so a name may be reused by
-		// another record: every record is read again.
-		for id := range r.names[b] {
-			r.names[b][id] = ""
-		}
-		r.stamps[b] = st
-	}
-	r.mu.Unlock()
 	for _, c := range children {
 		r.stats.BytesIn.Add(int64(len(c)))
 	}
-	return ch, r.syncBucket(b, children, before), nil
+	return ch, r.syncBucket(b, children, stampOf(stat), before), nil
 }
 
 // transient says a request failed with the connection or the session, not
@@ -170,8 +158,9 @@ func splitName(name string) (id, seq string, ok bool) {
 // syncBucket turns one listing into events: records whose node name
 // changed are read and checked; ids no longer listed are removed. It
 // reports false when a read failed with the connection: those records are
-// left as they were, to be read at the next listing.
-func (r *Registry) syncBucket(b int, children []string, before uint64) bool {
+// left as they were, to be read at the next listing. stamp is the bucket
+// node's, as the listing found it.
+func (r *Registry) syncBucket(b int, children []string, stamp bucketStamp, before uint64) bool {
 	latest := map[string]string{} // id -> newest record node name
 	for _, c := range children {
 		id, seq, ok := splitName(c)
@@ -184,6 +173,16 @@ func (r *Registry) syncBucket(b int, children []string, before uint64) bool {
 		}
 	}
 	r.mu.Lock()
+	if stamp != r.stamps[b] {
+		// Another node than the names were listed under: the bucket was
+		// made again, or the snapshot is of another ensemble. Its
+		// sequence numbers started again, so a name may be reused by
+		// another record: every record is read again.
+		for id := range r.names[b] {
+			r.names[b][id] = ""
+		}
+		r.stamps[b] = stamp
+	}
 	var changed, gone []string
 	covers := map[string]*leaseSeen{}
 	guesses := map[string]netip.Addr{}
