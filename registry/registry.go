@@ -103,7 +103,7 @@ type Registry struct {
 	names [Buckets]map[string]string // per bucket: instance id -> newest record node name
 	// stamps are, per bucket, the bucket node's creation stamp as of the
 	// last listing, or as the snapshot names were listed under: a name
-	// counts only under the same node (listBucket).
+	// counts only under the same node (syncBucket).
 	stamps [Buckets]bucketStamp
 	// bucketPaths are the buckets' node paths, built once: every event of
 	// every watch names its bucket several times.
@@ -360,12 +360,12 @@ func (r *Registry) State() (State, time.Time) {
 	return st, r.lastSync
 }
 
-// Stats returns the work counters.
 // Synced says every bucket has been listed completely (the records it
 // named read) at least once since Open: the view is ZooKeeper's, not
 // only the snapshot's.
 func (r *Registry) Synced() bool { return r.listed.Load() == Buckets }
 
+// Stats returns the work counters.
 func (r *Registry) Stats() *Stats { return &r.stats }
 
 // watchSession follows the client's session state.
