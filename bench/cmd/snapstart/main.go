@@ -19,9 +19,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -52,17 +54,22 @@ func main() {
 		level = slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
-	if err := run(*n, *changed, *rounds, *out); err != nil {
+	// An interrupt ends the run through its deferred clean-up: ZooKeeper
+	// stopped, the state directories removed.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, *n, *changed, *rounds, *out)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "snapstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, changed, rounds int, out string) error {
+func run(ctx context.Context, n, changed, rounds int, out string) error {
 	if changed > n {
 		return fmt.Errorf("-changed %d is more than -n %d", changed, n)
 	}
-	zs, err := zkserver.Start(context.Background(), zkserver.Options{})
+	zs, err := zkserver.Start(ctx, zkserver.Options{})
 	if err != nil {
 		return err
 	}
@@ -89,12 +96,14 @@ func run(n, changed, rounds int, out string) error {
 	opts := registry.Options{Servers: addrs, Mesh: mesh, Pool: fleet.Pool, SessionTimeout: 30 * time.Second}
 	o := opts
 	o.StateDir = filepath.Join(dir, "taken")
-	r, err := registry.Open(context.Background(), o)
+	r, err := registry.Open(ctx, o)
 	if err != nil {
 		return err
 	}
 	stop := drain(r)
-	if err := waitSynced(r, n, nil, 5*time.Minute); err != nil {
+	if err := waitSynced(ctx, r, n, nil, 5*time.Minute); err != nil {
+		r.Close() // before its state directory goes
+		stop()
 		return fmt.Errorf("first sync: %w", err)
 	}
 	r.Close()
@@ -139,7 +148,7 @@ func run(n, changed, rounds int, out string) error {
 			if names {
 				snap = named
 			}
-			s, err := start(opts, filepath.Join(dir, fmt.Sprintf("start-%d-%d", round, k)), snap, zs, n, moved)
+			s, err := start(ctx, opts, filepath.Join(dir, fmt.Sprintf("start-%d-%d", round, k)), snap, zs, n, moved)
 			if err != nil {
 				return err
 			}
@@ -162,7 +171,7 @@ func run(n, changed, rounds int, out string) error {
 // start opens a registry on snapshot snap in its own state directory and
 // times it until it has listed every bucket and its view holds the n
 // hosts, moved ones at their new endpoints.
-func start(opts registry.Options, dir string, snap []byte, zs *zkserver.Server, n int, moved map[string]netip.Addr) (Start, error) {
+func start(ctx context.Context, opts registry.Options, dir string, snap []byte, zs *zkserver.Server, n int, moved map[string]netip.Addr) (Start, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Start{}, err
 	}
@@ -173,14 +182,14 @@ func start(opts registry.Options, dir string, snap []byte, zs *zkserver.Server, 
 	runtime.GC() // the last start's garbage is not this one's
 	zk0, _ := fleet.ReadUsage(zs.PID())
 	began := time.Now()
-	r, err := registry.Open(context.Background(), opts)
+	r, err := registry.Open(ctx, opts)
 	if err != nil {
 		return Start{}, err
 	}
 	defer r.Close()
 	defer drain(r)()
 	opened := time.Since(began)
-	if err := waitSynced(r, n, moved, time.Minute); err != nil {
+	if err := waitSynced(ctx, r, n, moved, time.Minute); err != nil {
 		return Start{}, err
 	}
 	synced := time.Since(began)
@@ -207,9 +216,12 @@ func drain(r *registry.Registry) (stop func()) {
 
 // waitSynced waits until r has listed every bucket, then checks its view:
 // n hosts, each moved one at its new endpoint.
-func waitSynced(r *registry.Registry, n int, moved map[string]netip.Addr, limit time.Duration) error {
+func waitSynced(ctx context.Context, r *registry.Registry, n int, moved map[string]netip.Addr, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for !r.Synced() {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if time.Now().After(deadline) {
 			st, last := r.State()
 			return fmt.Errorf("not every bucket listed after %s: the view holds %d hosts, %d requests sent, state %s, last listing %s, refused %v",
