@@ -281,7 +281,7 @@ func (s *sim) committed(ch *change) time.Duration {
 		}
 		s.stamps = c
 	}
-	bucket := fmt.Sprintf("/meshd/%s/hosts/%02x", s.mesh, registry.BucketOf(ch.id))
+	bucket := fleet.BucketPath("/meshd/"+s.mesh, ch.id)
 	names, _, err := s.stamps.Children(bucket)
 	if err != nil {
 		return 0

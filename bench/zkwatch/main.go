@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -76,7 +75,6 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 	}
 	defer w.Close()
 	root := "/meshd/" + mesh
-	acl := zk.WorldACL(zk.PermAll)
 	hosts, nodes, err := fleet.Populate(w, root, n)
 	if err != nil {
 		return Result{}, err
@@ -112,8 +110,7 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 		switch c % 3 {
 		case 0:
 			hosts[i].PublicIP = netip.AddrFrom4([4]byte{198, 19, byte(c >> 8), byte(c)})
-			data, _ := json.Marshal(hosts[i])
-			created, err := w.Create(path.Join(fleet.BucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+			created, err := fleet.PublishRecord(w, root, hosts[i])
 			if err != nil {
 				return Result{}, err
 			}
@@ -125,8 +122,7 @@ func measure(addr, mesh string, n, nw, changes int) (Result, error) {
 			}
 			want = registry.Removed
 		case 2:
-			data, _ := json.Marshal(hosts[i])
-			created, err := w.Create(path.Join(fleet.BucketPath(root, hosts[i].InstanceID), hosts[i].InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+			created, err := fleet.PublishRecord(w, root, hosts[i])
 			if err != nil {
 				return Result{}, err
 			}

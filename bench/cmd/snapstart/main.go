@@ -20,7 +20,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path"
 	"path/filepath"
 	"runtime"
 	"syscall"
@@ -128,8 +127,7 @@ func run(ctx context.Context, n, changed, rounds int, out string) error {
 		k := (i * 7919) % n
 		h := hosts[k]
 		h.PublicIP = netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
-		data, _ := json.Marshal(h)
-		if _, err := w.Create(path.Join(fleet.BucketPath(root, h.InstanceID), h.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll)); err != nil {
+		if _, err := fleet.PublishRecord(w, root, h); err != nil {
 			return err
 		}
 		if err := w.Delete(nodes[k], -1); err != nil {

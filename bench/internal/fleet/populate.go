@@ -43,9 +43,8 @@ func Populate(w *zk.Conn, root string, n int) ([]registry.Host, []string, error)
 			id, ip := hosts[i].InstanceID, hosts[i].OverlayIP.String()
 			_, err1 := w.Create(root+"/leases/"+ip, []byte(id), 0, acl)
 			_, err2 := w.Create(root+"/owners/"+id, []byte(ip), 0, acl)
-			data, _ := json.Marshal(hosts[i])
 			var err3 error
-			nodes[i], err3 = w.Create(path.Join(BucketPath(root, id), id+"#"), data, zk.FlagEphemeral|zk.FlagSequence, acl)
+			nodes[i], err3 = PublishRecord(w, root, hosts[i])
 			if err := errors.Join(err1, err2, err3); err != nil {
 				errs[i] = fmt.Errorf("register %s: %w", id, err)
 			}
@@ -56,6 +55,17 @@ func Populate(w *zk.Conn, root string, n int) ([]registry.Host, []string, error)
 		return nil, nil, err
 	}
 	return hosts, nodes, nil
+}
+
+// PublishRecord writes h's record as its meshd would: a new ephemeral,
+// sequential node of session w in its bucket. It returns the node's path.
+// An update is a new record and a delete of the old one.
+func PublishRecord(w *zk.Conn, root string, h registry.Host) (string, error) {
+	data, err := json.Marshal(h)
+	if err != nil {
+		return "", err
+	}
+	return w.Create(path.Join(BucketPath(root, h.InstanceID), h.InstanceID+"#"), data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
 }
 
 // BucketPath is the bucket node under root that holds id's records.
