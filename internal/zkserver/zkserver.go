@@ -49,6 +49,10 @@ type Options struct {
 	// build's writes one fsync held a session's creation for over 20 s,
 	// failing a test whose meshd never got a lease (CI).
 	Fsync bool
+	// ListenBacklog is the client port's accept queue
+	// (clientPortListenBacklog); 0 keeps Java's default of 50. A fleet
+	// reconnecting at once after a restart overflows the default.
+	ListenBacklog int
 
 	// Members, for StartEnsemble only, places each server (see there).
 	Members []Member
@@ -128,6 +132,9 @@ func (s *Server) writeConfig() error {
 	}
 	if !s.o.Fsync {
 		cfg = append(cfg, "forceSync=no")
+	}
+	if s.o.ListenBacklog > 0 {
+		cfg = append(cfg, fmt.Sprintf("clientPortListenBacklog=%d", s.o.ListenBacklog))
 	}
 	if t := s.o.TLS; t != nil {
 		cfg = append(cfg,
