@@ -14,9 +14,16 @@
 // fleet's requests and ZooKeeper's CPU, and times until the fleet is
 // steady again (issue 17: within 60 s).
 //
+// With -light M, M more hosts join as sessions with their records and
+// the 256 bucket watches but no view (light.go): at 10 000 hosts the
+// registries' views would outgrow this machine (every view holds every
+// host), the sessions and watches ZooKeeper serves do not. The restart
+// phase then runs against n+M sessions.
+//
 //	go run ./bench/fleetsim -n 1000,10000 -changes 30 -json /tmp/fleetsim.json
 //	go run ./bench/fleetsim -n 300,1000 -changes 3 -restart -json /tmp/fleetsim-restart.json
 //	go run ./bench/fleetsim -n 300,1000 -changes 3 -ensemble 3 -json /tmp/fleetsim-leader.json
+//	go run ./bench/fleetsim -n 100 -light 9900 -changes 3 -restart -session 10s -json /tmp/fleetsim-10k.json
 package main
 
 import (
@@ -77,7 +84,9 @@ type Timing struct {
 
 // Result is one fleet size.
 type Result struct {
-	Hosts int    `json:"hosts"`
+	Hosts int `json:"hosts"`
+	// Light hosts beside them (-light): sessions and watches, no view.
+	Light int    `json:"light_hosts,omitempty"`
 	Error string `json:"error,omitempty"` // why the run stopped short, if it did
 	// Opening N registries (bounded parallel), each leasing and
 	// registering, until every view holds all N hosts.
@@ -96,6 +105,7 @@ type Result struct {
 type config struct {
 	changes, parallel int
 	heap              string
+	backlog           int
 	fsync             bool
 	session           time.Duration
 	changeTimeout     time.Duration
@@ -109,6 +119,9 @@ type config struct {
 	// churnProfile: a CPU profile of the timed changes alone (the first sync of
 	// the fleet, far longer, would drown it in -cpuprofile).
 	churnProfile string
+	// light: hosts beyond the registries, each a session with its
+	// record and the bucket watches but no view (light.go).
+	light int
 	// rawSpin: CPU each raw watcher burns per change after its read, to
 	// measure what a watcher's CPU costs the fan-out on this machine.
 	rawSpin time.Duration
@@ -128,6 +141,7 @@ func main() {
 	flag.IntVar(&c.changes, "changes", 30, "changes to time, cycling join, endpoint change, leave")
 	flag.IntVar(&c.parallel, "parallel", 32, "sessions opened at once")
 	flag.StringVar(&c.heap, "zk-heap", "3g", "ZooKeeper's JVM heap (-Xmx)")
+	flag.IntVar(&c.backlog, "zk-backlog", 0, "ZooKeeper's client accept queue (clientPortListenBacklog; 0: Java's default of 50)")
 	flag.BoolVar(&c.fsync, "zk-fsync", true, "ZooKeeper syncs its transaction log to disk, as in production (false: to see what the disk costs)")
 	flag.DurationVar(&c.session, "session", 30*time.Second, "session timeout of every client: the clients share 2 cores with ZooKeeper")
 	flag.DurationVar(&c.changeTimeout, "change-timeout", 60*time.Second, "give up on a change not seen by all by then")
@@ -138,6 +152,7 @@ func main() {
 	flag.BoolVar(&c.restart, "restart", false, "after the churn, restart ZooKeeper (ensemble: kill its leader) and time until steady")
 	flag.IntVar(&c.ensemble, "ensemble", 0, "run against an ensemble of this many servers (0: one standalone server); implies -restart, which then kills the leader")
 	flag.DurationVar(&c.steadyTimeout, "steady-timeout", 3*time.Minute, "give up on a fleet not steady again this long after the restart or leader kill")
+	flag.IntVar(&c.light, "light", 0, "this many more hosts, each a session registered and holding the 256 bucket watches but no view (light.go): a fleet of n+light sessions for the restart phase where n full views would not fit; the churn is timed at the n registries alone")
 	maxRSS := flag.Int64("max-rss-mib", 12<<10, "stop opening registries when this process is this large")
 	flag.Parse()
 	c.maxRSS = *maxRSS << 20
@@ -204,7 +219,7 @@ func main() {
 // memory and CPU are this size's alone: the raw fan-out's sessions, then
 // the fleet, then their changes in turn.
 func run(ctx context.Context, mesh string, n int, c config) (res Result) {
-	res.Hosts = n
+	res.Hosts, res.Light = n, c.light
 	zs, err := startZK(ctx, c)
 	if err != nil {
 		res.Error = err.Error()
@@ -228,9 +243,22 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 	}
 	closeRaw := sync.OnceFunc(raw.close)
 	defer closeRaw()
+	if c.light > 0 {
+		progress("n=%d: %d light hosts registering", n, c.light)
+		t := time.Now()
+		if f.light, err = openLight(ctx, zs.addrs, "/meshd/"+mesh, n+1, c.light, c); err != nil {
+			res.Error = "light hosts: " + err.Error()
+			return res
+		}
+		progress("n=%d: %d light hosts registered after %.1f s", n, c.light, time.Since(t).Seconds())
+	}
 	progress("n=%d: %d raw sessions watching; opening the fleet", n, n)
 	start := time.Now()
 	err = f.open(ctx, n)
+	if err == nil && f.light != nil {
+		progress("n=%d: fleet in step after %.1f s; the light hosts' watches", n, time.Since(start).Seconds())
+		err = f.light.arm(c.parallel)
+	}
 	res.SetupS = time.Since(start).Seconds()
 	if u, uerr := fleet.ReadUsage(0); uerr == nil {
 		res.SimRSSMiB = fleet.MiB(u.RSS)
@@ -260,7 +288,9 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 	stopProfile()
 	closeRaw() // the restart phase counts the fleet's sessions alone
 	res.Raw, res.Ours = raw.fanout(), ours.fanout()
-	if res.Raw.P99ms > 0 && res.Ours.P99ms > 0 {
+	// With light hosts ours' change goes to n+light sessions and raw's to
+	// n: no ratio of the two is the target's.
+	if res.Raw.P99ms > 0 && res.Ours.P99ms > 0 && c.light == 0 {
 		res.RatioP99 = res.Ours.P99ms / res.Raw.P99ms
 		res.RawSpinUs = float64(c.rawSpin.Microseconds())
 	}
@@ -289,7 +319,7 @@ type zkServers struct {
 }
 
 func startZK(ctx context.Context, c config) (*zkServers, error) {
-	o := zkserver.Options{Heap: c.heap, Fsync: c.fsync}
+	o := zkserver.Options{Heap: c.heap, Fsync: c.fsync, ListenBacklog: c.backlog}
 	if c.ensemble > 0 {
 		e, err := zkserver.StartEnsemble(ctx, c.ensemble, o)
 		if err != nil {
@@ -325,6 +355,9 @@ func (z *zkServers) stop() {
 }
 
 func printResult(r Result) {
+	if r.Light > 0 {
+		fmt.Printf("\n%d light hosts beside the registries (sessions, records and watches; no view)", r.Light)
+	}
 	fmt.Printf("\nN = %d  (setup %.1f s, this process %.0f MiB, ZooKeeper peak RSS %.0f MiB)\n", r.Hosts, r.SetupS, r.SimRSSMiB, r.ZKHWMMiB)
 	fmt.Printf("%-6s %7s %9s %9s %9s %9s %10s %12s %14s %14s %11s %11s %9s\n", "", "changes", "p50 ms", "p99 ms", "max ms", "first p50", "spread p99",
 		"req/change", "payload B/chg", "ZK io B/chg", "ZK CPU ms", "sim CPU ms", "ZK MiB")
@@ -340,6 +373,8 @@ func printResult(r Result) {
 		fmt.Printf("p99 ours / raw = %.2f, raw spinning %.0f us per change (a calibration, not the target's raw)\n", r.RatioP99, r.RawSpinUs)
 	} else if r.RatioP99 > 0 {
 		fmt.Printf("p99 ours / raw = %.2f (target <= 1.25)\n", r.RatioP99)
+	} else if r.Light > 0 {
+		fmt.Printf("no p99 ratio: ours' changes went to %d sessions (%d of them light, listing only), raw's to %d\n", r.Hosts+r.Light, r.Light, r.Hosts)
 	}
 	if x := r.Restart; x != nil && x.SteadyS == 0 {
 		fmt.Printf("%s: not steady (below); %d of %d sessions held ephemerals before\n", x.Kind, x.SessionsBefore, r.Hosts)
@@ -348,6 +383,9 @@ func printResult(r Result) {
 			x.Kind, x.Removals, x.WatchersWithRemoval, x.Adds, x.SessionsExpired, x.SessionsBefore, x.SteadyS, x.ServingS, x.ServingToSteadyS)
 		fmt.Printf("  connected again: half after %.1f s, all after %.1f s; %d of %d watchers listed again; %d requests (%.1f per host), %.0f kB read; ZooKeeper CPU %.0f ms (%.0f ms after serving); %d listen-queue overflows; probe join seen by all in %.1f ms\n",
 			x.ConnectedP50S, x.ConnectedS, x.Relisted, r.Hosts, x.Requests, float64(x.Requests)/float64(max(r.Hosts, 1)), float64(x.PayloadBytes)/1000, x.ZKCPUms, x.ZKCPUAfterServingMs, x.ListenOverflows, x.ProbeMs)
+		if r.Light > 0 {
+			fmt.Printf("  %d light hosts: all with their sessions again after %.1f s; %d bucket listings after a watch fired\n", r.Light, x.LightConnectedS, x.LightRelists)
+		}
 	}
 	if r.Error != "" {
 		fmt.Printf("stopped: %s\n", r.Error)

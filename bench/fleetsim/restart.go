@@ -38,6 +38,10 @@ type RestartResult struct {
 	// connected after ZooKeeper served (polled every 50 ms).
 	ConnectedP50S float64 `json:"connected_p50_s"`
 	ConnectedS    float64 `json:"connected_s"`
+	// With -light: until every light host had its session again, and the
+	// light hosts' bucket listings after a watch fired, over the phase.
+	LightConnectedS float64 `json:"light_connected_s,omitempty"`
+	LightRelists    int64   `json:"light_relists,omitempty"`
 	// Until steady: every registry connected and its view holding all
 	// hosts; and the same from ZooKeeper serving again.
 	SteadyS          float64 `json:"steady_s"`
@@ -74,7 +78,7 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	if s.writer != nil {
 		all = append(all, s.writer)
 	}
-	want := len(all)
+	want := len(all) + s.light.count() // hosts in every view
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.steadyTimeout)
 	defer cancel()
 	// In step before: every registry connected, every view full.
@@ -83,6 +87,9 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	}
 	if n := notConnected(all); n > 0 {
 		return res, fmt.Errorf("%d registries not connected before the phase", n)
+	}
+	if n := s.light.notConnected(); n > 0 {
+		return res, fmt.Errorf("%d light hosts not connected before the phase", n)
 	}
 	before, err := zs.sessions()
 	if err != nil {
@@ -98,6 +105,10 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 		add0 += w.added.Load()
 	}
 	r0, b0 := fleet.Totals(regs)
+	var l0 int64
+	if s.light != nil {
+		l0 = s.light.relists.Load()
+	}
 	u0 := s.zk.each()
 	lo0 := listenOverflows()
 
@@ -146,11 +157,11 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	res.ServingS = sv.at.Sub(start).Seconds()
 	progress("%s: ZooKeeper serving after %.1f s", res.Kind, res.ServingS)
 
-	// Steady: every registry connected, every view full.
+	// Steady: every session connected (the light hosts' too), every view full.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	last := time.Now()
-	var connectedAt, steadyAt time.Time
+	var connectedAt, steadyAt, lightAt time.Time
 	upAt := make([]time.Duration, len(all)) // per registry: connected again, from start
 	for steadyAt.IsZero() {
 		nc, short := 0, 0
@@ -161,12 +172,18 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 				upAt[i] = time.Since(start)
 			}
 		}
+		nl := s.light.notConnected()
 		for _, w := range all {
 			if w.known.Load() != int64(want) {
 				short++
 			}
 		}
 		now := time.Now()
+		if nl > 0 {
+			nc += nl
+		} else if lightAt.IsZero() && s.light != nil {
+			lightAt = now
+		}
 		if nc == 0 && connectedAt.IsZero() {
 			connectedAt = now
 		}
@@ -175,18 +192,21 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 			break
 		}
 		if time.Since(last) > 10*time.Second {
-			progress("%s: %d of %d registries not connected, %d views not holding all %d", res.Kind, nc, len(all), short, want)
+			progress("%s: %d of %d sessions not connected (%d of them light), %d views not holding all %d", res.Kind, nc, len(all)+s.light.count(), nl, short, want)
 			last = time.Now()
 		}
 		select {
 		case <-pctx.Done():
-			return res, fmt.Errorf("not steady %s after the %s: %d of %d registries not connected, %d views not holding all %d hosts",
-				s.cfg.steadyTimeout, res.Kind, nc, len(all), short, want)
+			return res, fmt.Errorf("not steady %s after the %s: %d of %d sessions not connected (%d of them light), %d views not holding all %d hosts",
+				s.cfg.steadyTimeout, res.Kind, nc, len(all)+s.light.count(), nl, short, want)
 		case <-tick.C:
 		}
 	}
 	res.ConnectedS = connectedAt.Sub(start).Seconds()
 	res.ConnectedP50S = fleet.Quantile(upAt, 0.5).Seconds()
+	if !lightAt.IsZero() {
+		res.LightConnectedS = lightAt.Sub(start).Seconds()
+	}
 	res.SteadyS = steadyAt.Sub(start).Seconds()
 	res.ServingToSteadyS = steadyAt.Sub(sv.at).Seconds()
 	progress("%s: steady after %.1f s; counting %s more", res.Kind, res.SteadyS, quiet)
@@ -195,6 +215,9 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	u1 := s.zk.each()
 	r1, b1 := fleet.Totals(regs)
 	res.Requests, res.PayloadBytes = r1-r0, b1-b0
+	if s.light != nil {
+		res.LightRelists = s.light.relists.Load() - l0
+	}
 	res.ListenOverflows = listenOverflows() - lo0
 	res.ZKCPUms = fleet.Ms(cpuSince(u0, u1))
 	res.ZKCPUAfterServingMs = fleet.Ms(cpuSince(sv.u, u1))
@@ -220,7 +243,7 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 			res.SessionsExpired++
 		}
 	}
-	took, err := s.probe(ctx, want)
+	took, err := s.probe(ctx)
 	if err != nil {
 		return res, fmt.Errorf("probe: %w", err)
 	}
@@ -230,12 +253,12 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 
 // probe makes one change, timed until all N have it: a join, or with the
 // writer in, an endpoint change.
-func (s *sim) probe(ctx context.Context, want int) (time.Duration, error) {
+func (s *sim) probe(ctx context.Context) (time.Duration, error) {
 	n := len(s.hosts)
 	ch := newChange(n)
 	var do func() error
 	if s.writer == nil {
-		if err := s.openWriter(ctx, want); err != nil {
+		if err := s.openWriter(ctx, n); err != nil {
 			return 0, err
 		}
 		host := s.writer.host

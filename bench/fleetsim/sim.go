@@ -35,6 +35,7 @@ type sim struct {
 	hosts  []*watcher
 	writer *watcher
 
+	light  *lightHosts            // hosts without a view, if any (-light)
 	target atomic.Pointer[change] // the change being timed, if any
 	stamps *zk.Conn               // reads when a change's record was made (committed); the churn's alone
 }
@@ -165,7 +166,7 @@ func (s *sim) open(ctx context.Context, n int) error {
 			opened.Load(), n, s.cfg.setupTimeout, fleet.MiB(u.RSS), ctx.Err())
 	}
 	progress("all %d registered after %.1f s", n, time.Since(began).Seconds())
-	if err := s.inStep(ctx, func() []*watcher { return s.hosts }, n, "opened"); err != nil {
+	if err := s.inStep(ctx, func() []*watcher { return s.hosts }, n+s.light.count(), "opened"); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("%d of %d registered, not in step within %s: %w", opened.Load(), n, s.cfg.setupTimeout, err)
 		}
@@ -323,7 +324,7 @@ func (s *sim) openWriter(ctx context.Context, n int) error {
 	s.writer = w
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.setupTimeout)
 	defer cancel()
-	return s.inStep(wctx, func() []*watcher { return []*watcher{w} }, n, "writer")
+	return s.inStep(wctx, func() []*watcher { return []*watcher{w} }, n+s.light.count(), "writer")
 }
 
 // close stops ZooKeeper, then the registries: with no server a Close
@@ -333,6 +334,9 @@ func (s *sim) close(stopZK func()) {
 		s.stamps.Close()
 	}
 	stopZK()
+	if s.light != nil {
+		s.light.close()
+	}
 	all := append(s.hosts, s.writer)
 	fleet.Each(len(all), 256, func(i int) {
 		if all[i] != nil {

@@ -18,15 +18,8 @@ import (
 // than through n registries: a fleet to measure against, quickly. It
 // returns the hosts and their record nodes.
 func Populate(w *zk.Conn, root string, n int) ([]registry.Host, []string, error) {
-	acl := zk.WorldACL(zk.PermAll)
-	parents := []string{"/meshd", root, root + "/leases", root + "/owners", root + "/hosts"}
-	for b := range registry.Buckets {
-		parents = append(parents, fmt.Sprintf("%s/hosts/%02x", root, b))
-	}
-	for _, p := range parents {
-		if _, err := w.Create(p, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
-			return nil, nil, fmt.Errorf("create %s: %w", p, err)
-		}
+	if err := Parents(w, root); err != nil {
+		return nil, nil, err
 	}
 	hosts := make([]registry.Host, n)
 	nodes := make([]string, n)
@@ -40,13 +33,11 @@ func Populate(w *zk.Conn, root string, n int) ([]registry.Host, []string, error)
 			defer wg.Done()
 			defer func() { <-sem }()
 			hosts[i] = Host(i)
-			id, ip := hosts[i].InstanceID, hosts[i].OverlayIP.String()
-			_, err1 := w.Create(root+"/leases/"+ip, []byte(id), 0, acl)
-			_, err2 := w.Create(root+"/owners/"+id, []byte(ip), 0, acl)
-			var err3 error
-			nodes[i], err3 = PublishRecord(w, root, hosts[i])
-			if err := errors.Join(err1, err2, err3); err != nil {
-				errs[i] = fmt.Errorf("register %s: %w", id, err)
+			err1 := Claim(w, root, hosts[i])
+			var err2 error
+			nodes[i], err2 = PublishRecord(w, root, hosts[i])
+			if err := errors.Join(err1, err2); err != nil {
+				errs[i] = fmt.Errorf("register %s: %w", hosts[i].InstanceID, err)
 			}
 		}()
 	}
@@ -55,6 +46,33 @@ func Populate(w *zk.Conn, root string, n int) ([]registry.Host, []string, error)
 		return nil, nil, err
 	}
 	return hosts, nodes, nil
+}
+
+// Parents creates the nodes a fleet's hosts are registered under, root
+// (/meshd/<mesh>) and its 256 buckets included, those missing.
+func Parents(w *zk.Conn, root string) error {
+	acl := zk.WorldACL(zk.PermAll)
+	parents := []string{"/meshd", root, root + "/leases", root + "/owners", root + "/hosts"}
+	for b := range registry.Buckets {
+		parents = append(parents, fmt.Sprintf("%s/hosts/%02x", root, b))
+	}
+	for _, p := range parents {
+		if _, err := w.Create(p, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("create %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// Claim writes h's lease of its overlay address and its owner node, as
+// its meshd's first registration leaves them: without them a registry
+// refuses h's record.
+func Claim(w *zk.Conn, root string, h registry.Host) error {
+	id, ip := h.InstanceID, h.OverlayIP.String()
+	acl := zk.WorldACL(zk.PermAll)
+	_, err1 := w.Create(root+"/leases/"+ip, []byte(id), 0, acl)
+	_, err2 := w.Create(root+"/owners/"+id, []byte(ip), 0, acl)
+	return errors.Join(err1, err2)
 }
 
 // PublishRecord writes h's record as its meshd would: a new ephemeral,
