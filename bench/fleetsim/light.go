@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -18,10 +20,17 @@ import (
 // Each is its own session, registered as its meshd leaves it (lease,
 // owner, an ephemeral record of its session), and holds the registry's
 // 256 bucket watches, listing a bucket again (re-arming its watch) when
-// the watch fires. They keep no view and read no record. To ZooKeeper
-// they are hosts - sessions, ephemerals, watches, a reconnect after a
-// restart - so the restart phase runs against N + M sessions; removals
-// are counted at the N registries, which see every light host.
+// the watch fires. They keep no view. To ZooKeeper they are hosts -
+// sessions, ephemerals, watches, a reconnect after a restart - so the
+// restart phase runs against N + M sessions; removals are counted at the
+// N registries, which see every light host.
+//
+// In the churn a light host has the timed change with a registry's
+// requests: when its listing shows the writer's newest record changed,
+// it reads that record once (raw's watchers read the node they are told
+// of); a leave it has from the listing alone. It does none of the
+// registry's work on what it read, so with light hosts the fan-out
+// measures ZooKeeper's side of the layout, not the registry's.
 type lightHosts struct {
 	root  string
 	conns []*zk.Conn
@@ -32,20 +41,30 @@ type lightHosts struct {
 	ctx    context.Context // ends with close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// relists counts listings after a watch fired, for the phase's report.
-	relists atomic.Int64
+	// relists counts listings after a watch fired, for the phase's report;
+	// requests and payload every listing and read after a watch fired,
+	// and the bytes of names and records they brought, as
+	// registry.Stats counts a registry's.
+	relists, requests, payload atomic.Int64
+	// target is the change being timed, if any; per host, the writer's
+	// record node it last read and the change it last reported.
+	target   func() *change
+	last     []string
+	reported []*change
 }
 
 // openLight connects m sessions for hosts first .. first+m-1 and
 // registers each. Their watches are set by arm, once the registries have
 // read them: set earlier, every registry's own registration would make
 // all m list a bucket again.
-func openLight(ctx context.Context, addrs []string, root string, first, m int, c config) (*lightHosts, error) {
+func openLight(ctx context.Context, addrs []string, root string, first, m int, c config, target func() *change) (*lightHosts, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &lightHosts{root: root, conns: make([]*zk.Conn, m), hosts: make([]registry.Host, m),
-		fired: make([]chan string, m), ctx: ctx, cancel: cancel}
+		fired: make([]chan string, m), ctx: ctx, cancel: cancel,
+		target: target, last: make([]string, m), reported: make([]*change, m)}
 	for i := range m {
-		// At most 256 watches are pending per session, one per bucket.
+		// At most 256 watches are pending per session, one per bucket,
+		// so the callback, on the client's receive loop, never blocks.
 		l.fired[i] = make(chan string, registry.Buckets)
 		conn, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false),
 			zk.WithMaxBufferSize(fleet.RawBuffer), zk.WithMaxConnBufferSize(fleet.RawBuffer),
@@ -123,11 +142,46 @@ func (l *lightHosts) follow(i int) {
 		case <-l.ctx.Done():
 			return
 		case p := <-l.fired[i]:
-			if _, _, _, err := l.conns[i].ChildrenW(p); err == nil {
-				l.relists.Add(1)
+			children, _, _, err := l.conns[i].ChildrenW(p)
+			if err != nil {
+				continue
+			}
+			l.relists.Add(1)
+			l.requests.Add(1)
+			for _, c := range children {
+				l.payload.Add(int64(len(c)))
+			}
+			if ch := l.target(); ch != nil && ch != l.reported[i] && p == fleet.BucketPath(l.root, ch.id) {
+				l.had(i, ch, p, children)
 			}
 		}
 	}
+}
+
+// had reports change ch at light host i if the listing of its bucket
+// shows it, reading the writer's new record first as a registry would.
+func (l *lightHosts) had(i int, ch *change, bucket string, children []string) {
+	newest := ""
+	for _, c := range children {
+		if strings.HasPrefix(c, ch.id+"#") && c > newest {
+			newest = c
+		}
+	}
+	switch {
+	case ch.kind == registry.Removed && newest == "":
+	case ch.kind != registry.Removed && newest != "" && newest != l.last[i]:
+		data, _, err := l.conns[i].Get(path.Join(bucket, newest))
+		l.requests.Add(1)
+		if err != nil {
+			return // gone meanwhile: its successor fires the watch
+		}
+		l.payload.Add(int64(len(data)))
+		l.last[i] = newest
+	default:
+		return
+	}
+	l.reported[i] = ch
+	ch.seen()
 }
 
 // count is how many light hosts there are (none: nil).
@@ -136,6 +190,14 @@ func (l *lightHosts) count() int {
 		return 0
 	}
 	return len(l.conns)
+}
+
+// totals are the light hosts' requests and payload bytes (none: 0).
+func (l *lightHosts) totals() (req, bytes int64) {
+	if l == nil {
+		return 0, 0
+	}
+	return l.requests.Load(), l.payload.Load()
 }
 
 // notConnected counts the sessions without a session now.

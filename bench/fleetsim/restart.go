@@ -254,11 +254,11 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 // probe makes one change, timed until all N have it: a join, or with the
 // writer in, an endpoint change.
 func (s *sim) probe(ctx context.Context) (time.Duration, error) {
-	n := len(s.hosts)
+	n := len(s.hosts) + s.light.count()
 	ch := newChange(n)
 	var do func() error
 	if s.writer == nil {
-		if err := s.openWriter(ctx, n); err != nil {
+		if err := s.openWriter(ctx, len(s.hosts)); err != nil {
 			return 0, err
 		}
 		host := s.writer.host

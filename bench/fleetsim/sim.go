@@ -223,7 +223,11 @@ func (s *sim) churn() *churn {
 	for i, h := range s.hosts {
 		regs[i] = h.reg
 	}
-	return &churn{s: s, win: &windows{zk: s.zk, counters: func() (int64, int64) { return fleet.Totals(regs) }}}
+	return &churn{s: s, win: &windows{zk: s.zk, counters: func() (int64, int64) {
+		req, bytes := fleet.Totals(regs)
+		lreq, lbytes := s.light.totals()
+		return req + lreq, bytes + lbytes
+	}}}
 }
 
 // change makes and times change c: a join, an endpoint change or a leave
@@ -236,7 +240,7 @@ func (k *churn) change(ctx context.Context, c int) (*change, error) {
 		}
 		k.host = s.writer.host
 	}
-	ch := newChange(n)
+	ch := newChange(n + s.light.count())
 	ch.id = k.host.InstanceID
 	time.Sleep(settle)
 	k.win.begin()
