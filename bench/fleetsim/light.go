@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
@@ -132,9 +133,9 @@ func (l *lightHosts) arm(parallel int) error {
 }
 
 // follow lists each bucket whose watch fired, which arms it again. A
-// listing that fails with the connection is retried when the next watch
-// fires; go-zookeeper sets a session's armed watches again itself after a
-// reconnect.
+// listing that fails (the connection) armed nothing, so it is tried again
+// a moment later; go-zookeeper sets a session's armed watches again
+// itself after a reconnect.
 func (l *lightHosts) follow(i int) {
 	defer l.wg.Done()
 	for {
@@ -144,6 +145,13 @@ func (l *lightHosts) follow(i int) {
 		case p := <-l.fired[i]:
 			children, _, _, err := l.conns[i].ChildrenW(p)
 			if err != nil {
+				select {
+				case <-l.ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				// Its place in the channel is free: p was taken from it.
+				l.fired[i] <- p
 				continue
 			}
 			l.relists.Add(1)
