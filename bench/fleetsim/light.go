@@ -91,11 +91,9 @@ func openLight(ctx context.Context, addrs []string, root string, first, m int, c
 			errs[i] = ctx.Err()
 			return
 		}
-		// The lease and owner are persistent: any session may write them.
-		if err := fleet.Claim(l.conns[i], root, l.hosts[i]); err != nil {
+		// The record is an ephemeral of the host's own session.
+		if _, err := fleet.Register(l.conns[i], root, l.hosts[i]); err != nil {
 			errs[i] = fmt.Errorf("light host %d: %w", i, err)
-		} else if _, err := fleet.PublishRecord(l.conns[i], root, l.hosts[i]); err != nil {
-			errs[i] = fmt.Errorf("light host %d: record: %w", i, err)
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
@@ -116,7 +114,7 @@ func (l *lightHosts) arm(parallel int) error {
 				errs[i] = ctx.Err()
 				return
 			}
-			if _, _, _, err := l.conns[i].ChildrenW(fmt.Sprintf("%s/hosts/%02x", l.root, b)); err != nil {
+			if _, _, _, err := l.conns[i].ChildrenW(fleet.Bucket(l.root, b)); err != nil {
 				errs[i] = fmt.Errorf("light host %d: watch bucket %02x: %w", i, b, err)
 				return
 			}
@@ -206,6 +204,14 @@ func (l *lightHosts) totals() (req, bytes int64) {
 		return 0, 0
 	}
 	return l.requests.Load(), l.payload.Load()
+}
+
+// relisted is how many listings followed a fired watch (none: 0).
+func (l *lightHosts) relisted() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.relists.Load()
 }
 
 // notConnected counts the sessions without a session now.

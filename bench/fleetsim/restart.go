@@ -105,10 +105,7 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 		add0 += w.added.Load()
 	}
 	r0, b0 := fleet.Totals(regs)
-	var l0 int64
-	if s.light != nil {
-		l0 = s.light.relists.Load()
-	}
+	l0 := s.light.relisted()
 	u0 := s.zk.each()
 	lo0 := listenOverflows()
 
@@ -215,9 +212,7 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 	u1 := s.zk.each()
 	r1, b1 := fleet.Totals(regs)
 	res.Requests, res.PayloadBytes = r1-r0, b1-b0
-	if s.light != nil {
-		res.LightRelists = s.light.relists.Load() - l0
-	}
+	res.LightRelists = s.light.relisted() - l0
 	res.ListenOverflows = listenOverflows() - lo0
 	res.ZKCPUms = fleet.Ms(cpuSince(u0, u1))
 	res.ZKCPUAfterServingMs = fleet.Ms(cpuSince(sv.u, u1))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"sync"
 
 	"github.com/go-zookeeper/zk"
 
@@ -24,24 +23,10 @@ func Populate(w *zk.Conn, root string, n int) ([]registry.Host, []string, error)
 	hosts := make([]registry.Host, n)
 	nodes := make([]string, n)
 	errs := make([]error, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			hosts[i] = Host(i)
-			err1 := Claim(w, root, hosts[i])
-			var err2 error
-			nodes[i], err2 = PublishRecord(w, root, hosts[i])
-			if err := errors.Join(err1, err2); err != nil {
-				errs[i] = fmt.Errorf("register %s: %w", hosts[i].InstanceID, err)
-			}
-		}()
-	}
-	wg.Wait()
+	Each(n, 32, func(i int) {
+		hosts[i] = Host(i)
+		nodes[i], errs[i] = Register(w, root, hosts[i])
+	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}
@@ -54,7 +39,7 @@ func Parents(w *zk.Conn, root string) error {
 	acl := zk.WorldACL(zk.PermAll)
 	parents := []string{"/meshd", root, root + "/leases", root + "/owners", root + "/hosts"}
 	for b := range registry.Buckets {
-		parents = append(parents, fmt.Sprintf("%s/hosts/%02x", root, b))
+		parents = append(parents, Bucket(root, b))
 	}
 	for _, p := range parents {
 		if _, err := w.Create(p, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
@@ -75,6 +60,20 @@ func Claim(w *zk.Conn, root string, h registry.Host) error {
 	return errors.Join(err1, err2)
 }
 
+// Register writes h's lease and owner (Claim), then its record
+// (PublishRecord) as an ephemeral node of session w, and returns the
+// record's path.
+func Register(w *zk.Conn, root string, h registry.Host) (string, error) {
+	if err := Claim(w, root, h); err != nil {
+		return "", fmt.Errorf("register %s: %w", h.InstanceID, err)
+	}
+	node, err := PublishRecord(w, root, h)
+	if err != nil {
+		return "", fmt.Errorf("register %s: record: %w", h.InstanceID, err)
+	}
+	return node, nil
+}
+
 // PublishRecord writes h's record as its meshd would: a new ephemeral,
 // sequential node of session w in its bucket. It returns the node's path.
 // An update is a new record and a delete of the old one.
@@ -88,5 +87,10 @@ func PublishRecord(w *zk.Conn, root string, h registry.Host) (string, error) {
 
 // BucketPath is the bucket node under root that holds id's records.
 func BucketPath(root, id string) string {
-	return fmt.Sprintf("%s/hosts/%02x", root, registry.BucketOf(id))
+	return Bucket(root, registry.BucketOf(id))
+}
+
+// Bucket is bucket node b under root.
+func Bucket(root string, b int) string {
+	return fmt.Sprintf("%s/hosts/%02x", root, b)
 }
