@@ -1,0 +1,126 @@
+package zkext
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/meshd/meshd/internal/zkserver"
+)
+
+func connect(t *testing.T) (*zk.Conn, <-chan zk.Event) {
+	t.Helper()
+	if _, err := exec.LookPath("java"); err != nil {
+		t.Skip("SKIP-DEP: java is missing; Debian's zookeeper package is needed (scripts/install-deps.sh)")
+	}
+	s, err := zkserver.Start(context.Background(), zkserver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	evs := make(chan zk.Event, 64)
+	c, _, err := zk.Connect([]string{s.Addr()}, 10*time.Second, zk.WithLogInfo(false),
+		zk.WithEventCallback(func(ev zk.Event) {
+			if ev.Type != zk.EventSession {
+				evs <- ev
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, evs
+}
+
+func mustCreate(t *testing.T, c *zk.Conn, p string, flags int32) string {
+	t.Helper()
+	got, err := c.Create(p, []byte("x"), flags, zk.WorldACL(zk.PermAll))
+	if err != nil {
+		t.Fatalf("create %s: %v", p, err)
+	}
+	return got
+}
+
+// The watch reports creates and deletes of grandchildren with their paths,
+// stays after firing, and says nothing of what is outside its tree.
+func TestRecursiveWatchSeesEveryNodeUnderIt(t *testing.T) {
+	c, evs := connect(t)
+	mustCreate(t, c, "/w", 0)
+	mustCreate(t, c, "/w/b", 0)
+	mustCreate(t, c, "/other", 0)
+	if err := AddRecursiveWatch(c, "/w"); err != nil {
+		t.Fatal(err)
+	}
+	n1 := mustCreate(t, c, "/w/b/r#", zk.FlagEphemeral|zk.FlagSequence)
+	mustCreate(t, c, "/other/x", 0)
+	if err := c.Delete(n1, -1); err != nil {
+		t.Fatal(err)
+	}
+	n2 := mustCreate(t, c, "/w/b/r#", zk.FlagEphemeral|zk.FlagSequence)
+	want := []zk.Event{
+		{Type: zk.EventNodeCreated, Path: n1},
+		{Type: zk.EventNodeDeleted, Path: n1},
+		{Type: zk.EventNodeCreated, Path: n2},
+	}
+	for _, w := range want {
+		select {
+		case ev := <-evs:
+			if ev.Type != w.Type || ev.Path != w.Path {
+				t.Fatalf("event %v %s, want %v %s", ev.Type, ev.Path, w.Type, w.Path)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event; want %v %s", w.Type, w.Path)
+		}
+	}
+	select {
+	case ev := <-evs:
+		t.Fatalf("unexpected event %v %s", ev.Type, ev.Path)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// Stats reads many stats in one request, with a missing node's error in
+// its place; cversion counts a bucket's creates and deletes, which is what
+// the registry compares after a reconnect.
+func TestStatsReadsManyInOneRequest(t *testing.T) {
+	c, _ := connect(t)
+	mustCreate(t, c, "/s", 0)
+	mustCreate(t, c, "/s/a", 0)
+	n := mustCreate(t, c, "/s/a/r#", zk.FlagEphemeral|zk.FlagSequence)
+	if err := c.Delete(n, -1); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, c, "/s/a/r#", zk.FlagEphemeral|zk.FlagSequence)
+	stats, errs, err := Stats(c, []string{"/s/a", "/s/missing", "/s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats) != 3 || len(errs) != 3 {
+		t.Fatalf("%d stats, %d errors for 3 reads", len(stats), len(errs))
+	}
+	_, want, err := c.Exists("/s/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || stats[0] != *want || stats[0].Cversion != 3 || stats[0].NumChildren != 1 {
+		t.Errorf("/s/a: %+v %v, want %+v with cversion 3", stats[0], errs[0], *want)
+	}
+	if !errors.Is(errs[1], zk.ErrNoNode) {
+		t.Errorf("/s/missing: %v, want no node", errs[1])
+	}
+	if errs[2] != nil || stats[2].NumChildren != 1 {
+		t.Errorf("/s: %+v %v", stats[2], errs[2])
+	}
+	// 256 bucket paths fit one request, as the registry sends them.
+	paths := make([]string, 256)
+	for i := range paths {
+		paths[i] = "/s/a"
+	}
+	if stats, _, err := Stats(c, paths); err != nil || len(stats) != 256 {
+		t.Fatalf("256 reads: %d stats, %v", len(stats), err)
+	}
+}
