@@ -82,6 +82,7 @@ func (r *Registry) watchDecommissions() {
 			r.mu.Lock()
 			r.epoch.gen++
 			r.epoch.watch = ch
+			r.epochArmed.Store(r.epoch.gen)
 			r.mu.Unlock()
 		}
 		if !tried {

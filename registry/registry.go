@@ -45,6 +45,11 @@ type Options struct {
 	// answers by waiting 5 s before the next. A host that fails to start
 	// publishes nothing either.
 	HoldRecord bool
+	// ChildWatches watches each bucket with a child watch and lists it on
+	// every change, as against a ZooKeeper older than 3.6, which has no
+	// persistent watch (follow.go); for comparisons. Such a server is
+	// found out without it.
+	ChildWatches bool
 }
 
 // State is the registry connection as operators see it.
@@ -113,6 +118,8 @@ type Registry struct {
 	slots  chan struct{} // listings in flight (listSlots)
 	// listing counts listings in flight, listingMax its high-water mark.
 	listing, listingMax atomic.Int32
+	// listings counts bucket listings made, for tests.
+	listings atomic.Int64
 	// listed counts buckets listed completely at least once: the first
 	// sync is over when it reaches Buckets.
 	listed atomic.Int32
@@ -129,8 +136,17 @@ type Registry struct {
 	// last listing was answered in, or 0 (syncBucket).
 	listedIn   [Buckets]uint64
 	epochTried chan struct{}
-	session    sessionQueue  // the session's state changes, for watchSession
-	changed    chan struct{} // one deep: the view changed since the last snapshot (saveLoop)
+	// epochArmed is the generation whose watch was last armed, read by
+	// the persistent watch's callback, which may not take mu (follow.go).
+	epochArmed atomic.Uint64
+	// follow queues the persistent watch's events (follow.go); following
+	// says the registry follows the tree rather than watching each
+	// bucket, decided once modeDecided is closed.
+	follow      hostEvents
+	following   atomic.Bool
+	modeDecided chan struct{}
+	session     sessionQueue  // the session's state changes, for watchSession
+	changed     chan struct{} // one deep: the view changed since the last snapshot (saveLoop)
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).
@@ -193,15 +209,16 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		badSeen: map[string]map[badNode]bool{}, registered: make(chan struct{}, 1),
 		slots: make(chan struct{}, listSlots), epochTried: make(chan struct{}),
 		session: sessionQueue{poke: make(chan struct{}, 1)},
-		changed: make(chan struct{}, 1),
+		changed: make(chan struct{}, 1), modeDecided: make(chan struct{}),
 	}
+	r.follow.init(r.hostsPath(), &r.stats.BytesIn, &r.epochArmed)
 	r.held.Store(o.HoldRecord)
 	r.trust.init()
 	for b := range r.names {
 		r.names[b] = map[string]string{}
 		r.resync[b] = make(chan struct{}, 1)
 		r.leases[b] = map[string]leaseSeen{}
-		r.bucketPaths[b] = path.Join(r.root, "hosts", fmt.Sprintf("%02x", b))
+		r.bucketPaths[b] = path.Join(r.hostsPath(), fmt.Sprintf("%02x", b))
 	}
 	var auth []byte
 	if o.DigestSecretFile != "" {
@@ -230,7 +247,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	dialer = r.recordDialErrors(dialer)
 	conn, _, err := zk.Connect(o.Servers, o.SessionTimeout,
 		zk.WithLogger(zkLogger{r.log}), zk.WithLogInfo(false), zk.WithDialer(dialer),
-		zk.WithEventCallback(r.session.add))
+		zk.WithEventCallback(r.onEvent))
 	if err != nil {
 		return nil, fmt.Errorf("registry: connect %v: %w", o.Servers, err)
 	}
@@ -278,7 +295,8 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		r.selfLease = snap.Lease
 	}
 	r.docs.seed(snap.Docs)
-	r.wg.Add(4)
+	r.wg.Add(5)
+	go r.watchHosts()
 	go r.watchSession()
 	go r.keepRegistered()
 	go r.saveLoop()
@@ -490,6 +508,16 @@ func finishesWithin(d time.Duration, f func()) bool {
 }
 
 func (r *Registry) bucketPath(b int) string { return r.bucketPaths[b] }
+
+// hostsPath is the parent of the buckets.
+func (r *Registry) hostsPath() string { return r.root + "/hosts" }
+
+// onEvent is the client's event callback: it runs in the client's loops
+// and must not block.
+func (r *Registry) onEvent(ev zk.Event) {
+	r.session.add(ev)
+	r.follow.add(ev)
+}
 
 // BucketOf is the hash bucket of an instance id's record.
 func BucketOf(id string) int {

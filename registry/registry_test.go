@@ -60,10 +60,30 @@ func startEnsemble(t *testing.T, o zkserver.Options) *zkserver.Ensemble {
 
 var meshSeq int
 
+// childWatches makes open and openTrusted watch each bucket with a child
+// watch, as against a ZooKeeper older than 3.6 (eachShape).
+var childWatches bool
+
+// eachShape runs f once with the persistent watch a ZooKeeper 3.6 or
+// later gives (follow.go) and once with a child watch per bucket.
+func eachShape(t *testing.T, f func(t *testing.T, child bool)) {
+	for _, child := range []bool{false, true} {
+		name := "follow"
+		if child {
+			name = "child-watches"
+		}
+		t.Run(name, func(t *testing.T) {
+			childWatches = child
+			defer func() { childWatches = false }()
+			f(t, child)
+		})
+	}
+}
+
 func open(t *testing.T, servers []string, mesh, stateDir string) *Registry {
 	t.Helper()
 	r, err := Open(context.Background(), Options{Servers: servers, Mesh: mesh, SessionTimeout: 4 * time.Second,
-		Pool: testPool, Quarantine: time.Hour, StateDir: stateDir})
+		Pool: testPool, Quarantine: time.Hour, StateDir: stateDir, ChildWatches: childWatches})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func (f *fleetCA) host(t *testing.T, pool *trust.Pool, id string, tmpl trust.Tem
 func openTrusted(t *testing.T, servers []string, mesh, stateDir string, tr Trust) *Registry {
 	t.Helper()
 	r, err := Open(context.Background(), Options{Servers: servers, Mesh: mesh, SessionTimeout: 4 * time.Second,
-		Pool: testPool, Quarantine: time.Hour, StateDir: stateDir, Trust: tr})
+		Pool: testPool, Quarantine: time.Hour, StateDir: stateDir, Trust: tr, ChildWatches: childWatches})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,20 +33,20 @@ func (r *Registry) watchBucket(b int) {
 	p := r.bucketPath(b)
 	backoff := 100 * time.Millisecond
 	listedOnce := false
-	select {
-	case <-r.epochTried:
-	case <-r.ctx.Done():
+	for _, ready := range []chan struct{}{r.epochTried, r.modeDecided} {
+		select {
+		case <-ready:
+		case <-r.ctx.Done():
+			return
+		}
+	}
+	if r.following.Load() {
+		r.followBucket(b)
 		return
 	}
 	for r.ctx.Err() == nil {
-		select {
-		case r.slots <- struct{}{}: // a free slot, the common case: no select below
-		default:
-			select {
-			case r.slots <- struct{}{}:
-			case <-r.ctx.Done():
-				return
-			}
+		if !r.takeSlot() {
+			return
 		}
 		ch, complete, err := r.listBucket(b, p)
 		<-r.slots
@@ -95,31 +95,48 @@ func (r *Registry) watchBucket(b int) {
 // listBucket lists bucket b with a watch and syncs the view to it; complete
 // is false when a record's read failed with the connection.
 func (r *Registry) listBucket(b int, p string) (watch <-chan zk.Event, complete bool, err error) {
-	if n := r.listing.Add(1); n > r.listingMax.Load() {
-		r.listingMax.Store(n) // a high-water mark for tests; races only lose a tie
-	}
-	defer r.listing.Add(-1)
 	// The decommission watch's generation before the listing is sent: if
 	// it is still current when the reply is in, the server answered the
 	// listing inside that generation (decommissions.go).
 	r.mu.Lock()
 	before := r.epochLocked()
 	r.mu.Unlock()
-	r.stats.Requests.Add(1)
-	children, stat, ch, err := r.conn.ChildrenW(p)
+	children, stat, ch, err := r.list(p, true)
+	if err != nil {
+		return nil, false, err
+	}
+	return ch, r.syncBucket(b, children, stampOf(stat), before, 0), nil
+}
+
+// list lists bucket p, with a child watch if watch, making the bucket
+// node if it is missing.
+func (r *Registry) list(p string, watch bool) ([]string, *zk.Stat, <-chan zk.Event, error) {
+	if n := r.listing.Add(1); n > r.listingMax.Load() {
+		r.listingMax.Store(n) // a high-water mark for tests; races only lose a tie
+	}
+	defer r.listing.Add(-1)
+	r.listings.Add(1)
+	get := func() (children []string, stat *zk.Stat, ch <-chan zk.Event, err error) {
+		r.stats.Requests.Add(1)
+		if watch {
+			return r.conn.ChildrenW(p)
+		}
+		children, stat, err = r.conn.Children(p)
+		return children, stat, nil, err
+	}
+	children, stat, ch, err := get()
 	if errors.Is(err, zk.ErrNoNode) {
 		if err = r.ensurePath(p); err == nil {
-			r.stats.Requests.Add(1)
-			children, stat, ch, err = r.conn.ChildrenW(p)
+			children, stat, ch, err = get()
 		}
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, nil, nil, err
 	}
 	for _, c := range children {
 		r.stats.BytesIn.Add(int64(len(c)))
 	}
-	return ch, r.syncBucket(b, children, stampOf(stat), before), nil
+	return children, stat, ch, nil
 }
 
 // transient says a request failed with the connection or the session, not
@@ -160,7 +177,10 @@ func splitName(name string) (id, seq string, ok bool) {
 // reports false when a read failed with the connection: those records are
 // left as they were, to be read at the next listing. stamp is the bucket
 // node's, as the listing found it.
-func (r *Registry) syncBucket(b int, children []string, stamp bucketStamp, before uint64) bool {
+//
+// leaves is for a sync of the persistent watch's events (follow.go): the
+// decommission generation its deletes were seen in, or 0.
+func (r *Registry) syncBucket(b int, children []string, stamp bucketStamp, before, leaves uint64) bool {
 	latest := map[string]string{} // id -> newest record node name
 	for _, c := range children {
 		id, seq, ok := splitName(c)
@@ -197,6 +217,11 @@ func (r *Registry) syncBucket(b int, children []string, stamp bucketStamp, befor
 	// then the owner check tells.
 	inside := before != 0 && before == epoch
 	leavesKnown := inside && r.listedIn[b] == epoch
+	if leaves != 0 && leaves == epoch {
+		// The deletes were seen while this generation's watch was armed,
+		// and it has not fired since: no decommission came between.
+		leavesKnown = true
+	}
 	r.listedIn[b] = 0
 	if inside {
 		r.listedIn[b] = epoch
