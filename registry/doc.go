@@ -23,25 +23,33 @@
 // A decommissioned address stays quarantined for Options.Quarantine.
 //
 // Records are immutable: an update creates a new sequential node and
-// deletes the old one in one multi (one firing of the bucket's watch), so
-// a child watch sees every change and no data watch per host is needed. go-zookeeper/zk v1.0.4 has no persistent recursive
-// watch (ZooKeeper's addWatch) and the fork that has it is not available
-// from the module proxy here, so each host keeps one child watch per
-// bucket: 256 watches per host, O(N) for the fleet (1.3M at 5000 hosts,
-// far from the ~100M where ZooKeeper suffers) instead of the O(N^2) of a
-// data watch on every record. A change costs each host two or three
-// requests whatever the fleet size: a listing of one bucket (about N/256
-// names) and a read of the changed record, plus, for a host whose lease
-// it has not read since the fleet's last decommission, one of its lease
-// (leaseseen.go, decommissions.go; beside the record's read when the host's
-// address is known); a removal, the listing alone, or with a look at the
-// host's owner node when the decommission counter moved (a decommission
-// rather than a leave). Measured with
-// bench/zkwatch (bench/RESULTS.md): 302 bytes per change per host at 100
-// hosts, 919 at 5000 with 256 buckets, against 325 and 2534 with 64; so 256.
-// The listing still grows with N, so the fleet's bytes per change grow as
+// deletes the old one in one multi, so every change is a create, a delete
+// or both, under one bucket.
+//
+// Watching (follow.go). Against ZooKeeper 3.6 or later each host keeps one
+// persistent recursive watch on hosts/ (registry/zkext sends the addWatch
+// go-zookeeper/zk v1.0.4 lacks): every record node created or deleted
+// arrives with its path, so a host mirrors each bucket's names without
+// listing it. A change costs each watching host one read of the new
+// record (none for a leave) plus, for a host whose lease it has not read
+// since the fleet's last decommission, one of its lease (leaseseen.go,
+// decommissions.go); a removal made by a decommission, one look at the
+// host's owner node. None of it grows with the fleet: the fleet's bytes
+// per change grow as N. The watch is the connection's, so it is added
+// again on each new connection by one setWatches2, which also sets a child
+// watch on every bucket relative to the last zxid the host is known to
+// have had every event of: the server fires at once those of the buckets
+// changed since, and only they are listed again.
+//
+// A server without addWatch (before 3.6) gets the older shape: one child
+// watch per bucket, 256 per host, and a listing of the bucket (about N/256
+// names) on every change, so the fleet's bytes per change grow as
 // N^2/256: fleetsim measured 508 bytes of ZooKeeper's socket traffic per
-// host per change at 1 000 hosts and 1 467 at 9 600.
+// host per change at 1 000 hosts and 1 467 at 9 600. bench/zkwatch chose
+// 256 buckets for it (302 bytes per change per host at 100 hosts, 919 at
+// 5000, against 325 and 2534 with 64). A data watch on every record
+// instead would be O(N^2) watches for the fleet.
+//
 // With ephemeral records a host that dies vanishes without anyone's help.
 //
 // Every listing is compared with what the package last saw, so the same

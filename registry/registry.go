@@ -145,8 +145,13 @@ type Registry struct {
 	follow      hostEvents
 	following   atomic.Bool
 	modeDecided chan struct{}
-	session     sessionQueue  // the session's state changes, for watchSession
-	changed     chan struct{} // one deep: the view changed since the last snapshot (saveLoop)
+	// seenZxid: every change up to it has been told by the watch (or a
+	// bucket to list); watchConn: the connection (follow.conn) the watch
+	// was last added on (follow.go).
+	seenZxid  atomic.Int64
+	watchConn atomic.Uint64
+	session   sessionQueue  // the session's state changes, for watchSession
+	changed   chan struct{} // one deep: the view changed since the last snapshot (saveLoop)
 	// reverifies counts Reverify calls. A watch read that began before one
 	// may have checked the record as trust was then (off), so it is read
 	// again rather than put in the view unverified (see syncBucket).

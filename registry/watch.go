@@ -456,7 +456,7 @@ func (r *Registry) readRecord(nodePath, id string) (Host, error) {
 // decommission watch's generation, taken before any read here was sent.
 func (r *Registry) readRecordSeen(nodePath, id string, seen *leaseSeen, early *earlyLease, epoch uint64) (Host, *leaseSeen, error) {
 	r.stats.Requests.Add(1)
-	data, st, err := r.conn.Get(nodePath)
+	data, st, err := r.getRecord(nodePath)
 	if err != nil {
 		return Host{}, nil, err
 	}

@@ -52,7 +52,7 @@ func TestRecursiveWatchSeesEveryNodeUnderIt(t *testing.T) {
 	mustCreate(t, c, "/w", 0)
 	mustCreate(t, c, "/w/b", 0)
 	mustCreate(t, c, "/other", 0)
-	if err := AddRecursiveWatch(c, "/w"); err != nil {
+	if _, err := AddRecursiveWatch(c, "/w"); err != nil {
 		t.Fatal(err)
 	}
 	n1 := mustCreate(t, c, "/w/b/r#", zk.FlagEphemeral|zk.FlagSequence)
@@ -122,5 +122,57 @@ func TestStatsReadsManyInOneRequest(t *testing.T) {
 	}
 	if stats, _, err := Stats(c, paths); err != nil || len(stats) != 256 {
 		t.Fatalf("256 reads: %d stats, %v", len(stats), err)
+	}
+}
+
+// Get tells the zxid it was answered at; SetWatches adds the persistent
+// watch and fires, before its reply, the child watch of each node whose
+// children changed after the given zxid, and only those.
+func TestGetZxidAndSetWatchesCatchUp(t *testing.T) {
+	c, evs := connect(t)
+	mustCreate(t, c, "/t", 0)
+	mustCreate(t, c, "/t/a", 0)
+	mustCreate(t, c, "/t/b", 0)
+	data, st, z, err := Get(c, "/t/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != "x" || z < st.Mzxid || z <= 0 {
+		t.Fatalf("get: %q, mzxid %d, reply zxid %d", data, st.Mzxid, z)
+	}
+	made := mustCreate(t, c, "/t/a/r#", zk.FlagEphemeral|zk.FlagSequence)
+	if _, err := SetWatches(c, z, []string{"/t/a", "/t/b"}, []string{"/t"}); err != nil {
+		t.Fatal(err)
+	}
+	select { // already there: fired before the reply
+	case ev := <-evs:
+		if ev.Type != zk.EventNodeChildrenChanged || ev.Path != "/t/a" {
+			t.Fatalf("catch-up event %v %s, want children changed /t/a", ev.Type, ev.Path)
+		}
+	default:
+		t.Fatal("no catch-up event for /t/a before the reply")
+	}
+	select {
+	case ev := <-evs:
+		t.Fatalf("unexpected event %v %s: /t/b did not change", ev.Type, ev.Path)
+	default:
+	}
+	// The persistent watch is there; /t/b's child watch stayed set.
+	if err := c.Delete(made, -1); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, c, "/t/b/r", 0)
+	want := map[string]bool{"deleted " + made: true, "created /t/b/r": true, "children /t/b": true}
+	for len(want) > 0 {
+		select {
+		case ev := <-evs:
+			k := map[zk.EventType]string{zk.EventNodeDeleted: "deleted ", zk.EventNodeCreated: "created ", zk.EventNodeChildrenChanged: "children "}[ev.Type] + ev.Path
+			if !want[k] {
+				t.Fatalf("unexpected event %q, waiting for %v", k, want)
+			}
+			delete(want, k)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no events %v", want)
+		}
 	}
 }
