@@ -1,7 +1,7 @@
 // Package zkext sends the ZooKeeper requests that go-zookeeper/zk v1.0.4,
 // the newest the module proxy serves, does not: addWatch and setWatches2
-// (ZooKeeper 3.6), for a persistent recursive watch, a read that tells
-// the zxid it was answered at, and multiRead.
+// (ZooKeeper 3.6), for a persistent recursive watch, and a read that tells
+// the zxid it was answered at.
 //
 // The registry needs them to keep a fleet's view without listings: one
 // persistent recursive watch on the hosts tree delivers every record node
@@ -25,9 +25,6 @@
 package zkext
 
 import (
-	"encoding/binary"
-	"errors"
-	"fmt"
 	"unsafe"
 
 	"github.com/go-zookeeper/zk"
@@ -43,10 +40,8 @@ func request(c *zk.Conn, opcode int32, req, res any, recvFunc func(unsafe.Pointe
 // ZooKeeper's opcodes and the watch mode (zookeeper.jute, ZooDefs.java).
 const (
 	opGetData     = 4
-	opMultiRead   = 22
 	opSetWatches2 = 105
 	opAddWatch    = 106
-	opError       = -1
 
 	modePersistentRecursive = 1
 )
@@ -109,160 +104,3 @@ func SetWatches(c *zk.Conn, relativeZxid int64, children, recursive []string) (i
 	return request(c, opSetWatches2, req, &empty{}, nil)
 }
 
-// Stats reads the stat of each path in one multiRead request, in order;
-// a path that fails (no node, no access) has its error in errs and a zero
-// Stat. err is the request's own failure (connection, server too old).
-func Stats(c *zk.Conn, paths []string) (stats []zk.Stat, errs []error, err error) {
-	res := &multiReadResponse{want: len(paths)}
-	if _, err := request(c, opMultiRead, &multiReadRequest{paths: paths}, res, nil); err != nil {
-		return nil, nil, err
-	}
-	return res.stats, res.errs, nil
-}
-
-// multiReadRequest is a multiRead of getData ops without watches: per op a
-// MultiHeader (type, done, err) and a GetDataRequest (path, watch), then a
-// closing header.
-type multiReadRequest struct{ paths []string }
-
-func (m *multiReadRequest) Encode(buf []byte) (int, error) {
-	n := 0
-	put32 := func(v int32) error {
-		if len(buf[n:]) < 4 {
-			return zk.ErrShortBuffer
-		}
-		binary.BigEndian.PutUint32(buf[n:], uint32(v))
-		n += 4
-		return nil
-	}
-	putBool := func(v bool) error {
-		if len(buf[n:]) < 1 {
-			return zk.ErrShortBuffer
-		}
-		buf[n] = 0
-		if v {
-			buf[n] = 1
-		}
-		n++
-		return nil
-	}
-	header := func(typ int32, done bool) error {
-		return errors.Join(put32(typ), putBool(done), put32(-1))
-	}
-	for _, p := range m.paths {
-		if err := header(opGetData, false); err != nil {
-			return n, err
-		}
-		if err := put32(int32(len(p))); err != nil {
-			return n, err
-		}
-		if len(buf[n:]) < len(p) {
-			return n, zk.ErrShortBuffer
-		}
-		n += copy(buf[n:], p)
-		if err := putBool(false); err != nil {
-			return n, err
-		}
-	}
-	return n, header(-1, true)
-}
-
-// multiReadResponse decodes the reply: per op a MultiHeader, then either
-// a GetDataResponse (data, stat) or an ErrorResponse (err).
-type multiReadResponse struct {
-	want  int
-	stats []zk.Stat
-	errs  []error
-}
-
-// statSize is a Stat on the wire: czxid, mzxid, ctime, mtime (8 each),
-// version, cversion, aversion (4 each), ephemeralOwner (8), dataLength,
-// numChildren (4 each), pzxid (8).
-const statSize = 68
-
-func (m *multiReadResponse) Decode(buf []byte) (int, error) {
-	n := 0
-	short := fmt.Errorf("zkext: multiRead reply: %w", zk.ErrShortBuffer)
-	get32 := func() (int32, bool) {
-		if len(buf[n:]) < 4 {
-			return 0, false
-		}
-		v := int32(binary.BigEndian.Uint32(buf[n:]))
-		n += 4
-		return v, true
-	}
-	get64 := func() int64 {
-		v := int64(binary.BigEndian.Uint64(buf[n:]))
-		n += 8
-		return v
-	}
-	for {
-		if len(buf[n:]) < 9 {
-			return n, short
-		}
-		typ, _ := get32()
-		done := buf[n] != 0
-		n++
-		get32() // the header's err; an error op carries its own
-		if done {
-			break
-		}
-		switch typ {
-		case opError:
-			code, ok := get32()
-			if !ok {
-				return n, short
-			}
-			m.stats = append(m.stats, zk.Stat{})
-			m.errs = append(m.errs, zkError(code))
-		case opGetData:
-			l, ok := get32()
-			if !ok {
-				return n, short
-			}
-			if l > 0 {
-				if len(buf[n:]) < int(l) {
-					return n, short
-				}
-				n += int(l)
-			}
-			if len(buf[n:]) < statSize {
-				return n, short
-			}
-			var s zk.Stat
-			s.Czxid, s.Mzxid, s.Ctime, s.Mtime = get64(), get64(), get64(), get64()
-			v, _ := get32()
-			cv, _ := get32()
-			av, _ := get32()
-			s.Version, s.Cversion, s.Aversion = v, cv, av
-			s.EphemeralOwner = get64()
-			dl, _ := get32()
-			nc, _ := get32()
-			s.DataLength, s.NumChildren = dl, nc
-			s.Pzxid = get64()
-			m.stats = append(m.stats, s)
-			m.errs = append(m.errs, nil)
-		default:
-			return n, fmt.Errorf("zkext: multiRead reply: op type %d", typ)
-		}
-	}
-	if len(m.stats) != m.want {
-		return n, fmt.Errorf("zkext: multiRead reply: %d results for %d reads", len(m.stats), m.want)
-	}
-	return n, nil
-}
-
-// zkError maps a ZooKeeper error code to the client's error values, for
-// the codes a read can meet.
-func zkError(code int32) error {
-	switch code {
-	case 0:
-		return nil
-	case -101:
-		return zk.ErrNoNode
-	case -102:
-		return zk.ErrNoAuth
-	default:
-		return fmt.Errorf("zkext: ZooKeeper error %d", code)
-	}
-}

@@ -2,7 +2,6 @@ package zkext
 
 import (
 	"context"
-	"errors"
 	"os/exec"
 	"testing"
 	"time"
@@ -80,48 +79,6 @@ func TestRecursiveWatchSeesEveryNodeUnderIt(t *testing.T) {
 	case ev := <-evs:
 		t.Fatalf("unexpected event %v %s", ev.Type, ev.Path)
 	case <-time.After(200 * time.Millisecond):
-	}
-}
-
-// Stats reads many stats in one request, with a missing node's error in
-// its place; cversion counts a bucket's creates and deletes, which is what
-// the registry compares after a reconnect.
-func TestStatsReadsManyInOneRequest(t *testing.T) {
-	c, _ := connect(t)
-	mustCreate(t, c, "/s", 0)
-	mustCreate(t, c, "/s/a", 0)
-	n := mustCreate(t, c, "/s/a/r#", zk.FlagEphemeral|zk.FlagSequence)
-	if err := c.Delete(n, -1); err != nil {
-		t.Fatal(err)
-	}
-	mustCreate(t, c, "/s/a/r#", zk.FlagEphemeral|zk.FlagSequence)
-	stats, errs, err := Stats(c, []string{"/s/a", "/s/missing", "/s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(stats) != 3 || len(errs) != 3 {
-		t.Fatalf("%d stats, %d errors for 3 reads", len(stats), len(errs))
-	}
-	_, want, err := c.Exists("/s/a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if errs[0] != nil || stats[0] != *want || stats[0].Cversion != 3 || stats[0].NumChildren != 1 {
-		t.Errorf("/s/a: %+v %v, want %+v with cversion 3", stats[0], errs[0], *want)
-	}
-	if !errors.Is(errs[1], zk.ErrNoNode) {
-		t.Errorf("/s/missing: %v, want no node", errs[1])
-	}
-	if errs[2] != nil || stats[2].NumChildren != 1 {
-		t.Errorf("/s: %+v %v", stats[2], errs[2])
-	}
-	// 256 bucket paths fit one request, as the registry sends them.
-	paths := make([]string, 256)
-	for i := range paths {
-		paths[i] = "/s/a"
-	}
-	if stats, _, err := Stats(c, paths); err != nil || len(stats) != 256 {
-		t.Fatalf("256 reads: %d stats, %v", len(stats), err)
 	}
 }
 
