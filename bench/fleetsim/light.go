@@ -14,22 +14,26 @@ import (
 
 	"github.com/meshd/meshd/bench/internal/fleet"
 	"github.com/meshd/meshd/registry"
+	"github.com/meshd/meshd/registry/zkext"
 )
 
 // lightHosts make up the rest of a fleet whose views would not fit in
 // this process (each registry holds every host: about 40 GB at 10 000).
 // Each is its own session, registered as its meshd leaves it (lease,
-// owner, an ephemeral record of its session), and holds the registry's
-// 256 bucket watches, listing a bucket again (re-arming its watch) when
-// the watch fires. They keep no view. To ZooKeeper they are hosts -
+// owner, an ephemeral record of its session), and watches as a registry
+// does: one persistent recursive watch on the hosts tree, added again
+// with a read of the buckets' stats after every reconnect (with
+// -child-watches, the 256 bucket watches instead, listing a bucket again,
+// which re-arms its watch, when the watch fires). They keep no view. To ZooKeeper they are hosts -
 // sessions, ephemerals, watches, a reconnect after a restart - so the
 // restart phase runs against N + M sessions; removals are counted at the
 // N registries, which see every light host.
 //
 // In the churn a light host has the timed change with a registry's
-// requests: when its listing shows the writer's newest record changed,
-// it reads that record once (raw's watchers read the node they are told
-// of); a leave it has from the listing alone. It does none of the
+// requests: when the watch names the writer's new record (or, with child
+// watches, its listing shows the writer's newest record changed), it
+// reads that record once (raw's watchers read the node they are told of);
+// a leave it has from the watch's event, or the listing, alone. It does none of the
 // registry's work on what it read, so with light hosts the fan-out
 // measures ZooKeeper's side of the layout, not the registry's.
 type lightHosts struct {
@@ -38,10 +42,22 @@ type lightHosts struct {
 	hosts []registry.Host
 	// fired carries each session's fired bucket watches (their paths) to
 	// its one goroutine: a goroutine per watch would be 2.5 M of them.
-	fired  []chan string
-	ctx    context.Context // ends with close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	fired []chan string
+	// With the persistent watch: each session's events of the hosts tree,
+	// and its new connections (the watch is added again).
+	events    []chan zk.Event
+	connected []chan struct{}
+	// catchUp: session i's setWatches2 is in flight (its child watches
+	// firing are buckets to list); seen: the zxid session i has every
+	// event up to, as a registry keeps it.
+	catchUp []atomic.Bool
+	seen    []int64
+	// dropped counts events a full channel lost (the report says so).
+	dropped atomic.Int64
+	follows bool            // the persistent watch, not bucket watches
+	ctx     context.Context // ends with close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	// relists counts listings after a watch fired, for the phase's report;
 	// requests and payload every listing and read after a watch fired,
 	// and the bytes of names and records they brought, as
@@ -61,17 +77,39 @@ type lightHosts struct {
 func openLight(ctx context.Context, addrs []string, root string, first, m int, c config, target func() *change) (*lightHosts, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &lightHosts{root: root, conns: make([]*zk.Conn, m), hosts: make([]registry.Host, m),
-		fired: make([]chan string, m), ctx: ctx, cancel: cancel,
+		fired: make([]chan string, m), ctx: ctx, cancel: cancel, follows: !c.childWatches,
+		events: make([]chan zk.Event, m), connected: make([]chan struct{}, m),
+		catchUp: make([]atomic.Bool, m), seen: make([]int64, m),
 		target: target, last: make([]string, m), reported: make([]*change, m)}
 	for i := range m {
 		// At most 256 watches are pending per session, one per bucket,
 		// so the callback, on the client's receive loop, never blocks.
 		l.fired[i] = make(chan string, registry.Buckets)
+		l.events[i], l.connected[i] = make(chan zk.Event, 1024), make(chan struct{}, 1)
+		hosts := root + "/hosts/"
 		conn, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false),
 			zk.WithMaxBufferSize(fleet.RawBuffer), zk.WithMaxConnBufferSize(fleet.RawBuffer),
 			zk.WithEventCallback(func(ev zk.Event) {
-				if ev.Type == zk.EventNodeChildrenChanged {
+				switch {
+				case ev.Type == zk.EventNodeChildrenChanged && !l.follows:
 					l.fired[i] <- ev.Path
+				case ev.Type == zk.EventNodeChildrenChanged && l.catchUp[i].Load():
+					select {
+					case l.events[i] <- ev:
+					default:
+						l.dropped.Add(1)
+					}
+				case ev.Type == zk.EventSession && ev.State == zk.StateHasSession:
+					select {
+					case l.connected[i] <- struct{}{}:
+					default:
+					}
+				case (ev.Type == zk.EventNodeCreated || ev.Type == zk.EventNodeDeleted) && strings.HasPrefix(ev.Path, hosts):
+					select {
+					case l.events[i] <- ev:
+					default:
+						l.dropped.Add(1)
+					}
 				}
 			}))
 		if err != nil {
@@ -106,6 +144,9 @@ func openLight(ctx context.Context, addrs []string, root string, first, m int, c
 // arm sets every session's 256 bucket watches and starts the goroutines
 // that list a bucket again when its watch fires.
 func (l *lightHosts) arm(parallel int) error {
+	if l.follows {
+		return l.armTree(parallel)
+	}
 	ctx := l.ctx
 	errs := make([]error, len(l.conns))
 	fleet.Each(len(l.conns), parallel, func(i int) {
@@ -188,6 +229,90 @@ func (l *lightHosts) had(i int, ch *change, bucket string, children []string) {
 	}
 	l.reported[i] = ch
 	ch.seen()
+}
+
+// armTree adds each session's persistent watch on the hosts tree and
+// starts the goroutines that follow it.
+func (l *lightHosts) armTree(parallel int) error {
+	errs := make([]error, len(l.conns))
+	fleet.Each(len(l.conns), parallel, func(i int) {
+		select {
+		case <-l.connected[i]: // the first connection's: the watch is added here
+		default:
+		}
+		z, err := zkext.AddRecursiveWatch(l.conns[i], l.root+"/hosts")
+		if err != nil {
+			errs[i] = fmt.Errorf("light host %d: watch the hosts tree: %w", i, err)
+		}
+		l.seen[i] = z
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for i := range l.conns {
+		l.wg.Add(1)
+		go l.followTree(i)
+	}
+	return nil
+}
+
+// followTree has the timed change from the watch's events: the writer's
+// new record is read once, a leave taken from its delete. After a
+// reconnect it adds the watch again with the buckets' child watches
+// relative to the last zxid it has every event of, as a registry does,
+// and lists the buckets the server says changed since.
+func (l *lightHosts) followTree(i int) {
+	defer l.wg.Done()
+	buckets := make([]string, registry.Buckets)
+	for b := range buckets {
+		buckets[b] = fleet.Bucket(l.root, b)
+	}
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.connected[i]:
+			l.catchUp[i].Store(true)
+			z, err := zkext.SetWatches(l.conns[i], l.seen[i], buckets, []string{l.root + "/hosts"})
+			l.catchUp[i].Store(false)
+			l.requests.Add(1)
+			if err == nil {
+				l.seen[i] = max(l.seen[i], z)
+			}
+		case ev := <-l.events[i]:
+			l.payload.Add(int64(len(ev.Path)))
+			if ev.Type == zk.EventNodeChildrenChanged {
+				children, _, err := l.conns[i].Children(ev.Path)
+				l.requests.Add(1)
+				if err == nil {
+					l.relists.Add(1)
+					for _, c := range children {
+						l.payload.Add(int64(len(c)))
+					}
+				}
+				continue
+			}
+			ch := l.target()
+			if ch == nil || ch == l.reported[i] || !strings.HasPrefix(path.Base(ev.Path), ch.id+"#") {
+				continue
+			}
+			switch {
+			case ch.kind == registry.Removed && ev.Type == zk.EventNodeDeleted:
+			case ch.kind != registry.Removed && ev.Type == zk.EventNodeCreated:
+				data, _, z, err := zkext.Get(l.conns[i], ev.Path)
+				l.requests.Add(1)
+				if err != nil {
+					continue // gone meanwhile: its successor is another event
+				}
+				l.seen[i] = max(l.seen[i], z)
+				l.payload.Add(int64(len(data)))
+			default:
+				continue
+			}
+			l.reported[i] = ch
+			ch.seen()
+		}
+	}
 }
 
 // count is how many light hosts there are (none: nil).

@@ -89,8 +89,13 @@ type Timing struct {
 type Result struct {
 	Hosts int `json:"hosts"`
 	// Light hosts beside them (-light): sessions and watches, no view.
-	Light int    `json:"light_hosts,omitempty"`
-	Error string `json:"error,omitempty"` // why the run stopped short, if it did
+	Light int `json:"light_hosts,omitempty"`
+	// LightDropped counts watch events the light hosts' channels had no
+	// room for: a change one of them missed is timed out, not faked.
+	LightDropped int64 `json:"light_events_dropped,omitempty"`
+	// ChildWatches: ours ran with a child watch per bucket (-child-watches).
+	ChildWatches bool   `json:"child_watches,omitempty"`
+	Error        string `json:"error,omitempty"` // why the run stopped short, if it did
 	// Opening N registries (bounded parallel), each leasing and
 	// registering, until every view holds all N hosts.
 	SetupS    float64 `json:"setup_s"`
@@ -128,6 +133,10 @@ type config struct {
 	// rawSpin: CPU each raw watcher burns per change after its read, to
 	// measure what a watcher's CPU costs the fan-out on this machine.
 	rawSpin time.Duration
+	// childWatches: ours (registries and light hosts) watches each bucket
+	// with a child watch and lists it on every change, the shape against
+	// ZooKeeper before 3.6, instead of following the hosts tree.
+	childWatches bool
 }
 
 // Labels on every goroutine of one side, so that -churn-profile can be
@@ -156,6 +165,7 @@ func main() {
 	flag.IntVar(&c.ensemble, "ensemble", 0, "run against an ensemble of this many servers (0: one standalone server); implies -restart, which then kills the leader")
 	flag.DurationVar(&c.steadyTimeout, "steady-timeout", 3*time.Minute, "give up on a fleet not steady again this long after the restart or leader kill")
 	flag.IntVar(&c.light, "light", 0, "this many more hosts, each a session registered and holding the 256 bucket watches but no view (light.go): a fleet of n+light sessions where n+light full views would not fit; changes are then timed at all n+light, against n+light raw sessions")
+	flag.BoolVar(&c.childWatches, "child-watches", false, "ours watches each bucket with a child watch and lists it on every change (the shape against ZooKeeper before 3.6) instead of one persistent recursive watch")
 	maxRSS := flag.Int64("max-rss-mib", 12<<10, "stop opening registries when this process is this large")
 	flag.Parse()
 	c.maxRSS = *maxRSS << 20
@@ -193,7 +203,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "fleet size %q: want a positive number\n", f)
 			os.Exit(2)
 		}
-		if err := enoughFiles(n, c.light); err != nil {
+		if err := enoughFiles(n, c.light, c.changes > 0); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
@@ -230,7 +240,7 @@ func main() {
 // memory and CPU are this size's alone: the raw fan-out's sessions, then
 // the fleet, then their changes in turn.
 func run(ctx context.Context, mesh string, n int, c config) (res Result) {
-	res.Hosts, res.Light = n, c.light
+	res.Hosts, res.Light, res.ChildWatches = n, c.light, c.childWatches
 	zs, err := startZK(ctx, c)
 	if err != nil {
 		res.Error = err.Error()
@@ -246,14 +256,21 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 		// make each departure a change for all others, O(N^2) on the way out.
 		f.close(zs.stop)
 	}()
-	progress("n=%d: raw fan-out sessions", n)
-	raw, err := openRaw(ctx, zs.addrs, "/fleetsim-raw-"+mesh, n+c.light, c, zk)
-	if err != nil {
-		res.Error = "raw fan-out: " + err.Error()
-		return res
+	// Without changes to time (-changes 0: a restart phase alone) raw
+	// opens no sessions: at 10 000 hosts both sides would not fit this
+	// machine's open-files limit.
+	closeRaw := func() {}
+	var raw *rawSide
+	if c.changes > 0 {
+		progress("n=%d: raw fan-out sessions", n)
+		raw, err = openRaw(ctx, zs.addrs, "/fleetsim-raw-"+mesh, n+c.light, c, zk)
+		if err != nil {
+			res.Error = "raw fan-out: " + err.Error()
+			return res
+		}
+		closeRaw = sync.OnceFunc(raw.close)
+		defer closeRaw()
 	}
-	closeRaw := sync.OnceFunc(raw.close)
-	defer closeRaw()
 	if c.light > 0 {
 		progress("n=%d: %d light hosts registering", n, c.light)
 		t := time.Now()
@@ -297,8 +314,13 @@ func run(ctx context.Context, mesh string, n int, c config) (res Result) {
 		}
 	}
 	stopProfile()
+	if f.light != nil {
+		res.LightDropped = f.light.dropped.Load()
+	}
 	closeRaw() // the restart phase counts the fleet's sessions alone
-	res.Raw, res.Ours = raw.fanout(), ours.fanout()
+	if raw != nil {
+		res.Raw, res.Ours = raw.fanout(), ours.fanout()
+	}
 	if res.Raw.P99ms > 0 && res.Ours.P99ms > 0 {
 		res.RatioP99 = res.Ours.P99ms / res.Raw.P99ms
 		res.RawSpinUs = float64(c.rawSpin.Microseconds())
@@ -367,6 +389,12 @@ func printResult(r Result) {
 	if r.Light > 0 {
 		fmt.Printf("\n%d light hosts beside the registries (sessions, records and watches; no view)", r.Light)
 	}
+	if r.ChildWatches {
+		fmt.Printf("\nours: a child watch per bucket, listed on every change (-child-watches)")
+	}
+	if r.LightDropped > 0 {
+		fmt.Printf("\n%d watch events dropped at light hosts (their channels were full)", r.LightDropped)
+	}
 	fmt.Printf("\nN = %d  (setup %.1f s, this process %.0f MiB, ZooKeeper peak RSS %.0f MiB)\n", r.Hosts, r.SetupS, r.SimRSSMiB, r.ZKHWMMiB)
 	fmt.Printf("%-6s %7s %9s %9s %9s %9s %10s %12s %14s %14s %11s %11s %9s\n", "", "changes", "p50 ms", "p99 ms", "max ms", "first p50", "spread p99",
 		"req/change", "payload B/chg", "ZK io B/chg", "ZK CPU ms", "sim CPU ms", "ZK MiB")
@@ -405,12 +433,16 @@ func printResult(r Result) {
 // its limit, may open a socket per session: n registries, as many raw
 // sessions as the fleet has hosts, and the light hosts. Past the limit a
 // client retries its connection for ever and the setup hangs silently.
-func enoughFiles(n, light int) error {
+func enoughFiles(n, light int, raw bool) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return nil // unknown: try
 	}
-	need := uint64(n+1) + 2*uint64(n+light) + 512 // and files, pipes, the writer's stamps session
+	sides := uint64(1)
+	if raw {
+		sides = 2
+	}
+	need := uint64(n+1) + sides*uint64(n+light) + 512 // and files, pipes, the writer's stamps session
 	if lim.Cur < need {
 		return fmt.Errorf("fleet of %d (+%d light): about %d sockets, but the open-files limit is %d (hard %d); raise it, e.g. ulimit -n %d", n, light, need, lim.Cur, lim.Max, need)
 	}

@@ -189,7 +189,11 @@ func (s *sim) restart(ctx context.Context, zs *zkServers) (RestartResult, error)
 			break
 		}
 		if time.Since(last) > 10*time.Second {
-			progress("%s: %d of %d sessions not connected (%d of them light), %d views not holding all %d", res.Kind, nc, len(all)+s.light.count(), nl, short, want)
+			lo, hi := int64(want), int64(want)
+			for _, w := range all {
+				lo, hi = min(lo, w.known.Load()), max(hi, w.known.Load())
+			}
+			progress("%s: %d of %d sessions not connected (%d of them light), %d views not holding all %d (views hold %d-%d)", res.Kind, nc, len(all)+s.light.count(), nl, short, want, lo, hi)
 			last = time.Now()
 		}
 		select {

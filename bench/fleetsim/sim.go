@@ -53,7 +53,7 @@ type watcher struct {
 
 func (s *sim) options(h registry.Host) registry.Options {
 	return registry.Options{Servers: s.addrs, Mesh: s.mesh, Pool: fleet.Pool,
-		SessionTimeout: s.cfg.session, Self: h}
+		SessionTimeout: s.cfg.session, Self: h, ChildWatches: s.cfg.childWatches}
 }
 
 // start opens host i's registry, registers it and follows its events,
