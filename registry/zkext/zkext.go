@@ -103,4 +103,3 @@ func SetWatches(c *zk.Conn, relativeZxid int64, children, recursive []string) (i
 	req := &setWatches2Request{RelativeZxid: relativeZxid, ChildWatches: children, PersistentRecursiveWatches: recursive}
 	return request(c, opSetWatches2, req, &empty{}, nil)
 }
-
