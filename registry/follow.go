@@ -327,11 +327,7 @@ func (r *Registry) followBucket(b int) {
 			children, stat, _, err := r.list(p, false)
 			<-r.slots
 			if err != nil {
-				if r.ctx.Err() != nil {
-					return
-				}
-				r.log.Debug("list bucket", "bucket", p, "err", err)
-				if !r.backOff(&backoff) {
+				if !r.listFailed(p, err, &backoff) {
 					return
 				}
 				continue

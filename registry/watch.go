@@ -51,11 +51,7 @@ func (r *Registry) watchBucket(b int) {
 		ch, complete, err := r.listBucket(b, p)
 		<-r.slots
 		if err != nil {
-			if r.ctx.Err() != nil {
-				return
-			}
-			r.log.Debug("list bucket", "bucket", p, "err", err)
-			if !r.backOff(&backoff) {
+			if !r.listFailed(p, err, &backoff) {
 				return
 			}
 			continue
@@ -137,6 +133,16 @@ func (r *Registry) list(p string, watch bool) ([]string, *zk.Stat, <-chan zk.Eve
 		r.stats.BytesIn.Add(int64(len(c)))
 	}
 	return children, stat, ch, nil
+}
+
+// listFailed logs a failed listing of p and waits out the backoff; false
+// once the registry is closing.
+func (r *Registry) listFailed(p string, err error, backoff *time.Duration) bool {
+	if r.ctx.Err() != nil {
+		return false
+	}
+	r.log.Debug("list bucket", "bucket", p, "err", err)
+	return r.backOff(backoff)
 }
 
 // transient says a request failed with the connection or the session, not
