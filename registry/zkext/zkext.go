@@ -57,7 +57,8 @@ type empty struct{}
 // AddRecursiveWatch sets a persistent recursive watch on p: every node
 // created, deleted or changed under p (p included) comes to the
 // connection's event callback, until the connection ends. A server older
-// than 3.6 answers zk.ErrUnimplemented.
+// than 3.6 answers "unimplemented" (code -6, which go-zookeeper v1.0.4
+// reports as "unknown error: -6") and then closes the connection.
 // It returns the zxid of the reply: every change after it is told.
 func AddRecursiveWatch(c *zk.Conn, p string) (int64, error) {
 	return request(c, opAddWatch, &addWatchRequest{Path: p, Mode: modePersistentRecursive}, &empty{}, nil)
