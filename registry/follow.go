@@ -145,10 +145,7 @@ func (q *hostEvents) add(ev zk.Event) {
 		e.ops = append(e.ops, op)
 	}
 	q.mu.Unlock()
-	select {
-	case q.poke[b] <- struct{}{}:
-	default:
-	}
+	q.pokeBucket(b)
 }
 
 // caughtUp has bucket p listed again if its child watch fired while a
@@ -166,15 +163,9 @@ func (q *hostEvents) caughtUp(p string) {
 	}
 	q.mu.Lock()
 	fire := q.on && q.catchUp
-	if fire {
-		q.b[b].relist, q.b[b].spread = true, true
-	}
 	q.mu.Unlock()
 	if fire {
-		select {
-		case q.poke[b] <- struct{}{}:
-		default:
-		}
+		q.missed(b)
 	}
 }
 
@@ -203,6 +194,12 @@ func (q *hostEvents) missed(b int) {
 	q.mu.Lock()
 	q.b[b].relist, q.b[b].spread = true, true
 	q.mu.Unlock()
+	q.pokeBucket(b)
+}
+
+// pokeBucket tells bucket b's goroutine it has news, without blocking:
+// one poke waiting is enough, it takes all there is.
+func (q *hostEvents) pokeBucket(b int) {
 	select {
 	case q.poke[b] <- struct{}{}:
 	default:

@@ -22,20 +22,21 @@ import (
 // Each is its own session, registered as its meshd leaves it (lease,
 // owner, an ephemeral record of its session), and watches as a registry
 // does: one persistent recursive watch on the hosts tree, added again
-// with a read of the buckets' stats after every reconnect (with
-// -child-watches, the 256 bucket watches instead, listing a bucket again,
-// which re-arms its watch, when the watch fires). They keep no view. To ZooKeeper they are hosts -
-// sessions, ephemerals, watches, a reconnect after a restart - so the
-// restart phase runs against N + M sessions; removals are counted at the
-// N registries, which see every light host.
+// after every reconnect by a setWatches2 that lists the buckets changed
+// meanwhile (with -child-watches, the 256 bucket watches instead, listing
+// a bucket again, which re-arms its watch, when the watch fires). They
+// keep no view. To ZooKeeper they are hosts - sessions, ephemerals,
+// watches, a reconnect after a restart - so the restart phase runs
+// against N + M sessions; removals are counted at the N registries,
+// which see every light host.
 //
 // In the churn a light host has the timed change with a registry's
 // requests: when the watch names the writer's new record (or, with child
 // watches, its listing shows the writer's newest record changed), it
 // reads that record once (raw's watchers read the node they are told of);
-// a leave it has from the watch's event, or the listing, alone. It does none of the
-// registry's work on what it read, so with light hosts the fan-out
-// measures ZooKeeper's side of the layout, not the registry's.
+// a leave it has from the watch's event, or the listing, alone. It does
+// none of the registry's work on what it read, so with light hosts the
+// fan-out measures ZooKeeper's side of the layout, not the registry's.
 type lightHosts struct {
 	root  string
 	conns []*zk.Conn
@@ -87,6 +88,13 @@ func openLight(ctx context.Context, addrs []string, root string, first, m int, c
 		l.fired[i] = make(chan string, registry.Buckets)
 		l.events[i], l.connected[i] = make(chan zk.Event, 1024), make(chan struct{}, 1)
 		hosts := root + "/hosts/"
+		queue := func(ev zk.Event) { // never blocks the client's receive loop
+			select {
+			case l.events[i] <- ev:
+			default:
+				l.dropped.Add(1)
+			}
+		}
 		conn, _, err := zk.Connect(addrs, c.session, zk.WithLogInfo(false),
 			zk.WithMaxBufferSize(fleet.RawBuffer), zk.WithMaxConnBufferSize(fleet.RawBuffer),
 			zk.WithEventCallback(func(ev zk.Event) {
@@ -94,22 +102,14 @@ func openLight(ctx context.Context, addrs []string, root string, first, m int, c
 				case ev.Type == zk.EventNodeChildrenChanged && !l.follows:
 					l.fired[i] <- ev.Path
 				case ev.Type == zk.EventNodeChildrenChanged && l.catchUp[i].Load():
-					select {
-					case l.events[i] <- ev:
-					default:
-						l.dropped.Add(1)
-					}
+					queue(ev)
 				case ev.Type == zk.EventSession && ev.State == zk.StateHasSession:
 					select {
 					case l.connected[i] <- struct{}{}:
 					default:
 					}
 				case (ev.Type == zk.EventNodeCreated || ev.Type == zk.EventNodeDeleted) && strings.HasPrefix(ev.Path, hosts):
-					select {
-					case l.events[i] <- ev:
-					default:
-						l.dropped.Add(1)
-					}
+					queue(ev)
 				}
 			}))
 		if err != nil {

@@ -164,7 +164,7 @@ func main() {
 	flag.BoolVar(&c.restart, "restart", false, "after the churn, restart ZooKeeper (ensemble: kill its leader) and time until steady")
 	flag.IntVar(&c.ensemble, "ensemble", 0, "run against an ensemble of this many servers (0: one standalone server); implies -restart, which then kills the leader")
 	flag.DurationVar(&c.steadyTimeout, "steady-timeout", 3*time.Minute, "give up on a fleet not steady again this long after the restart or leader kill")
-	flag.IntVar(&c.light, "light", 0, "this many more hosts, each a session registered and holding the 256 bucket watches but no view (light.go): a fleet of n+light sessions where n+light full views would not fit; changes are then timed at all n+light, against n+light raw sessions")
+	flag.IntVar(&c.light, "light", 0, "this many more hosts, each a session registered and watching the hosts as a registry does, but with no view (light.go): a fleet of n+light sessions where n+light full views would not fit; changes are then timed at all n+light, against n+light raw sessions")
 	flag.BoolVar(&c.childWatches, "child-watches", false, "ours watches each bucket with a child watch and lists it on every change (the shape against ZooKeeper before 3.6) instead of one persistent recursive watch")
 	maxRSS := flag.Int64("max-rss-mib", 12<<10, "stop opening registries when this process is this large")
 	flag.Parse()
