@@ -509,8 +509,15 @@ func (r *Registry) Reverify() {
 			continue
 		}
 		if err != nil {
-			if !errors.Is(err, zk.ErrNoNode) {
+			if !errors.Is(err, zk.ErrNoNode) && r.stillNewest(n.id, n.name) {
 				r.skip(p, n.id, err)
+				// A newer record put while skip waited supersedes the
+				// refusal, as one put after it does (syncBucket).
+				r.mu.Lock()
+				if r.names[BucketOf(n.id)][n.id] != n.name && r.refused[n.id].Node == p {
+					delete(r.refused, n.id)
+				}
+				r.mu.Unlock()
 			}
 			continue
 		}

@@ -546,6 +546,17 @@ func (r *Registry) skip(nodePath, id string, err error) {
 	r.log.Warn("skipping bad host record", "path", nodePath, "host", id, "reason", reason, "err", err)
 }
 
+// stillNewest says whether name is still the newest record node known
+// for id. A read of an older one that fails its checks refuses nothing:
+// the host's newer record was read and judged by the watch (a refusal of
+// the old one, put after the newer record, would stay until the host's
+// next change).
+func (r *Registry) stillNewest(id, name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.names[BucketOf(id)][id] == name
+}
+
 // sameRecord says whether two records say the same, field by field: it
 // runs for every update every watcher takes, where marshalling both to
 // compare them cost two encodings of each record.
