@@ -38,7 +38,56 @@ type rules interface {
 	// RemoveJump removes every jump from a built-in chain into one of meshd's.
 	RemoveJump(table, from, to string) error
 	DeleteChain(table, chain string) error
+	// DropEmptyBuiltin deletes a built-in chain if it holds no rule and
+	// its policy is ACCEPT (so deleting it changes no verdict); otherwise,
+	// or where built-in chains cannot be deleted, it does nothing.
+	DropEmptyBuiltin(table, chain string)
 	Save(table string) (string, error)
+}
+
+// flows is the kernel's connection tracking as the firewall uses it.
+type flows interface {
+	// ForgetWireGuard deletes the tracked flows between this host's
+	// WireGuard port and the given addresses, in both directions, and
+	// says how many went.
+	ForgetWireGuard(addrs []netip.Addr, port int) (int, error)
+}
+
+// netlinkFlows deletes conntrack entries over netlink.
+type netlinkFlows struct{}
+
+func (netlinkFlows) ForgetWireGuard(addrs []netip.Addr, port int) (int, error) {
+	var n uint
+	var errs []error
+	for _, fam := range []netlink.InetFamily{syscall.AF_INET, syscall.AF_INET6} {
+		var fs []netlink.CustomConntrackFilter
+		for _, a := range addrs {
+			if (fam == syscall.AF_INET6) != (a.Is6() && !a.Is4In6()) {
+				continue
+			}
+			// Theirs to our port, and ours from our port to them.
+			for _, dir := range [][2]netlink.ConntrackFilterType{
+				{netlink.ConntrackOrigSrcIP, netlink.ConntrackOrigDstPort},
+				{netlink.ConntrackOrigDstIP, netlink.ConntrackOrigSrcPort},
+			} {
+				f := &netlink.ConntrackFilter{}
+				if err := errors.Join(f.AddIP(dir[0], net.IP(a.Unmap().AsSlice())), f.AddProtocol(syscall.IPPROTO_UDP),
+					f.AddPort(dir[1], uint16(port))); err != nil {
+					return int(n), err
+				}
+				fs = append(fs, f)
+			}
+		}
+		if len(fs) == 0 {
+			continue
+		}
+		k, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, fs...)
+		n += k
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return int(n), errors.Join(errs...)
 }
 
 // setSpec is what a set is created with.
@@ -234,6 +283,13 @@ func (b iptables) DeleteChain(table, chain string) error {
 		return err
 	}
 	return nil
+}
+
+func (b iptables) DropEmptyBuiltin(table, chain string) {
+	// iptables-nft deletes a built-in chain only when it is empty with the
+	// policy ACCEPT (it answers "busy" or "not empty" otherwise);
+	// iptables-legacy never does. Either refusal is the answer wanted.
+	run("", b.cmd("iptables"), "-w", "-t", table, "-X", chain)
 }
 
 func (b iptables) Save(table string) (string, error) {

@@ -70,6 +70,7 @@ type Firewall struct {
 	log   *slog.Logger
 	sets  sets
 	rules [2]rules // IPv4 (iptables), IPv6 (ip6tables)
+	flows flows    // conntrack: a leaving member's WireGuard flows
 
 	mu    sync.Mutex
 	hosts map[string]Host
@@ -86,14 +87,16 @@ type Firewall struct {
 
 // New returns a firewall on the kernel's ipset and iptables.
 func New(cfg Config) *Firewall {
-	return newWith(cfg, netlinkSets{}, iptables{}, iptables{v6: true})
+	f := newWith(cfg, netlinkSets{}, iptables{}, iptables{v6: true})
+	f.flows = netlinkFlows{}
+	return f
 }
 
 func newWith(cfg Config, s sets, r4, r6 rules) *Firewall {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Firewall{cfg: cfg, log: cfg.Logger.With("component", "firewall"), sets: s, rules: [2]rules{r4, r6},
+	return &Firewall{cfg: cfg, log: cfg.Logger.With("component", "firewall"), sets: s, rules: [2]rules{r4, r6}, flows: noFlows{},
 		hosts: map[string]Host{}, entries: map[string]map[netip.Addr]int{}, capacity: map[string]int{},
 		full: map[string]bool{}, v6sets: map[string]bool{}, groupSets: map[string]bool{}}
 }
@@ -134,6 +137,9 @@ func (f *Firewall) Start() error {
 	}
 	if err := f.applyPolicyLocked(); err != nil {
 		return err
+	}
+	for _, r := range f.rules {
+		retire(r)
 	}
 	for i, r := range f.rules {
 		for _, h := range f.hooks(i == 1) {
@@ -280,8 +286,49 @@ func (f *Firewall) delLocked(set string, a netip.Addr) error {
 		return nil
 	}
 	delete(m, a)
-	return f.sets.Del(set, netip.PrefixFrom(a, a.BitLen()))
+	if err := f.sets.Del(set, netip.PrefixFrom(a, a.BitLen())); err != nil {
+		return err
+	}
+	if set == setOf(setPeers, a) {
+		f.forgetLocked([]netip.Addr{a})
+	}
+	return nil
 }
+
+// forgetLocked deletes the WireGuard flows of addresses that just left the
+// peer set. Established flows are admitted before the allowlist is asked
+// (renderFixed), so without this a member that left would keep its flows
+// to the WireGuard port for as long as it kept them busy. It runs after
+// the set delete: no new flow from the address can be admitted since. A
+// failure is logged, not returned: the set is already right, and the flow
+// ends when it idles out.
+func (f *Firewall) forgetLocked(addrs []netip.Addr) {
+	n, err := f.flows.ForgetWireGuard(addrs, f.cfg.ListenPort)
+	if err != nil {
+		f.log.Warn("forget a leaving member's WireGuard flows", "addrs", addrs, "forgot", n, "err", err)
+		return
+	}
+	if n > 0 {
+		f.log.Debug("forgot a leaving member's WireGuard flows", "addrs", addrs, "flows", n)
+	}
+}
+
+// retire removes what an older meshd hooked and this one does not
+// (retiredHooks), and the built-in chains that leaves empty.
+func retire(r rules) {
+	for _, h := range retiredHooks {
+		r.RemoveJump(h.table, h.from, h.to)
+	}
+	r.DeleteChain("raw", chainNoTrack)
+	for _, h := range retiredHooks {
+		r.DropEmptyBuiltin(h.table, h.from)
+	}
+}
+
+// noFlows forgets nothing: Flush's firewall, and tests, have no conntrack.
+type noFlows struct{}
+
+func (noFlows) ForgetWireGuard([]netip.Addr, int) (int, error) { return 0, nil }
 
 func (f *Firewall) maxCapacity() int {
 	if f.cfg.MaxSetCapacity > 0 {
@@ -467,6 +514,7 @@ func (f *Firewall) Resync(hosts []Host) error {
 			if err := f.sets.Flush(name); err != nil {
 				return err
 			}
+			f.forgetGoneLocked(name, addrs)
 			f.entries[name] = addrs
 			delete(f.full, name)
 			continue
@@ -494,10 +542,29 @@ func (f *Firewall) Resync(hosts []Host) error {
 		if err := f.sets.Destroy(tmp); err != nil {
 			return err
 		}
+		f.forgetGoneLocked(name, addrs)
 		f.entries[name], f.capacity[name] = addrs, c
 		delete(f.full, name)
 	}
 	return nil
+}
+
+// forgetGoneLocked forgets the WireGuard flows of the addresses a resync
+// took out of a peer set (what the set held before, as far as this run
+// knows, less what it holds now).
+func (f *Firewall) forgetGoneLocked(set string, now map[netip.Addr]int) {
+	if set != setPeers && set != setName(setPeers, true) {
+		return
+	}
+	var gone []netip.Addr
+	for a := range f.entries[set] {
+		if now[a] == 0 {
+			gone = append(gone, a)
+		}
+	}
+	if len(gone) > 0 {
+		f.forgetLocked(gone)
+	}
 }
 
 // Close lets go of the firewall and leaves it in force: a stopped meshd
@@ -516,14 +583,18 @@ func (f *Firewall) flush() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, r := range f.rules {
-		for _, h := range f.hooks(i == 1) {
+		retire(r)
+		hs := f.hooks(i == 1)
+		for _, h := range hs {
 			r.RemoveJump(h.table, h.from, h.to)
 		}
-		r.DeleteChain("raw", chainNoTrack)
 		for _, c := range []string{chainInput, chainForward, chainOverlay, chainUnderlay, chainPolicy, chainFPolicy} {
 			r.DeleteChain("filter", c)
 		}
 		r.DeleteChain("mangle", chainMSS)
+		for _, h := range hs {
+			r.DropEmptyBuiltin(h.table, h.from)
+		}
 	}
 	names, err := f.sets.Names()
 	if err != nil {

@@ -85,6 +85,7 @@ func (f *fakeRules) Restore(text string) error                                { 
 func (f *fakeRules) EnsureJump(table, from, to string, match ...string) error { return nil }
 func (f *fakeRules) RemoveJump(table, from, to string) error                  { return nil }
 func (f *fakeRules) DeleteChain(table, chain string) error                    { return nil }
+func (f *fakeRules) DropEmptyBuiltin(table, chain string)                     {}
 func (f *fakeRules) Save(table string) (string, error)                        { return f.saved, nil }
 
 func TestCountersByRule(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"github.com/meshd/meshd/internal/policy"
@@ -25,7 +24,9 @@ const (
 	chainForward  = "MESHD-FORWARD" // forwarded traffic: which new connections are judged
 	chainFPolicy  = "MESHD-FPOLICY" // ...and the judgement, by original destination
 	chainMSS      = "MESHD-MSS"
-	chainNoTrack  = "MESHD-NOTRACK"
+	// chainNoTrack is retired: an older meshd untracked WireGuard's
+	// datagrams in raw (see retiredHooks).
+	chainNoTrack = "MESHD-NOTRACK"
 )
 
 // Rule comments name the counters the metrics report, one per drop reason.
@@ -114,6 +115,13 @@ func renderFixed(c ruleConfig) string {
 	// Loopback first: a host calling its own overlay address does so over
 	// lo, which the anti-spoof rules below would take for the underlay.
 	w(`-A %s -i lo -j ACCEPT`, chainInput)
+	// Established flows first, WireGuard's own among them: its datagrams
+	// are tracked like any flow, so all but a flow's first skip the
+	// allowlist's set lookup (which, with the raw-table walk untracking
+	// cost, was half of what the firewall cost a 64-byte flood; see
+	// bench/PROFILES.md). A new flow to the WireGuard port still passes
+	// the allowlist, and a member's flows are forgotten when it leaves
+	// (Firewall.forgetPeers), so leaving cuts it off as a set delete did.
 	w(`-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`, chainInput)
 	if c.SSH {
 		w(`-A %s -p tcp --dport 22 -m set --match-set %s src -m comment --comment "meshd breakglass ssh" -j ACCEPT`, chainInput, set(setSSH))
@@ -149,14 +157,6 @@ func renderFixed(c ruleConfig) string {
 	w(`-A %s -m conntrack --ctstate DNAT -j %s`, chainForward, chainFPolicy)
 	w(`-A %s -i %s -j %s`, chainForward, c.Interface, chainFPolicy)
 	w("COMMIT")
-	// WireGuard's underlay datagrams are filtered by source set alone, so
-	// tracking them only costs a conntrack entry lookup per packet.
-	// The hooks into MESHD-NOTRACK and MESHD-MSS carry the match (see
-	// hooks), so other packets skip each chain in one rule.
-	w("*raw")
-	w(":%s - [0:0]", chainNoTrack)
-	w(`-A %s -m comment --comment "meshd wg untracked" -j CT --notrack`, chainNoTrack)
-	w("COMMIT")
 	if !c.V6 { // the overlay is IPv4: no IPv6 crosses the mesh interface
 		w("*mangle")
 		w(":%s - [0:0]", chainMSS)
@@ -172,8 +172,8 @@ func renderFixed(c ruleConfig) string {
 func renderUnderlay(w func(string, ...any), c ruleConfig) {
 	ch, set := chainUnderlay, setName(setPeers, c.V6)
 	if c.V6 {
-		// Path MTU discovery and errors for untracked WireGuard datagrams
-		// (tracked flows get theirs as RELATED), and neighbour discovery,
+		// Path MTU discovery and errors conntrack cannot relate to a flow
+		// (one already expired; live flows get theirs as RELATED), and neighbour discovery,
 		// without which IPv6 does not work at all. NDP is link-local:
 		// the kernel checks its hop limit of 255.
 		for _, t := range []string{"destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem",
@@ -337,20 +337,31 @@ type hook struct {
 	match           []string // in iptables -S form, so an existing hook is recognised
 }
 
-// hooks are meshd's jumps of one family. All but the filter hook are
-// narrowed to the packets their chain concerns: unconditional, every packet
-// walked the chain, and in a 64-byte UDP flood the raw OUTPUT and mangle
-// POSTROUTING walks alone took 3% of both cores (perf, bench/PROFILES.md).
+// hooks are meshd's jumps of one family. The MSS clamp's is narrowed to
+// the packets its chain concerns and hooked where only forwarded packets
+// cross it: a local socket takes its MSS from the mesh interface's MTU, so
+// only forwarded handshakes (a container's, whose MTU is not the mesh's)
+// need the clamp, and local traffic walks no mangle chain at all.
 func (f *Firewall) hooks(v6 bool) []hook {
-	port := strconv.Itoa(f.cfg.ListenPort)
 	hs := []hook{
 		{"filter", "INPUT", chainInput, nil},
 		{"filter", "FORWARD", chainForward, nil},
-		{"raw", "PREROUTING", chainNoTrack, []string{"-p", "udp", "-m", "udp", "--dport", port}},
-		{"raw", "OUTPUT", chainNoTrack, []string{"-p", "udp", "-m", "udp", "--sport", port}},
 	}
 	if !v6 {
-		hs = append(hs, hook{"mangle", "POSTROUTING", chainMSS, []string{"-o", f.cfg.Interface, "-p", "tcp"}})
+		hs = append(hs, hook{"mangle", "FORWARD", chainMSS, []string{"-o", f.cfg.Interface, "-p", "tcp"}})
 	}
 	return hs
+}
+
+// retiredHooks are jumps an older meshd made and this one removes (at
+// start, and in Flush): the raw table's, which untracked WireGuard's
+// datagrams, and the MSS clamp's from mangle POSTROUTING, which every
+// outgoing packet walked. The built-in chains they leave empty are
+// deleted too, if nothing else uses them: iptables-nft hooks a built-in
+// chain into the kernel whether or not it holds rules, and every packet
+// would still walk it.
+var retiredHooks = []hook{
+	{"raw", "PREROUTING", chainNoTrack, nil},
+	{"raw", "OUTPUT", chainNoTrack, nil},
+	{"mangle", "POSTROUTING", chainMSS, nil},
 }

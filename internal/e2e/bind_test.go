@@ -23,7 +23,9 @@ import (
 
 // transferEnv makes this test binary, run inside a testbed host, one end of
 // a TCP transfer: "recv ADDR" or "send ADDR BYTES". Each prints the byte
-// count and SHA-256 of what it received or sent.
+// count and SHA-256 of what it received or sent. "udp PORT ADDR N" sends N
+// datagrams to ADDR from local port PORT (a flow's own source port, which
+// bash's /dev/udp cannot choose).
 const transferEnv = "MESHD_E2E_TRANSFER"
 
 func TestHelperTransfer(t *testing.T) {
@@ -35,6 +37,24 @@ func TestHelperTransfer(t *testing.T) {
 	var n int64
 	var err error
 	switch args[0] {
+	case "udp":
+		var c *net.UDPConn
+		port, _ := strconv.Atoi(args[1])
+		if c, err = net.ListenUDP("udp", &net.UDPAddr{Port: port}); err != nil {
+			break
+		}
+		var to *net.UDPAddr
+		if to, err = net.ResolveUDPAddr("udp", args[2]); err != nil {
+			break
+		}
+		count, _ := strconv.Atoi(args[3])
+		for i := 0; i < count && err == nil; i++ {
+			var k int
+			k, err = c.WriteToUDP([]byte("probe"), to)
+			n += int64(k)
+			h.Write([]byte("probe"))
+		}
+		c.Close()
 	case "recv":
 		var l net.Listener
 		if l, err = net.Listen("tcp", args[1]); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,6 +225,24 @@ func TestFirewallKeepsOutsidersOutAndAppliesPolicy(t *testing.T) {
 	t.Logf("decommissioned host's key gone from every peer %s after meshctl decommission returned", gone.Round(time.Millisecond))
 	if gone > time.Second {
 		t.Errorf("decommissioned key lingered %s, want within a second", gone)
+	}
+	// web2's WireGuard flow with db was established, and established flows
+	// are admitted before the WireGuard allowlist is asked. Leaving took
+	// the flow with the set entry: datagrams on that very flow (web2's
+	// WireGuard port to db's) are now new, from a non-member, and dropped.
+	waitFor(t, 5*time.Second, "web2 gone from db's peer set", func() error {
+		if out, _ := db.Host.Run(context.Background(), "ipset", "test", "meshd-peers", web2.Host.PrivateIP.String()); !strings.Contains(out, "NOT") {
+			return fmt.Errorf("still there: %s", out)
+		}
+		return nil
+	})
+	wgBefore := counter(t, db, firewall.CounterWGUnknown)
+	probe := transferCmd(context.Background(), web2.Host, fmt.Sprintf("udp 51820 %s 5", net.JoinHostPort(db.Host.PrivateIP.String(), "51820")))
+	if err := probe.cmd.Run(); err != nil {
+		t.Fatalf("datagrams from web2's WireGuard port: %v\n%s", err, probe.out.String())
+	}
+	if got := counter(t, db, firewall.CounterWGUnknown) - wgBefore; got < 5 {
+		t.Errorf("%d of 5 datagrams on the decommissioned web2's old WireGuard flow dropped as from a non-member, want all", got)
 	}
 
 	// kill -9 and restart: exactly one copy of every rule and set.
