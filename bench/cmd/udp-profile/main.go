@@ -84,7 +84,7 @@ func run(fw, out, bin, bind string, secs int, record, tcp, lazy bool, rate strin
 			return fmt.Errorf("%s cannot reach %s over the mesh", a.Name, st.OverlayIP)
 		}
 	}
-	srv, err := tb.StartProcess(b, logDir+"/iperf3.log", "iperf3", "-s", "-B", st.OverlayIP)
+	srv, err := tb.StartProcess(b, logDir+"/iperf3.log", "iperf3", "-s", "--forceflush", "-B", st.OverlayIP)
 	if err != nil {
 		return err
 	}
