@@ -121,7 +121,10 @@ func renderFixed(c ruleConfig) string {
 	// cost, was half of what the firewall cost a 64-byte flood; see
 	// bench/PROFILES.md). A new flow to the WireGuard port still passes
 	// the allowlist, and a member's flows are forgotten when it leaves
-	// (Firewall.forgetPeers), so leaving cuts it off as a set delete did.
+	// (Firewall.forgetLocked), so leaving cuts it off as a set delete did.
+	// A datagram forging a member's source address now leaves an
+	// unreplied entry for 30 s; a full table evicts unreplied entries
+	// first, so such a flood cannot push out established flows.
 	w(`-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`, chainInput)
 	if c.SSH {
 		w(`-A %s -p tcp --dport 22 -m set --match-set %s src -m comment --comment "meshd breakglass ssh" -j ACCEPT`, chainInput, set(setSSH))
