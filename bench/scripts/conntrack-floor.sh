@@ -15,7 +15,8 @@
 #   alt    meshd's rules passed through the shell filter ALT (iptables-save
 #          text in, iptables-restore text out), for a variant.
 # Prints the datagrams per second the receiver got over the last 4 s of
-# each segment (from the iperf3 server's 1 s intervals).
+# each segment (from the iperf3 server's 1 s intervals); with TCP=1, one
+# full-size TCP stream instead of the flood, and its Gbit/s.
 #
 #   go build -o /tmp/udp-profile ./bench/cmd/udp-profile && make build
 #   bench/scripts/conntrack-floor.sh
@@ -30,7 +31,10 @@ rate=${1:-0}
 read -ra states <<< "${STATES:-ipt floor none}"
 CYCLES_SECS=$(( ${CYCLES:-4} * ${#states[@]} * 6 + 8 ))
 
-/tmp/udp-profile -perf=false -lazy=false -firewall enforce -seconds "$((CYCLES_SECS))" -rate "$rate" -bin "$bin" > /tmp/conntrack-floor.out 2>&1 &
+unit=kpps
+flow=(-rate "$rate")
+if [ -n "${TCP:-}" ]; then unit=Gbit/s flow=(-tcp); fi
+/tmp/udp-profile -perf=false -lazy=false -firewall enforce -seconds "$((CYCLES_SECS))" "${flow[@]}" -bin "$bin" > /tmp/conntrack-floor.out 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do pgrep -P "$pid" >/dev/null && pgrep -f "iperf3 -c" >/dev/null && break; sleep 0.1; done
 log=$(ls -td /tmp/udp-profile-*/ | head -1)iperf3.log
@@ -80,8 +84,15 @@ NFT
 		esac
 	done
 }
-# rate: received datagrams per second over the last 4 complete intervals.
+# rate: received datagrams per second (TCP: Gbit/s) over the last 4
+# complete intervals.
 rate() {
+	if [ -n "${TCP:-}" ]; then
+		grep -E '^\[ *[0-9]+\] +[0-9.]+-[0-9.]+ +sec .* [0-9.]+ [KMG]bits/sec *$' "$log" | tail -4 |
+			sed -E 's/.* ([0-9.]+) ([KMG])bits\/sec *$/\1 \2/' |
+			awk '{m=($2=="G")?1:($2=="M")?1e-3:1e-6; r+=$1*m} END{printf "%.2f", r/NR}'
+		return
+	fi
 	grep -E '^\[ *[0-9]+\] +[0-9.]+-[0-9.]+ +sec .*[0-9]+/[0-9]+ \(' "$log" | tail -4 |
 		sed -E 's/.* ([0-9]+)\/([0-9]+) \(.*/\1 \2/' | awk '{r+=$2-$1} END{printf "%.1f", r/NR/1000}'
 }
@@ -90,9 +101,9 @@ sleep 4
 state=ipt
 for _ in $(seq 1 "${CYCLES:-4}"); do for next in "${states[@]:1}" "${states[0]}"; do
 	sleep 5.2
-	echo "$state $(rate) kpps" | tee -a /tmp/conntrack-floor.rates
+	echo "$state $(rate) $unit" | tee -a /tmp/conntrack-floor.rates
 	to "$next"; state=$next
 done; done
 wait "$pid"
 grep receiver /tmp/conntrack-floor.out | tail -1
-awk '{s[$1]+=$2; n[$1]++} END{for (k in s) printf "mean %s %.1f kpps\n", k, s[k]/n[k]}' /tmp/conntrack-floor.rates
+awk '{s[$1]+=$2; n[$1]++} END{for (k in s) printf "mean %s %.2f %s\n", k, s[k]/n[k], u}' u="$unit" /tmp/conntrack-floor.rates
