@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 )
 
 // sets is the kernel's ipset as the firewall uses it; tests use a fake.
@@ -53,41 +55,83 @@ type flows interface {
 	ForgetWireGuard(addrs []netip.Addr, port int) (int, error)
 }
 
-// netlinkFlows deletes conntrack entries over netlink.
+// netlinkFlows deletes conntrack entries over netlink. The kernel does the
+// matching (a dump filtered by tuple, Linux 5.8 and later): vishvananda's
+// ConntrackDeleteFilters copies the whole table out and matches it here,
+// 3 µs an entry, so 0.3 s of CPU per leave on a host tracking 100 000
+// flows, paid by every host for every member that leaves the fleet.
 type netlinkFlows struct{}
 
+// The kernel's tuple filter (nf_conntrack_netlink.c, uapi values): which
+// fields of the request's CTA_TUPLE_ORIG an entry must match.
+const (
+	ctaFilter          = 25 // CTA_FILTER
+	ctaFilterOrigFlags = 1  // CTA_FILTER_ORIG_FLAGS
+	ctaFilterReplyFlag = 2  // CTA_FILTER_REPLY_FLAGS
+	filterIPSrc        = 1 << 0
+	filterIPDst        = 1 << 1
+	filterProtoNum     = 1 << 3
+	filterSrcPort      = 1 << 4
+	filterDstPort      = 1 << 5
+)
+
 func (netlinkFlows) ForgetWireGuard(addrs []netip.Addr, port int) (int, error) {
-	var n uint
+	n := 0
 	var errs []error
-	for _, fam := range []netlink.InetFamily{syscall.AF_INET, syscall.AF_INET6} {
-		var fs []netlink.CustomConntrackFilter
-		for _, a := range addrs {
-			if (fam == syscall.AF_INET6) != (a.Is6() && !a.Is4In6()) {
-				continue
+	for _, a := range addrs {
+		a = a.Unmap()
+		// Theirs to our port, and ours from our port to them.
+		for _, theirs := range []bool{true, false} {
+			k, err := forgetFlows(a, theirs, uint16(port))
+			n += k
+			if err != nil {
+				errs = append(errs, fmt.Errorf("conntrack %s: %w", a, err))
 			}
-			// Theirs to our port, and ours from our port to them.
-			for _, dir := range [][2]netlink.ConntrackFilterType{
-				{netlink.ConntrackOrigSrcIP, netlink.ConntrackOrigDstPort},
-				{netlink.ConntrackOrigDstIP, netlink.ConntrackOrigSrcPort},
-			} {
-				f := &netlink.ConntrackFilter{}
-				if err := errors.Join(f.AddIP(dir[0], net.IP(a.Unmap().AsSlice())), f.AddProtocol(syscall.IPPROTO_UDP),
-					f.AddPort(dir[1], uint16(port))); err != nil {
-					return int(n), err
-				}
-				fs = append(fs, f)
-			}
-		}
-		if len(fs) == 0 {
-			continue
-		}
-		k, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, fs...)
-		n += k
-		if err != nil {
-			errs = append(errs, err)
 		}
 	}
-	return int(n), errors.Join(errs...)
+	return n, errors.Join(errs...)
+}
+
+// forgetFlows deletes the UDP flows from a to port (theirs) or from port
+// to a: the kernel lists the matching entries, and each is deleted by the
+// tuples it was listed with.
+func forgetFlows(a netip.Addr, theirs bool, port uint16) (int, error) {
+	family, ipSrc, ipDst := uint8(syscall.AF_INET), nl.CTA_IP_V4_SRC, nl.CTA_IP_V4_DST
+	if a.Is6() {
+		family, ipSrc, ipDst = syscall.AF_INET6, nl.CTA_IP_V6_SRC, nl.CTA_IP_V6_DST
+	}
+	ipAttr, portAttr, flags := ipSrc, nl.CTA_PROTO_DST_PORT, uint32(filterIPSrc|filterProtoNum|filterDstPort)
+	if !theirs {
+		ipAttr, portAttr, flags = ipDst, nl.CTA_PROTO_SRC_PORT, filterIPDst|filterProtoNum|filterSrcPort
+	}
+	hdr := &nl.Nfgenmsg{NfgenFamily: family, Version: nl.NFNETLINK_V0}
+	req := nl.NewNetlinkRequest(int(netlink.ConntrackTable)<<8|nl.IPCTNL_MSG_CT_GET, syscall.NLM_F_DUMP)
+	req.AddData(hdr)
+	tuple := nl.NewRtAttr(syscall.NLA_F_NESTED|nl.CTA_TUPLE_ORIG, nil)
+	tuple.AddRtAttr(syscall.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil).AddRtAttr(ipAttr, a.AsSlice())
+	proto := tuple.AddRtAttr(syscall.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
+	proto.AddRtAttr(nl.CTA_PROTO_NUM, []byte{syscall.IPPROTO_UDP})
+	proto.AddRtAttr(portAttr, nl.BEUint16Attr(port))
+	filter := nl.NewRtAttr(syscall.NLA_F_NESTED|ctaFilter, nil)
+	filter.AddRtAttr(ctaFilterOrigFlags, nl.Uint32Attr(flags))
+	filter.AddRtAttr(ctaFilterReplyFlag, nl.Uint32Attr(0))
+	req.AddData(tuple)
+	req.AddData(filter)
+	msgs, err := req.Execute(syscall.NETLINK_NETFILTER, 0)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, m := range msgs {
+		del := nl.NewNetlinkRequest(int(netlink.ConntrackTable)<<8|nl.IPCTNL_MSG_CT_DELETE, syscall.NLM_F_ACK)
+		del.AddData(hdr)
+		del.AddRawData(m[4:]) // the entry's attributes, past its nfgenmsg header
+		if _, err := del.Execute(syscall.NETLINK_NETFILTER, 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // setSpec is what a set is created with.
